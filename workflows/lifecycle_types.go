@@ -1,0 +1,51 @@
+package workflows
+
+import "fmt"
+
+// LifecycleAction is one system VM lifecycle operation.
+type LifecycleAction string
+
+// The lifecycle actions of SSVMs, CPVMs and routers.
+const (
+	ActionStart    LifecycleAction = "start"
+	ActionStop     LifecycleAction = "stop"
+	ActionReboot   LifecycleAction = "reboot"
+	ActionDestroy  LifecycleAction = "destroy"
+	ActionRecreate LifecycleAction = "recreate"
+)
+
+// ParseLifecycleAction validates an action name.
+func ParseLifecycleAction(s string) (LifecycleAction, error) {
+	switch a := LifecycleAction(s); a {
+	case ActionStart, ActionStop, ActionReboot, ActionDestroy, ActionRecreate:
+		return a, nil
+	}
+	return "", fmt.Errorf("unknown action %q (want start, stop, reboot, destroy or recreate)", s)
+}
+
+// OperationKind is the operation kind recorded for an action ("systemvm.start", ...).
+func (a LifecycleAction) OperationKind() string { return "systemvm." + string(a) }
+
+// LifecycleInput starts a SystemVMLifecycleWorkflow.
+type LifecycleInput struct {
+	OperationID string          `json:"operationId"`
+	VMID        string          `json:"vmId"`
+	Action      LifecycleAction `json:"action"`
+	// Force stops without a clean shutdown.
+	Force bool `json:"force,omitempty"`
+	// Reason is recorded in events (e.g. "health check dns_check.py failed 2 times").
+	Reason string `json:"reason,omitempty"`
+}
+
+// LifecycleResult is what a lifecycle run ends with.
+type LifecycleResult struct {
+	VMID   string `json:"vmId"`
+	Name   string `json:"name"`
+	Action string `json:"action"`
+	State  string `json:"state"`
+	HostID string `json:"hostId,omitempty"`
+}
+
+// LifecycleWorkflowID is the workflow ID of every lifecycle operation on one VM: one ID per VM,
+// so Temporal itself refuses a second operation while one runs.
+func LifecycleWorkflowID(vmID string) string { return "systemvm/" + vmID }
