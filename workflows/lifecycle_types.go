@@ -48,4 +48,7 @@ type LifecycleResult struct {
 
 // LifecycleWorkflowID is the workflow ID of every lifecycle operation on one VM: one ID per VM,
 // so Temporal itself refuses a second operation while one runs.
-func LifecycleWorkflowID(vmID string) string { return "systemvm/" + vmID }
+func LifecycleWorkflowID(vmID string) string { return "systemvm:" + vmID }
+
+// LifecycleWorkflowName is the registered workflow type name of SystemVMLifecycleWorkflow.
+const LifecycleWorkflowName = "SystemVMLifecycle"
