@@ -1,0 +1,152 @@
+package sshexec
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/sshexec/sshtest"
+)
+
+// systemVMKey is generated once per test binary: RSA-3072 generation takes about a second.
+var systemVMKey = sync.OnceValues(GenerateKeyPair)
+
+func testKey(t testing.TB) KeyPair {
+	t.Helper()
+	kp, err := systemVMKey()
+	if err != nil {
+		t.Fatalf("generate key pair: %v", err)
+	}
+	return kp
+}
+
+func pubKey(t testing.TB, kp KeyPair) ssh.PublicKey {
+	t.Helper()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// ed25519Signer makes a throwaway key (a "wrong" key, or a host jump key).
+func ed25519Signer(t testing.TB) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// vmServer starts an SSH server standing for a system VM that accepts the system VM key as root.
+func vmServer(t testing.TB, addr string, exec sshtest.ExecHandler) *sshtest.Server {
+	t.Helper()
+	return sshtest.NewServer(t, sshtest.Options{
+		Addr:           addr,
+		AuthorizedKeys: []ssh.PublicKey{pubKey(t, testKey(t))},
+		Users:          []string{"root"},
+		Exec:           exec,
+		NoForward:      true,
+	})
+}
+
+// directTarget points a VMware-style target at a server.
+func directTarget(name string, s *sshtest.Server) Target {
+	return Target{VMName: name, Hypervisor: hypervisors.VMware, PrivateIP: s.Host(), Port: s.Port()}
+}
+
+// jumpRig is a hypervisor host server and a VM server on 127.0.0.2 (the VM's "link-local"
+// address, reachable only through the host's forwarding in the sense of the access path).
+type jumpRig struct {
+	host    *sshtest.Server
+	vm      *sshtest.Server
+	hostKey ssh.Signer
+	target  Target
+}
+
+func newJumpRig(t testing.TB, name string) *jumpRig {
+	t.Helper()
+	hk := ed25519Signer(t)
+	host := sshtest.NewServer(t, sshtest.Options{
+		AuthorizedKeys: []ssh.PublicKey{hk.PublicKey()},
+		Users:          []string{"root"},
+	})
+	vm := vmServer(t, "127.0.0.2:0", nil)
+	return &jumpRig{host: host, vm: vm, hostKey: hk, target: Target{
+		VMName: name, Hypervisor: hypervisors.KVM, LinkLocalControl: true,
+		HostAddress: host.Host(), HostPort: host.Port(), LinkLocalIP: vm.Host(), Port: vm.Port(),
+	}}
+}
+
+func newExecutor(t testing.TB, cfg Config) *Executor {
+	t.Helper()
+	if cfg.Signer == nil && len(cfg.Key.PrivatePEM) == 0 {
+		cfg.Key = testKey(t)
+	}
+	if cfg.HostKeys == nil {
+		cfg.HostKeys = &MemoryHostKeyStore{}
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatalf("new executor: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// silentListener accepts TCP connections and never says anything, like a VM whose sshd hangs.
+func silentListener(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln
+}
+
+// eventually polls cond for up to 5 seconds.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
