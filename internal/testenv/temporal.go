@@ -4,30 +4,15 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
-	"go.temporal.io/sdk/client"
+	"github.com/sysvm/sysvm/devcloud/temporaldev"
 )
-
-// Temporal is a running dev server.
-type Temporal struct {
-	// Address is host:port of its gRPC frontend.
-	Address string
-	// UIPort is the Web UI port (0 when headless).
-	UIPort    int
-	Namespace string
-	cmd       *exec.Cmd
-	done      chan struct{}
-}
 
 // RepoRoot finds the module root from this source file's location.
 func RepoRoot() string {
@@ -47,19 +32,12 @@ func TemporalBinary() (string, error) {
 	return p, nil
 }
 
-// FreePort returns a free TCP port on 127.0.0.1.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // SearchAttributes are registered at start (the same list as workflows.SearchAttributeNames,
 // kept here to avoid an import cycle in tests of workflows).
 var SearchAttributes = []string{"SystemVmId", "RouterId", "ZoneId", "OperationKind"}
+
+// Temporal is a running in-memory dev server.
+type Temporal = temporaldev.Server
 
 // StartTemporal starts an in-memory dev server; ui also starts the Web UI.
 func StartTemporal(ctx context.Context, ui bool) (*Temporal, error) {
@@ -67,80 +45,14 @@ func StartTemporal(ctx context.Context, ui bool) (*Temporal, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--log-level", "error", "--namespace", "default"}
-	t := &Temporal{Address: fmt.Sprintf("127.0.0.1:%d", port), Namespace: "default", done: make(chan struct{})}
+	o := temporaldev.Options{Binary: bin, UIPort: -1, SearchAttributes: SearchAttributes}
 	if ui {
-		up, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		t.UIPort = up
-		args = append(args, "--ui-port", strconv.Itoa(up))
-	} else {
-		args = append(args, "--headless")
+		o.UIPort = 0
 	}
-	hp, err := FreePort()
-	if err != nil {
-		return nil, err
+	if os.Getenv("SYSVM_TEST_VERBOSE") != "" {
+		o.Output = os.Stderr
 	}
-	args = append(args, "--http-port", strconv.Itoa(hp), "--metrics-port", "0")
-	for _, sa := range SearchAttributes {
-		args = append(args, "--search-attribute", sa+"=Keyword")
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start temporal dev server: %w", err)
-	}
-	t.cmd = cmd
-	go func() { _ = cmd.Wait(); close(t.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}})
-		if err == nil {
-			_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
-			c.Close()
-			if err == nil {
-				return t, nil
-			}
-		}
-		select {
-		case <-t.done:
-			return nil, errors.New("temporal dev server exited during start-up")
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Stop()
-			return nil, fmt.Errorf("temporal dev server not healthy at %s after 60s: %v", t.Address, err)
-		}
-	}
-}
-
-// Stop ends the server.
-func (t *Temporal) Stop() {
-	if t.cmd != nil && t.cmd.Process != nil {
-		_ = t.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-t.done:
-		case <-time.After(10 * time.Second):
-			_ = t.cmd.Process.Kill()
-			<-t.done
-		}
-	}
-}
-
-// Client dials the server.
-func (t *Temporal) Client() (client.Client, error) {
-	return client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}})
+	return temporaldev.Start(ctx, o)
 }
 
 // TemporalT starts a server for one test and stops it when the test ends.
@@ -155,10 +67,3 @@ func TemporalT(t testing.TB, ui bool) *Temporal {
 	t.Cleanup(srv.Stop)
 	return srv
 }
-
-type quietLogger struct{}
-
-func (quietLogger) Debug(string, ...any) {}
-func (quietLogger) Info(string, ...any)  {}
-func (quietLogger) Warn(string, ...any)  {}
-func (quietLogger) Error(string, ...any) {}
