@@ -1,0 +1,404 @@
+package xapisim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// handler implements one XAPI message. It runs with the server lock held. It returns a wire
+// value (string, int64, bool, float64, time.Time, []any, map[string]any), or a *deferred when
+// the operation takes simulated time, and a *Failure on error.
+type handler func(c *call) (any, error)
+
+type method struct {
+	name string
+	// params names the parameters after session_id (XAPI counts session_id too when it
+	// reports MESSAGE_PARAMETER_COUNT_MISMATCH).
+	params []string
+	// optional is how many trailing params may be left out (session.login_with_password's
+	// version and originator).
+	optional int
+	// noSession: the message takes no session_id (login).
+	noSession bool
+	// readOnly: a generated getter; XAPI has no Async variant for those.
+	readOnly bool
+	fn       handler
+}
+
+// deferred is an operation that holds its objects busy for Options.OpDelay: the server lock
+// is released while it "runs", then finish completes it under the lock again.
+type deferred struct {
+	finish func() (any, error)
+}
+
+// errDrop asks the transport to close the connection without answering (fault injection).
+var errDrop = errors.New("xapisim: drop connection")
+
+type call struct {
+	s          *Server
+	ctx        context.Context
+	method     string
+	params     []any
+	sessionRef string
+	session    *sessionRec
+}
+
+// dispatch runs one call as XAPI would: fault rules, method lookup, parameter count,
+// session check, then the handler. Async.<method> returns a task ref at once.
+func (s *Server) dispatch(ctx context.Context, name string, params []any) (any, error) {
+	s.mu.Lock()
+	s.calls[name]++
+	if f := s.faults.match(name); f != nil {
+		s.mu.Unlock()
+		if f.Drop {
+			return nil, errDrop
+		}
+		return nil, fail(f.Code, f.Params...)
+	}
+	async := false
+	mname := name
+	if rest, ok := strings.CutPrefix(name, "Async."); ok {
+		async, mname = true, rest
+	}
+	m, ok := s.methods[mname]
+	if !ok || (async && (m.noSession || m.readOnly)) {
+		s.mu.Unlock()
+		return nil, fail(CodeMessageMethodUnknown, name)
+	}
+	want := len(m.params)
+	if !m.noSession {
+		want++
+	}
+	if len(params) > want || len(params) < want-m.optional {
+		s.mu.Unlock()
+		return nil, fail(CodeMessageParameterCountMismatch, name, strconv.Itoa(want), strconv.Itoa(len(params)))
+	}
+	c := &call{s: s, ctx: ctx, method: mname, params: params}
+	if !m.noSession {
+		ref, _ := params[0].(string)
+		sess, ok := s.db.classes[classSession].objs[ref].(*sessionRec)
+		if !ok {
+			s.mu.Unlock()
+			return nil, fail(CodeSessionInvalid, ref)
+		}
+		sess.LastActive = time.Now().UTC()
+		c.sessionRef, c.session, c.params = ref, sess, params[1:]
+	}
+	if async {
+		taskRef := s.newTask(mname, c.sessionRef)
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			c.ctx = s.stopCtx
+			res, err := s.run(m, c, false)
+			s.mu.Lock()
+			s.completeTask(taskRef, res, err)
+			s.mu.Unlock()
+		}()
+		return taskRef, nil
+	}
+	return s.run(m, c, true)
+}
+
+// run executes a handler; it is entered with the lock held when locked is true and always
+// returns with it released.
+func (s *Server) run(m *method, c *call, locked bool) (res any, err error) {
+	if !locked {
+		s.mu.Lock()
+	}
+	defer s.mu.Unlock()
+	s.log.Debug("xapi call", "method", m.name)
+	res, err = m.fn(c)
+	if d, ok := res.(*deferred); ok && err == nil {
+		if s.opts.OpDelay > 0 {
+			s.mu.Unlock()
+			t := time.NewTimer(s.opts.OpDelay)
+			select {
+			case <-t.C:
+			case <-s.stopCtx.Done():
+				t.Stop()
+			}
+			s.mu.Lock()
+		}
+		res, err = d.finish()
+	}
+	var f *Failure
+	if err != nil && !errors.As(err, &f) {
+		return nil, fail(CodeInternalError, err.Error())
+	}
+	return res, err
+}
+
+// later makes an operation take Options.OpDelay: the objects named in busy are marked with
+// op in their current_operations until finish has run.
+func (c *call) later(busy []opHolder, op string, finish func() (any, error)) (any, error) {
+	id := newRef()
+	for _, b := range busy {
+		b.ops()[id] = op
+	}
+	return &deferred{finish: func() (any, error) {
+		for _, b := range busy {
+			delete(b.ops(), id)
+		}
+		return finish()
+	}}, nil
+}
+
+// opHolder is a record with current_operations (VM, VDI, SR).
+type opHolder interface{ ops() map[string]string }
+
+// busy returns OTHER_OPERATION_IN_PROGRESS when an object is in the middle of an operation.
+func busy(className, ref string, h opHolder) *Failure {
+	for _, op := range h.ops() {
+		return fail(CodeOtherOperationInProgress, className, ref, op)
+	}
+	return nil
+}
+
+func (c *call) paramName(i int) string {
+	if m := c.s.methods[c.method]; m != nil && i < len(m.params) {
+		return m.params[i]
+	}
+	return strconv.Itoa(i)
+}
+
+func (c *call) typeErr(i int) *Failure { return fail(CodeFieldTypeError, c.paramName(i)) }
+
+func (c *call) str(i int) (string, error) {
+	if i >= len(c.params) {
+		return "", nil
+	}
+	s, ok := c.params[i].(string)
+	if !ok {
+		return "", c.typeErr(i)
+	}
+	return s, nil
+}
+
+func (c *call) int(i int) (int64, error) {
+	n, err := asInt(c.params[i])
+	if err != nil {
+		return 0, c.typeErr(i)
+	}
+	return n, nil
+}
+
+func (c *call) bool(i int) (bool, error) {
+	b, err := asBool(c.params[i])
+	if err != nil {
+		return false, c.typeErr(i)
+	}
+	return b, nil
+}
+
+func (c *call) strMap(i int) (map[string]string, error) {
+	m, err := asStringMap(c.params[i])
+	if err != nil {
+		return nil, c.typeErr(i)
+	}
+	return m, nil
+}
+
+func (c *call) rec(i int) (map[string]any, error) {
+	m, ok := c.params[i].(map[string]any)
+	if !ok {
+		return nil, c.typeErr(i)
+	}
+	return m, nil
+}
+
+// refParam is the raw string of a ref parameter (for error parameters).
+func (c *call) refParam(i int) string {
+	s, _ := c.params[i].(string)
+	return s
+}
+
+// object resolves a ref parameter of a class, or fails with HANDLE_INVALID.
+func (c *call) object(i int, cl *class) (any, error) {
+	ref, err := c.str(i)
+	if err != nil {
+		return nil, err
+	}
+	obj, ok := cl.objs[ref]
+	if !ok {
+		return nil, handleInvalid(cl.name, ref)
+	}
+	return obj, nil
+}
+
+// ref resolves a ref parameter of a class and returns it.
+func (c *call) ref(i int, className string) (string, error) {
+	ref, err := c.str(i)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := c.s.db.classes[className].objs[ref]; !ok {
+		return "", handleInvalid(className, ref)
+	}
+	return ref, nil
+}
+
+func asInt(v any) (int64, error) {
+	switch x := v.(type) {
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return n, nil
+		}
+		f, err := x.Float64()
+		if err != nil || f != float64(int64(f)) {
+			return 0, fmt.Errorf("not an int: %s", x)
+		}
+		return int64(f), nil
+	case int64:
+		return x, nil
+	case int:
+		return int64(x), nil
+	case float64:
+		if x != float64(int64(x)) {
+			return 0, fmt.Errorf("not an int: %v", x)
+		}
+		return int64(x), nil
+	case string:
+		return strconv.ParseInt(x, 10, 64)
+	}
+	return 0, fmt.Errorf("not an int: %T", v)
+}
+
+func asFloat(v any) (float64, error) {
+	switch x := v.(type) {
+	case json.Number:
+		return x.Float64()
+	case float64:
+		return x, nil
+	case int64:
+		return float64(x), nil
+	case string:
+		return strconv.ParseFloat(x, 64)
+	}
+	return 0, fmt.Errorf("not a float: %T", v)
+}
+
+func asBool(v any) (bool, error) {
+	switch x := v.(type) {
+	case bool:
+		return x, nil
+	case string:
+		return strconv.ParseBool(x)
+	}
+	return false, fmt.Errorf("not a bool: %T", v)
+}
+
+func asStrings(v any) ([]string, error) {
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("not an array: %T", v)
+	}
+	out := make([]string, len(arr))
+	for i, e := range arr {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("array element %d not a string: %T", i, e)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func asStringMap(v any) (map[string]string, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("not a struct: %T", v)
+	}
+	out := make(map[string]string, len(m))
+	for k, e := range m {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("map value %q not a string: %T", k, e)
+		}
+		out[k] = s
+	}
+	return out, nil
+}
+
+// field helpers for constructor records (VIF.create, VBD.create, VDI.create): a missing or
+// mistyped required field is FIELD_TYPE_ERROR(field), as XAPI's record unmarshaller says.
+
+func recStr(r map[string]any, k string, def *string) (string, error) {
+	v, ok := r[k]
+	if !ok {
+		if def != nil {
+			return *def, nil
+		}
+		return "", fail(CodeFieldTypeError, k)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fail(CodeFieldTypeError, k)
+	}
+	return s, nil
+}
+
+func recInt(r map[string]any, k string, def *int64) (int64, error) {
+	v, ok := r[k]
+	if !ok {
+		if def != nil {
+			return *def, nil
+		}
+		return 0, fail(CodeFieldTypeError, k)
+	}
+	n, err := asInt(v)
+	if err != nil {
+		return 0, fail(CodeFieldTypeError, k)
+	}
+	return n, nil
+}
+
+func recBool(r map[string]any, k string, def *bool) (bool, error) {
+	v, ok := r[k]
+	if !ok {
+		if def != nil {
+			return *def, nil
+		}
+		return false, fail(CodeFieldTypeError, k)
+	}
+	b, err := asBool(v)
+	if err != nil {
+		return false, fail(CodeFieldTypeError, k)
+	}
+	return b, nil
+}
+
+func recMap(r map[string]any, k string, required bool) (map[string]string, error) {
+	v, ok := r[k]
+	if !ok {
+		if required {
+			return nil, fail(CodeFieldTypeError, k)
+		}
+		return map[string]string{}, nil
+	}
+	m, err := asStringMap(v)
+	if err != nil {
+		return nil, fail(CodeFieldTypeError, k)
+	}
+	return m, nil
+}
+
+func recStrings(r map[string]any, k string) ([]string, error) {
+	v, ok := r[k]
+	if !ok {
+		return []string{}, nil
+	}
+	s, err := asStrings(v)
+	if err != nil {
+		return nil, fail(CodeFieldTypeError, k)
+	}
+	return s, nil
+}
+
+func ptr[T any](v T) *T { return &v }
