@@ -548,12 +548,21 @@ func (e *Executor) dialError(ctx, cctx context.Context, t Target, hop Hop, addr 
 // handshake runs the SSH handshake over conn within cctx, checking the host key against the
 // store under keyAddr, and returns the client. conn is closed on failure.
 func (e *Executor) handshake(ctx, cctx context.Context, conn net.Conn, t Target, hop Hop, addr, user string, signer ssh.Signer, keyAddr string) (*ssh.Client, error) {
+	known, recorded, err := e.cfg.HostKeys.LookupHostKey(cctx, keyAddr)
+	if err != nil {
+		_ = conn.Close()
+		return nil, &Error{VM: t.VMName, Hop: hop, Stage: StageHandshake, Address: addr,
+			Err: fmt.Errorf("look up host key for %s: %w", keyAddr, err)}
+	}
 	refusal := &refusal{}
 	cfg := &ssh.ClientConfig{
 		User:            user,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: tofuCallback(cctx, e.cfg.HostKeys, keyAddr, e.log, refusal),
+		HostKeyCallback: tofuCallback(cctx, e.cfg.HostKeys, keyAddr, known, recorded, e.log, refusal),
 		ClientVersion:   "SSH-2.0-sysvm",
+	}
+	if recorded {
+		cfg.HostKeyAlgorithms = hostKeyAlgorithms(known)
 	}
 	// Closing the connection is the only way to abort a handshake in progress (deadlines do
 	// not work on tunnelled connections).

@@ -648,3 +648,34 @@ func TestNewRequiresHostKeysAndKey(t *testing.T) {
 		t.Error("New without a key succeeded")
 	}
 }
+
+func TestHostKeyTypeOfRecordedKeyIsPreferred(t *testing.T) {
+	ctx := context.Background()
+	rsaHostKey, err := testKey(t).Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	edHostKey := ed25519Signer(t)
+	// A server with two host key types, as sshd has. Left alone the client would negotiate the
+	// RSA one; the recorded ed25519 key must be the one checked.
+	srv := sshtest.NewServer(t, sshtest.Options{
+		HostKey: edHostKey, ExtraHostKeys: []ssh.Signer{rsaHostKey},
+		AuthorizedKeys: []ssh.PublicKey{pubKey(t, testKey(t))},
+	})
+	store := &MemoryHostKeyStore{}
+	_ = store.RecordHostKey(ctx, "vm:v-80-VM", edHostKey.PublicKey().Marshal())
+	e := newExecutor(t, Config{HostKeys: store, MaxConns: -1})
+	if _, err := e.Run(ctx, directTarget("v-80-VM", srv), []string{"true"}, nil); err != nil {
+		t.Fatalf("recorded ed25519 key, server also has RSA: %v", err)
+	}
+	_ = store.RecordHostKey(ctx, "vm:v-81-VM", rsaHostKey.PublicKey().Marshal())
+	if _, err := e.Run(ctx, directTarget("v-81-VM", srv), []string{"true"}, nil); err != nil {
+		t.Fatalf("recorded RSA key, server also has ed25519: %v", err)
+	}
+	// A server whose key type changed altogether is still reached and refused by fingerprint.
+	rsaOnly := sshtest.NewServer(t, sshtest.Options{HostKey: rsaHostKey, AuthorizedKeys: []ssh.PublicKey{pubKey(t, testKey(t))}})
+	_, err = e.Run(ctx, directTarget("v-80-VM", rsaOnly), []string{"true"}, nil)
+	if !errors.Is(err, ErrHostKeyChanged) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(rsaHostKey.PublicKey())) {
+		t.Fatalf("key type changed: %v", err)
+	}
+}

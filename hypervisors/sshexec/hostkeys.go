@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
@@ -74,16 +75,37 @@ func (r *refusal) get() error {
 	return r.err
 }
 
-// tofuCallback builds a host key callback that checks against (and records into) store under
-// the given address. The ctx is the caller's, for store access during the handshake. A refusal
-// is also stored in refused so the caller can classify it even if the handshake rewraps it.
-func tofuCallback(ctx context.Context, store HostKeyStore, address string, log *slog.Logger, refused *refusal) ssh.HostKeyCallback {
+// hostKeyAlgorithms orders the host key algorithms so that those matching a recorded key come
+// first: the handshake then negotiates that key rather than another type the same server also
+// holds (OpenSSH does the same for known hosts). The other algorithms stay offered, so a server
+// whose key type changed is still reached and refused with both fingerprints named. Nil (the
+// library's default) when the recorded key does not parse.
+func hostKeyAlgorithms(known []byte) []string {
+	pub, err := ssh.ParsePublicKey(known)
+	if err != nil {
+		return nil
+	}
+	preferred := []string{pub.Type()}
+	if pub.Type() == ssh.KeyAlgoRSA {
+		preferred = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	out := append([]string{}, preferred...)
+	rest := append(ssh.SupportedAlgorithms().HostKeys, ssh.InsecureAlgorithms().HostKeys...)
+	for _, a := range rest {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// tofuCallback builds a host key callback for address given what the store holds for it
+// (known, ok): with no recorded key it records the presented one; otherwise the presented key
+// must be the recorded one. The ctx is for store access during the handshake. A refusal is
+// also stored in refused so the caller can classify it even if the handshake rewraps it.
+func tofuCallback(ctx context.Context, store HostKeyStore, address string, known []byte, ok bool, log *slog.Logger, refused *refusal) ssh.HostKeyCallback {
 	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
 		presented := key.Marshal()
-		known, ok, err := store.LookupHostKey(ctx, address)
-		if err != nil {
-			return refused.set(fmt.Errorf("look up host key for %s: %w", address, err))
-		}
 		if !ok {
 			if err := store.RecordHostKey(ctx, address, presented); err != nil {
 				return refused.set(fmt.Errorf("record host key for %s: %w", address, err))

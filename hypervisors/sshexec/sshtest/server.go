@@ -33,6 +33,8 @@ type Options struct {
 	Addr string
 	// HostKey is the server's host key; nil generates an ed25519 key.
 	HostKey ssh.Signer
+	// ExtraHostKeys are further host keys of other types (as sshd has RSA, ECDSA and ed25519).
+	ExtraHostKeys []ssh.Signer
 	// AuthorizedKeys are the public keys accepted (for any user, unless Users is set).
 	AuthorizedKeys []ssh.PublicKey
 	// Users, when non-empty, are the only user names accepted.
@@ -120,6 +122,9 @@ func Listen(opts Options) (*Server, error) {
 		ServerVersion:     "SSH-2.0-sysvm-sshtest",
 	}
 	s.cfg.AddHostKey(opts.HostKey)
+	for _, k := range opts.ExtraHostKeys {
+		s.cfg.AddHostKey(k)
+	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("sshtest: listen: %w", err)
