@@ -333,14 +333,23 @@ func (d *Driver) importOVA(ctx context.Context, spec hypervisors.TemplateSpec, s
 			return len(msg), nil
 		},
 	}
+	// A file that is no OVA, or whose descriptor does not parse, is a bad image: say so
+	// before vCenter is involved, so the error is not mistaken for a passing failure.
+	desc, err := importer.ReadOvf("*.ovf", archive)
+	if err != nil {
+		return types.ManagedObjectReference{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name,
+			fmt.Errorf("read OVF descriptor from %s: %w", spec.URL, err))
+	}
+	if env, err := importer.ReadEnvelope(desc); err != nil {
+		return types.ManagedObjectReference{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
+	} else if env.VirtualSystem == nil {
+		return types.ManagedObjectReference{}, hypervisors.Errorf(hypervisors.ErrUnsupported, op, spec.Name,
+			"the OVA holds no single virtual system; a system VM template must be one virtual machine")
+	}
 	name := spec.Name
 	info, lease, err := imp.ImportVApp(ctx, "*.ovf", importer.Options{Name: &name})
 	if err != nil {
 		d.cleanupImport(ctx, folder, spec.Name)
-		if kindOf(err) == nil && !isTransport(err) {
-			// an unreadable archive or descriptor is a bad image, not a passing failure
-			return types.ManagedObjectReference{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, fmt.Errorf("import OVA: %w", err))
-		}
 		return types.ManagedObjectReference{}, d.fail(ctx, op, spec.Name, fmt.Errorf("import OVA: %w", err))
 	}
 	if info.Entity.Type != "VirtualMachine" {
@@ -384,8 +393,6 @@ func (d *Driver) importOVA(ctx context.Context, spec hypervisors.TemplateSpec, s
 	}
 	return info.Entity, nil
 }
-
-func isTransport(err error) bool { return transportKind(err) != nil }
 
 // cleanupImport removes a VM that a failed import may have left in the template folder.
 func (d *Driver) cleanupImport(ctx context.Context, folder types.ManagedObjectReference, name string) {
