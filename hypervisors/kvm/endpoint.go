@@ -38,10 +38,8 @@ type Endpoint struct {
 
 // String renders the endpoint in this package's canonical form.
 func (e Endpoint) String() string {
-	q := url.Values{"uri": {e.URI}}.Encode()
-	if e.Network == "unix" {
-		return "unix://" + e.Address + "?" + q
-	}
+	// Escape what would end or split the query, keep a URI's ':' and '/' readable.
+	q := "uri=" + strings.NewReplacer("%3A", ":", "%2F", "/").Replace(url.QueryEscape(e.URI))
 	return e.Network + "://" + e.Address + "?" + q
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 
 	libvirt "github.com/digitalocean/go-libvirt"
@@ -66,6 +67,11 @@ func classify(op, object string, err error) error {
 		return err
 	}
 	if code, ok := libvirtCode(err); ok {
+		// Some drivers (the test driver; domain name clashes everywhere) report an existing
+		// object as a generic failure; libvirt's message is the only distinction.
+		if code == libvirt.ErrOperationFailed && strings.Contains(err.Error(), "already exists") {
+			return hypervisors.Wrap(hypervisors.ErrAlreadyExists, op, object, err)
+		}
 		if k := Kind(code); k != nil {
 			return hypervisors.Wrap(k, op, object, err)
 		}
