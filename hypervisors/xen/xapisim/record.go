@@ -257,7 +257,7 @@ func (s *Server) registerClass(c *class) {
 				fv := reflect.ValueOf(obj).Elem().Field(f.index)
 				nv, ferr := convertParam(cl.params[1], fv.Type())
 				if ferr != nil {
-					return nil, fail(CodeFieldTypeError, f.wire)
+					return nil, fail(CodeFieldTypeError, "value")
 				}
 				fv.Set(nv)
 				return "", nil
