@@ -117,13 +117,11 @@ func ConnectWithOptions(ctx context.Context, conn hypervisors.Connection, opts O
 	}
 	wg.Wait()
 	answered := 0
-	for i, err := range errs {
+	for _, err := range errs {
 		switch {
 		case err == nil:
 			answered++
-		case errors.Is(err, hypervisors.ErrUnreachable):
-			d.log.Warn("libvirt endpoint not answering", "host", conns[i].name, "endpoint", conns[i].ep.String(), "err", err)
-		default:
+		case !errors.Is(err, hypervisors.ErrUnreachable):
 			_ = d.Close()
 			return nil, err
 		}
@@ -131,6 +129,11 @@ func ConnectWithOptions(ctx context.Context, conn hypervisors.Connection, opts O
 	if answered == 0 {
 		_ = d.Close()
 		return nil, errs[0]
+	}
+	for i, err := range errs {
+		if err != nil {
+			d.log.Warn("libvirt host not answering; it is dialled again on use", "host", conns[i].name, "endpoint", conns[i].ep.String(), "err", err)
+		}
 	}
 
 	if len(d.names) == 0 {
