@@ -63,9 +63,12 @@ if ! id libvirt-qemu >/dev/null 2>&1; then
 fi
 mkdir -p /var/log/libvirt /run/libvirt /var/lib/libvirt /var/cache/libvirt
 
-if ! pgrep -x libvirtd >/dev/null 2>&1; then
+# The system daemon writes /run/libvirtd.pid; other libvirtd processes (private daemons of
+# `sysvm dev` and its tests) must not be taken for it.
+PIDFILE=/run/libvirtd.pid
+if ! { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }; then
 	# A stale socket from a daemon that died would make the new one fail to bind.
-	[ -S "$SOCK" ] && rm -f "$SOCK"
+	rm -f "$SOCK" "${SOCK}-ro" "${SOCK}-admin" "$PIDFILE"
 	log "starting libvirtd -d"
 	libvirtd -d
 fi
