@@ -66,19 +66,25 @@ type sandboxService struct {
 // NewSandboxSystem returns a healthy sandbox System rooted at root: every router service
 // running, 2 GiB disk with 1.5 GiB free, 7.5% CPU, 40% memory used, no gateway reachable.
 func NewSandboxSystem(root string) *SandboxSystem {
-	s := &SandboxSystem{
-		root:      root,
-		now:       time.Now,
-		disk:      DiskStats{TotalBytes: 2 << 30, FreeBytes: 1536 << 20},
-		cpu:       7.5,
-		mem:       MemoryStats{TotalBytes: 1 << 30, AvailableBytes: 1 << 30 * 6 / 10},
-		services:  map[string]*sandboxService{},
-		reachable: map[string]bool{},
-	}
+	s := &SandboxSystem{root: root, now: time.Now}
+	s.Reset()
+	return s
+}
+
+// Reset makes the System healthy again (the state NewSandboxSystem returns); the clock is
+// kept.
+func (s *SandboxSystem) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.disk = DiskStats{TotalBytes: 2 << 30, FreeBytes: 1536 << 20}
+	s.cpu = 7.5
+	s.mem = MemoryStats{TotalBytes: 1 << 30, AvailableBytes: 1 << 30 * 6 / 10}
+	s.services = map[string]*sandboxService{}
 	for _, name := range RouterServices {
 		s.services[name] = &sandboxService{active: true}
 	}
-	return s
+	s.reachable = map[string]bool{}
+	s.readOnly = false
 }
 
 // Root is the sandbox directory.
