@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -196,6 +197,14 @@ type Config struct {
 	// MaxOutputBytes caps the stdout and stderr kept per command, each (default 8 MiB);
 	// the excess is dropped and Result.Truncated set.
 	MaxOutputBytes int
+	// RemoteKill runs each command under coreutils timeout ("timeout -s KILL N argv..."), N
+	// being the run timeout rounded up plus one second, so the VM kills a command that
+	// outlives it. Without it a timed-out command keeps running in the VM: the executor does
+	// send a KILL "signal" request and closes the session, but OpenSSH refuses signal requests
+	// for root sessions ("session signalling requires privilege separation"), and a command
+	// that does not write never notices the closed session. The VM must have timeout(1)
+	// (CloudStack's Debian system VM templates do).
+	RemoteKill bool
 	// Logger receives debug and info logs (default slog.Default()). Arguments of commands
 	// are never logged, only the program name.
 	Logger *slog.Logger
@@ -337,6 +346,15 @@ func (e *Executor) Stats() PoolStats { return e.pool.stats() }
 // remote session is signalled and closed, and the partial output is returned with the error.
 func (e *Executor) Run(ctx context.Context, t Target, argv []string, stdin []byte) (Result, error) {
 	start := time.Now()
+	runTimeout := e.cfg.RunTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < runTimeout {
+		runTimeout = max(time.Until(dl), 0)
+	}
+	what := describeArgv(argv)
+	if e.cfg.RemoteKill && len(argv) > 0 {
+		secs := int64(math.Ceil(runTimeout.Seconds())) + 1
+		argv = append([]string{"timeout", "-s", "KILL", strconv.FormatInt(secs, 10)}, argv...)
+	}
 	cmd, err := commandLine(argv)
 	if err != nil {
 		return Result{}, &Error{VM: t.VMName, Stage: StageValidate, Kind: hypervisors.ErrInvalid, Err: err}
@@ -351,7 +369,7 @@ func (e *Executor) Run(ctx context.Context, t Target, argv []string, stdin []byt
 	if closed {
 		return Result{}, &Error{VM: t.VMName, Stage: StageValidate, Err: ErrClosed}
 	}
-	log := e.log.With("vm", t.VMName, "addr", t.vmAddrDesc(), "cmd", describeArgv(argv))
+	log := e.log.With("vm", t.VMName, "addr", t.vmAddrDesc(), "cmd", what)
 
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := e.connect(ctx, t, attempt > 0)
@@ -370,7 +388,7 @@ func (e *Executor) Run(ctx context.Context, t Target, argv []string, stdin []byt
 			return Result{Duration: time.Since(start)}, &Error{VM: t.VMName, Hop: HopVM, Stage: StageSession,
 				Address: t.vmAddrDesc(), Kind: hypervisors.ErrUnreachable, Err: err}
 		}
-		res, broken, err := e.runSession(ctx, t, pc, sess, cmd, stdin)
+		res, broken, err := e.runSession(ctx, t, pc, sess, cmd, stdin, runTimeout)
 		e.pool.release(pc, broken)
 		res.Reused = reused
 		res.Duration = time.Since(start)
@@ -379,8 +397,12 @@ func (e *Executor) Run(ctx context.Context, t Target, argv []string, stdin []byt
 	}
 }
 
+// closeGrace is how long a timed-out or cancelled Run waits for the server to confirm the
+// session's close before returning and draining the client.
+const closeGrace = 250 * time.Millisecond
+
 // runSession runs cmd in sess. broken reports that the client should not be reused.
-func (e *Executor) runSession(ctx context.Context, t Target, pc *pconn, sess *ssh.Session, cmd string, stdin []byte) (res Result, broken bool, err error) {
+func (e *Executor) runSession(ctx context.Context, t Target, pc *pconn, sess *ssh.Session, cmd string, stdin []byte, runTimeout time.Duration) (res Result, broken bool, err error) {
 	defer sess.Close()
 	stdout := &capBuffer{max: e.cfg.MaxOutputBytes}
 	stderr := &capBuffer{max: e.cfg.MaxOutputBytes}
@@ -394,7 +416,7 @@ func (e *Executor) runSession(ctx context.Context, t Target, pc *pconn, sess *ss
 	if err := sess.Start(cmd); err != nil {
 		return Result{}, true, fail(hypervisors.ErrUnreachable, fmt.Errorf("start command: %w", err))
 	}
-	runCtx, cancel := context.WithTimeout(ctx, e.cfg.RunTimeout)
+	runCtx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
@@ -408,19 +430,19 @@ func (e *Executor) runSession(ctx context.Context, t Target, pc *pconn, sess *ss
 		_ = sess.Close()
 		select {
 		case <-done:
-		case <-time.After(2 * time.Second):
-			// The server does not answer the close: the connection is unusable. Closing
-			// the client ends Wait.
-			_ = pc.client.Close()
-			<-done
-			broken = true
+		case <-time.After(closeGrace):
+			// OpenSSH confirms the close only when the command exits (and refuses the
+			// signal for root), so the session would hold one of the server's MaxSessions
+			// slots for as long as the command runs. Hand this client out no more; it is
+			// closed when its other sessions end. Wait returns then, ending the goroutine.
+			e.pool.drain(pc)
 		}
 		res = Result{Stdout: stdout.bytes(), Stderr: stderr.bytes(), ExitCode: -1,
 			Truncated: stdout.truncated() || stderr.truncated()}
 		if ctx.Err() != nil {
 			return res, broken, fail(nil, fmt.Errorf("command interrupted: %w", ctx.Err()))
 		}
-		return res, broken, fail(nil, fmt.Errorf("%w after %s: %w", ErrRunTimeout, e.cfg.RunTimeout, context.DeadlineExceeded))
+		return res, broken, fail(nil, fmt.Errorf("%w after %s: %w", ErrRunTimeout, runTimeout, context.DeadlineExceeded))
 	}
 	res = Result{Stdout: stdout.bytes(), Stderr: stderr.bytes(),
 		Truncated: stdout.truncated() || stderr.truncated()}

@@ -679,3 +679,68 @@ func TestHostKeyTypeOfRecordedKeyIsPreferred(t *testing.T) {
 		t.Fatalf("key type changed: %v", err)
 	}
 }
+
+// endRecorder wraps the builtins and reports each command's name and status when it ends.
+func endRecorder() (sshtest.ExecHandler, <-chan string) {
+	ends := make(chan string, 10)
+	return func(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+		code := sshtest.Builtins(argv, stdin, stdout, stderr)
+		ends <- argv[0] + " " + strconv.Itoa(code)
+		return code
+	}, ends
+}
+
+// TestRemoteKill: against a server that, like OpenSSH for root, ignores signal requests and
+// lets a command outlive its closed session, only RemoteKill stops a timed-out command.
+func TestRemoteKill(t *testing.T) {
+	ctx := context.Background()
+	exec, ends := endRecorder()
+	srv := sshtest.NewServer(t, sshtest.Options{
+		AuthorizedKeys: []ssh.PublicKey{pubKey(t, testKey(t))}, Exec: exec, LikeOpenSSHRoot: true,
+	})
+	tgt := directTarget("r-90-VM", srv)
+
+	plain := newExecutor(t, Config{RunTimeout: 200 * time.Millisecond})
+	if _, err := plain.Run(ctx, tgt, []string{"sleep", "20"}, nil); !errors.Is(err, ErrRunTimeout) {
+		t.Fatalf("plain: %v", err)
+	}
+	select {
+	case end := <-ends:
+		t.Fatalf("without RemoteKill the command should outlive the session on this server, but ended: %s", end)
+	case <-time.After(1500 * time.Millisecond):
+	}
+
+	killing := newExecutor(t, Config{RunTimeout: 200 * time.Millisecond, RemoteKill: true})
+	start := time.Now()
+	if _, err := killing.Run(ctx, tgt, []string{"sleep", "20"}, nil); !errors.Is(err, ErrRunTimeout) {
+		t.Fatalf("remote kill: %v", err)
+	}
+	execs := srv.Execs()
+	if got := strings.Join(execs[len(execs)-1].Argv, " "); got != "timeout -s KILL 2 sleep 20" {
+		t.Fatalf("wrapped command %q", got)
+	}
+	select {
+	case end := <-ends:
+		if end != "timeout 137" || time.Since(start) > 4*time.Second {
+			t.Fatalf("remote command ended as %q after %v", end, time.Since(start))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RemoteKill did not stop the remote command")
+	}
+	// Commands that finish in time are unaffected by the wrapper.
+	res, err := killing.Run(ctx, tgt, []string{"argv", "a b", "it's"}, nil)
+	if err != nil || string(res.Stdout) != "[\"a b\",\"it's\"]\n" {
+		t.Fatalf("wrapped argv: %v %q", err, res.Stdout)
+	}
+	// A shorter context deadline sets the remote limit.
+	dctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+	defer cancel()
+	killing2 := newExecutor(t, Config{RunTimeout: time.Minute, RemoteKill: true})
+	if _, err := killing2.Run(dctx, tgt, []string{"true"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	execs = srv.Execs()
+	if got := execs[len(execs)-1].Argv; len(got) < 4 || got[3] != "4" {
+		t.Fatalf("context deadline not used for the remote limit: %q", got)
+	}
+}

@@ -150,6 +150,16 @@ func (p *pool) release(c *pconn, broken bool) {
 	p.closeAll(done)
 }
 
+// drain stops handing c out; it is closed when its last user releases it.
+func (p *pool) drain(c *pconn) {
+	p.mu.Lock()
+	if c.pooled && !c.retired {
+		c.pooled = false
+		p.size--
+	}
+	p.mu.Unlock()
+}
+
 // retire removes c from the pool and closes it (idempotent).
 func (p *pool) retire(c *pconn) {
 	p.mu.Lock()

@@ -22,6 +22,9 @@ const maxSleep = 30 * time.Second
 //	true / false      exit 0 / 1
 //	sleep SECONDS     sleep (at most 30s); ends early with status 137 when the session is
 //	                  closed or signalled
+//	timeout [-s SIG] SECONDS CMD ARGS...
+//	                  run a builtin with a time limit, as coreutils timeout: status 124 when
+//	                  it expired (137 with -s KILL)
 //
 // Any other command prints "sh: NAME: not found" to stderr and exits 127, as sh does.
 func Builtins(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -84,7 +87,52 @@ func Builtins(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case <-SessionDone(stdout):
 			return 137
 		}
+	case "timeout":
+		return timeout(args, stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "sh: %s: not found\n", argv[0])
 	return 127
+}
+
+// timeout runs a builtin whose session ends (as SessionDone sees it) after a time limit.
+func timeout(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	expired := 124
+	if len(args) >= 2 && args[0] == "-s" {
+		if args[1] == "KILL" || args[1] == "9" {
+			expired = 137
+		}
+		args = args[2:]
+	}
+	if len(args) < 2 {
+		fmt.Fprintln(stderr, "timeout: usage: timeout [-s SIG] SECONDS CMD ARGS...")
+		return 125
+	}
+	secs, err := strconv.ParseFloat(args[0], 64)
+	if err != nil || secs < 0 {
+		fmt.Fprintf(stderr, "timeout: invalid time interval %q\n", args[0])
+		return 125
+	}
+	done := make(chan struct{})
+	fired := make(chan struct{})
+	timer := time.AfterFunc(time.Duration(secs*float64(time.Second)), func() { close(fired); close(done) })
+	parent := SessionDone(stdout)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-parent:
+			if timer.Stop() {
+				close(done)
+			}
+		case <-stop:
+		}
+	}()
+	code := Builtins(args[1:], stdin, sessionWriter{Writer: stdout, done: done}, sessionWriter{Writer: stderr, done: done})
+	timer.Stop()
+	select {
+	case <-fired:
+		return expired
+	default:
+		return code
+	}
 }

@@ -41,6 +41,12 @@ type Options struct {
 	Users []string
 	// Exec handles exec requests; nil uses Builtins.
 	Exec ExecHandler
+	// LikeOpenSSHRoot makes sessions behave as OpenSSH's sshd does for root logins: "signal"
+	// requests are refused ("session signalling requires privilege separation") and a session
+	// closed by the client does not interrupt its command, which runs on until it ends by
+	// itself (or the server closes). Unlike sshd, the close itself is confirmed at once
+	// (x/crypto/ssh answers channel closes by itself); sshd confirms it when the command ends.
+	LikeOpenSSHRoot bool
 	// NoForward refuses direct-tcpip channels.
 	NoForward bool
 	// AllowForward decides whether a direct-tcpip target may be dialled; nil allows loopback
@@ -316,6 +322,8 @@ func (s *Server) session(user string, nc ssh.NewChannel) {
 	done := make(chan struct{})
 	var once sync.Once
 	finish := func() { once.Do(func() { close(done) }) }
+	defer finish()
+	reqsClosed := make(chan struct{})
 	go func() {
 		select {
 		case <-done:
@@ -325,7 +333,10 @@ func (s *Server) session(user string, nc ssh.NewChannel) {
 	}()
 	execStarted := make(chan string, 1)
 	go func() {
-		defer finish()
+		defer close(reqsClosed)
+		if !s.opts.LikeOpenSSHRoot {
+			defer finish()
+		}
 		started := false
 		for req := range reqs {
 			switch req.Type {
@@ -339,6 +350,10 @@ func (s *Server) session(user string, nc ssh.NewChannel) {
 				_ = req.Reply(true, nil)
 				execStarted <- p.Command
 			case "signal":
+				if s.opts.LikeOpenSSHRoot {
+					_ = req.Reply(false, nil)
+					continue
+				}
 				// Any signal interrupts the handler; the builtins treat it as KILL.
 				finish()
 				if req.WantReply {
@@ -357,6 +372,12 @@ func (s *Server) session(user string, nc ssh.NewChannel) {
 	case command = <-execStarted:
 	case <-done:
 		return
+	case <-reqsClosed:
+		select {
+		case command = <-execStarted:
+		default:
+			return
+		}
 	}
 	argv, splitErr := SplitCommand(command)
 	s.mu.Lock()
