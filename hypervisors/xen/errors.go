@@ -1,0 +1,84 @@
+package xen
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/sysvm/sysvm/hypervisors"
+)
+
+// errXAPI is the kind of XAPI failures that say nothing final about the request
+// (OTHER_OPERATION_IN_PROGRESS, HOST_NOT_ENOUGH_FREE_MEMORY, SESSION_INVALID after a
+// re-login, codes this driver does not know): not one of the contract's sentinels, so
+// hypervisors.Retryable reports them retryable.
+var errXAPI = errors.New("xapi failure")
+
+// codeKinds maps XAPI error codes to the contract's kinds.
+var codeKinds = map[string]error{
+	"SESSION_AUTHENTICATION_FAILED":      hypervisors.ErrAuth,
+	"HANDLE_INVALID":                     hypervisors.ErrNotFound,
+	"UUID_INVALID":                       hypervisors.ErrNotFound,
+	"VM_BAD_POWER_STATE":                 hypervisors.ErrBadState,
+	"VM_IS_TEMPLATE":                     hypervisors.ErrBadState,
+	"OPERATION_NOT_ALLOWED":              hypervisors.ErrBadState,
+	"VDI_IN_USE":                         hypervisors.ErrBadState,
+	"DEVICE_ALREADY_ATTACHED":            hypervisors.ErrBadState,
+	"HOST_DISABLED":                      hypervisors.ErrBadState,
+	"PROVISION_ONLY_ALLOWED_ON_TEMPLATE": hypervisors.ErrBadState,
+	"DEVICE_ALREADY_EXISTS":              hypervisors.ErrAlreadyExists,
+	"MAP_DUPLICATE_KEY":                  hypervisors.ErrAlreadyExists,
+	"MESSAGE_METHOD_UNKNOWN":             hypervisors.ErrUnsupported,
+	"MESSAGE_PARAMETER_COUNT_MISMATCH":   hypervisors.ErrInvalid,
+	"FIELD_TYPE_ERROR":                   hypervisors.ErrInvalid,
+	"VALUE_NOT_SUPPORTED":                hypervisors.ErrInvalid,
+	"MEMORY_CONSTRAINT_VIOLATION":        hypervisors.ErrInvalid,
+	"MAC_INVALID":                        hypervisors.ErrInvalid,
+	"INVALID_CIDR_ADDRESS_SPECIFIED":     hypervisors.ErrInvalid,
+	"INVALID_IP_ADDRESS_SPECIFIED":       hypervisors.ErrInvalid,
+	"VDI_TOO_SMALL":                      hypervisors.ErrInvalid,
+	"VDI_IO_ERROR":                       hypervisors.ErrInvalid,
+	"HOST_OFFLINE":                       hypervisors.ErrUnreachable,
+	"HOST_STILL_BOOTING":                 hypervisors.ErrUnreachable,
+	"HOST_IS_SLAVE":                      hypervisors.ErrUnreachable,
+	"TOO_BUSY":                           hypervisors.ErrUnreachable,
+}
+
+// wrap turns any error of a XAPI exchange into the contract's *hypervisors.Error.
+func wrap(op, object string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var he *hypervisors.Error
+	if errors.As(err, &he) {
+		return err
+	}
+	return hypervisors.Wrap(kindOf(err), op, object, err)
+}
+
+func kindOf(err error) error {
+	var f *Failure
+	if errors.As(err, &f) {
+		if k, ok := codeKinds[f.Code]; ok {
+			return k
+		}
+		return errXAPI
+	}
+	var te *transportError
+	if errors.As(err, &te) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return hypervisors.ErrUnreachable
+	}
+	var he *httpError
+	if errors.As(err, &he) {
+		switch {
+		case he.status == http.StatusUnauthorized || he.status == http.StatusForbidden:
+			return hypervisors.ErrAuth
+		case he.status == http.StatusNotFound:
+			return hypervisors.ErrNotFound
+		case he.status >= 400 && he.status < 500:
+			return hypervisors.ErrInvalid
+		}
+		return hypervisors.ErrUnreachable
+	}
+	return errXAPI
+}

@@ -1,0 +1,443 @@
+package xen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sysvm/sysvm/hypervisors"
+)
+
+const mib = int64(1) << 20
+
+// maxWeight is the credit scheduler weight CloudStack gives a VCPU running at the host's
+// full speed (CitrixResourceBase's _maxWeight).
+const maxWeight = 256
+
+// nicPlan is one validated NIC of a VMSpec.
+type nicPlan struct {
+	nic  hypervisors.NIC
+	cidr string
+}
+
+func planNICs(spec hypervisors.VMSpec) ([]nicPlan, error) {
+	out := make([]nicPlan, len(spec.NICs))
+	for i, n := range spec.NICs {
+		out[i].nic = n
+		if n.MAC != "" {
+			if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 {
+				return nil, fmt.Errorf("NIC %d: bad MAC %q", i, n.MAC)
+			}
+		}
+		if n.IP == "" {
+			continue
+		}
+		ip := net.ParseIP(n.IP).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("NIC %d: %q is not an IPv4 address", i, n.IP)
+		}
+		bits := 32
+		if n.Netmask != "" {
+			m := net.ParseIP(n.Netmask).To4()
+			if m == nil {
+				return nil, fmt.Errorf("NIC %d: bad netmask %q", i, n.Netmask)
+			}
+			ones, size := net.IPMask(m).Size()
+			if size == 0 {
+				return nil, fmt.Errorf("NIC %d: netmask %q is not contiguous", i, n.Netmask)
+			}
+			bits = ones
+		}
+		if n.Gateway != "" && net.ParseIP(n.Gateway).To4() == nil {
+			return nil, fmt.Errorf("NIC %d: bad gateway %q", i, n.Gateway)
+		}
+		out[i].cidr = fmt.Sprintf("%s/%d", ip, bits)
+	}
+	return out, nil
+}
+
+func (d *driver) CreateVM(ctx context.Context, spec hypervisors.VMSpec) (hypervisors.VMInfo, error) {
+	const op = "create VM"
+	if spec.Name == "" || spec.CPUs <= 0 || spec.MemoryMB <= 0 || spec.Template == "" {
+		return hypervisors.VMInfo{}, hypervisors.Errorf(hypervisors.ErrInvalid, op, spec.Name,
+			"need a name, a template, CPUs > 0 and memory > 0 (got %q, %q, %d, %d)", spec.Name, spec.Template, spec.CPUs, spec.MemoryMB)
+	}
+	nics, err := planNICs(spec)
+	if err != nil {
+		return hypervisors.VMInfo{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
+	}
+	unlock := d.locks.lock("vm:" + spec.Name)
+	defer unlock()
+
+	_, _, err = d.findVM(ctx, spec.Name)
+	switch {
+	case err == nil:
+		return hypervisors.VMInfo{}, hypervisors.Errorf(hypervisors.ErrAlreadyExists, op, spec.Name, "a VM named %q exists", spec.Name)
+	case !errors.Is(err, hypervisors.ErrNotFound):
+		return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+	}
+	hostRef, hostMHz := nullRef, 0
+	if spec.Host != "" {
+		ref, h, err := d.findHost(ctx, spec.Host)
+		if err != nil {
+			return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+		}
+		hostRef = ref
+		f, _ := strconv.ParseFloat(h.CPUInfo["speed"], 64)
+		hostMHz = int(f)
+	}
+	srRef := ""
+	if spec.Pool != "" {
+		ref, _, err := d.findSR(ctx, spec.Pool)
+		if err != nil {
+			return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+		}
+		srRef = ref
+	}
+	tplRef, _, err := d.findTemplate(ctx, spec.Template, srRef)
+	if err != nil {
+		return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+	}
+	networks := make([]string, len(nics))
+	mtus := make([]int64, len(nics))
+	for i, n := range nics {
+		if networks[i], mtus[i], err = d.findNetwork(ctx, n.nic); err != nil {
+			return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+		}
+	}
+
+	d.log.Info("creating VM", "vm", spec.Name, "template", spec.Template, "host", spec.Host, "pool", spec.Pool)
+	var ref string
+	if err := d.c.call(ctx, "VM.clone", &ref, tplRef, spec.Name); err != nil {
+		return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+	}
+	if err := d.configure(ctx, ref, spec, nics, networks, mtus, hostRef, hostMHz); err != nil {
+		// Leave nothing half-built behind, so that a retried CreateVM starts afresh.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if cerr := d.destroyRef(cctx, ref); cerr != nil {
+			d.log.Error("cleaning up a half-created VM failed", "vm", spec.Name, "err", cerr)
+		}
+		return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+	}
+	var r vmRecord
+	if err := d.c.call(ctx, "VM.get_record", &r, ref); err != nil {
+		return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+	}
+	l, err := d.fetchFor(ctx, r)
+	if err != nil {
+		return hypervisors.VMInfo{}, wrap(op, spec.Name, err)
+	}
+	return vmInfo(r, l), nil
+}
+
+// configure turns a fresh template clone into the system VM the spec describes.
+func (d *driver) configure(ctx context.Context, ref string, spec hypervisors.VMSpec, nics []nicPlan,
+	networks []string, mtus []int64, hostRef string, hostMHz int) error {
+	var cur vmRecord
+	steps := []func() error{
+		func() error { return d.c.call(ctx, "VM.provision", nil, ref) },
+		func() error { return d.c.call(ctx, "VM.set_is_a_template", nil, ref, false) },
+		func() error { return d.c.call(ctx, "VM.get_record", &cur, ref) },
+		func() error { return d.c.call(ctx, "VM.set_affinity", nil, ref, hostRef) },
+		// A clone inherits the template's own marker; replace it with the template's name.
+		func() error { return d.c.call(ctx, "VM.remove_from_other_config", nil, ref, otherConfigTemplate) },
+		func() error {
+			return d.c.call(ctx, "VM.add_to_other_config", nil, ref, otherConfigTemplate, spec.Template)
+		},
+		func() error { return d.setShape(ctx, ref, cur, spec.CPUs, spec.MemoryMB) },
+	}
+	if spec.CPUMHz > 0 && hostMHz > 0 {
+		weight := min(max(int(float64(spec.CPUMHz)*0.99/float64(hostMHz)*maxWeight), 1), 65535)
+		steps = append(steps, func() error {
+			return d.c.call(ctx, "VM.set_VCPUs_params", nil, ref, map[string]string{"weight": strconv.Itoa(weight)})
+		})
+	}
+	if len(spec.BootArgs) > 0 {
+		line := hypervisors.BootArgsString(spec.BootArgs)
+		steps = append(steps,
+			func() error { return d.c.call(ctx, "VM.set_PV_args", nil, ref, strings.ReplaceAll(line, " ", "%")) },
+			func() error {
+				return d.c.call(ctx, "VM.set_xenstore_data", nil, ref, map[string]string{XenstoreBootArgsKey: line})
+			})
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	for i, n := range nics {
+		var vif string
+		rec := map[string]any{
+			"device": strconv.Itoa(i), "network": networks[i], "VM": ref, "MAC": strings.ToLower(n.nic.MAC),
+			"MTU": mtus[i], "other_config": map[string]string{otherConfigNICKind: string(n.nic.Kind)},
+			"qos_algorithm_type": "", "qos_algorithm_params": map[string]string{},
+			"locking_mode": "network_default", "ipv4_allowed": []string{}, "ipv6_allowed": []string{},
+		}
+		if err := d.c.call(ctx, "VIF.create", &vif, rec); err != nil {
+			return fmt.Errorf("NIC %d: %w", i, err)
+		}
+		if n.cidr != "" {
+			if err := d.c.call(ctx, "VIF.configure_ipv4", nil, vif, "Static", n.cidr, n.nic.Gateway); err != nil {
+				return fmt.Errorf("NIC %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setShape sets VCPUs and memory on a halted VM, in an order XAPI accepts
+// (VCPUs_at_startup <= VCPUs_max at every step; memory limits all at once).
+func (d *driver) setShape(ctx context.Context, ref string, cur vmRecord, cpus, memoryMB int) error {
+	mem := int64(memoryMB) * mib
+	if err := d.c.call(ctx, "VM.set_memory_limits", nil, ref, mem, mem, mem, mem); err != nil {
+		return err
+	}
+	n := int64(cpus)
+	if n >= int64(cur.VCPUsAtStartup) {
+		if err := d.c.call(ctx, "VM.set_VCPUs_max", nil, ref, n); err != nil {
+			return err
+		}
+		return d.c.call(ctx, "VM.set_VCPUs_at_startup", nil, ref, n)
+	}
+	if err := d.c.call(ctx, "VM.set_VCPUs_at_startup", nil, ref, n); err != nil {
+		return err
+	}
+	return d.c.call(ctx, "VM.set_VCPUs_max", nil, ref, n)
+}
+
+// findNetwork resolves a NIC's network by name_label (or bridge), defaulting by NIC kind.
+func (d *driver) findNetwork(ctx context.Context, n hypervisors.NIC) (string, int64, error) {
+	name := n.Network
+	if name == "" {
+		name = DefaultNetwork
+		if n.Kind == hypervisors.NICControl {
+			name = LinkLocalNetwork
+		}
+	}
+	var refs []string
+	if err := d.c.call(ctx, "network.get_by_name_label", &refs, name); err != nil {
+		return "", 0, err
+	}
+	if len(refs) > 0 {
+		var rec networkRecord
+		if err := d.c.call(ctx, "network.get_record", &rec, refs[0]); err != nil {
+			return "", 0, err
+		}
+		return refs[0], mtuOr1500(rec.MTU), nil
+	}
+	var all map[string]networkRecord
+	if err := d.c.call(ctx, "network.get_all_records", &all); err != nil {
+		return "", 0, err
+	}
+	for ref, rec := range all {
+		if rec.Bridge == name {
+			return ref, mtuOr1500(rec.MTU), nil
+		}
+	}
+	return "", 0, hypervisors.Errorf(hypervisors.ErrNotFound, "find network", name, "no network named %q (or with that bridge)", name)
+}
+
+func mtuOr1500(m xint) int64 {
+	if m <= 0 {
+		return 1500
+	}
+	return int64(m)
+}
+
+func (d *driver) StartVM(ctx context.Context, name string) error {
+	const op = "start VM"
+	ref, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	switch r.PowerState {
+	case "Running":
+		return nil
+	case "Paused":
+		return wrap(op, name, d.c.call(ctx, "VM.unpause", nil, ref))
+	case "Halted":
+	default:
+		return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s", r.PowerState)
+	}
+	d.log.Info("starting VM", "vm", name)
+	if r.Affinity != "" && r.Affinity != nullRef {
+		err = d.c.call(ctx, "VM.start_on", nil, ref, r.Affinity, false, false)
+	} else {
+		err = d.c.call(ctx, "VM.start", nil, ref, false, false)
+	}
+	if alreadyIn(err, "running") {
+		return nil // started by a concurrent call
+	}
+	return wrap(op, name, err)
+}
+
+// alreadyIn reports a VM_BAD_POWER_STATE whose actual state is the one we wanted.
+func alreadyIn(err error, state string) bool {
+	var f *Failure
+	return errors.As(err, &f) && f.Code == "VM_BAD_POWER_STATE" && len(f.Params) == 3 && f.Params[2] == state
+}
+
+func (d *driver) StopVM(ctx context.Context, name string, force bool) error {
+	const op = "stop VM"
+	ref, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	if r.PowerState == "Halted" {
+		return nil
+	}
+	method := "VM.clean_shutdown"
+	if force || r.PowerState != "Running" {
+		method = "VM.hard_shutdown"
+	}
+	d.log.Info("stopping VM", "vm", name, "force", force)
+	err = d.c.call(ctx, method, nil, ref)
+	if alreadyIn(err, "halted") {
+		return nil
+	}
+	return wrap(op, name, err)
+}
+
+func (d *driver) RebootVM(ctx context.Context, name string) error {
+	const op = "reboot VM"
+	ref, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	if r.PowerState != "Running" {
+		return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s, not Running", r.PowerState)
+	}
+	d.log.Info("rebooting VM", "vm", name)
+	return wrap(op, name, d.c.call(ctx, "VM.clean_reboot", nil, ref))
+}
+
+func (d *driver) DestroyVM(ctx context.Context, name string) error {
+	const op = "destroy VM"
+	unlock := d.locks.lock("vm:" + name)
+	defer unlock()
+	ref, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	if r.PowerState != "Halted" {
+		err := d.c.call(ctx, "VM.hard_shutdown", nil, ref)
+		if err != nil && !alreadyIn(err, "halted") {
+			return wrap(op, name, err)
+		}
+	}
+	d.log.Info("destroying VM", "vm", name)
+	return wrap(op, name, d.destroyRef(ctx, ref))
+}
+
+// destroyRef removes a halted VM and the disks only it uses. The disks go first, so that a
+// failure leaves a VM a retry can still find.
+func (d *driver) destroyRef(ctx context.Context, ref string) error {
+	var vbds []string
+	if err := d.c.call(ctx, "VM.get_VBDs", &vbds, ref); err != nil {
+		return err
+	}
+	for _, vbdRef := range vbds {
+		var b vbdRecord
+		if err := d.c.call(ctx, "VBD.get_record", &b, vbdRef); err != nil {
+			if isCode(err, "HANDLE_INVALID") {
+				continue
+			}
+			return err
+		}
+		if b.Type != "Disk" || b.VDI == nullRef || b.Empty {
+			continue
+		}
+		var users []string
+		if err := d.c.call(ctx, "VDI.get_VBDs", &users, b.VDI); err != nil {
+			if isCode(err, "HANDLE_INVALID") {
+				continue
+			}
+			return err
+		}
+		if len(users) > 1 {
+			continue // shared with another VM: not ours to delete
+		}
+		if err := d.c.call(ctx, "VDI.destroy", nil, b.VDI); err != nil && !isCode(err, "HANDLE_INVALID") {
+			return err
+		}
+	}
+	return d.c.call(ctx, "VM.destroy", nil, ref)
+}
+
+func (d *driver) MigrateVM(ctx context.Context, name, targetHost string) error {
+	const op = "migrate VM"
+	ref, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	hostRef, _, err := d.findHost(ctx, targetHost)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	switch r.PowerState {
+	case "Running":
+		if r.ResidentOn != hostRef {
+			d.log.Info("migrating VM", "vm", name, "to", targetHost)
+			if err := d.c.call(ctx, "VM.pool_migrate", nil, ref, hostRef, map[string]string{"live": "true"}); err != nil {
+				return wrap(op, name, err)
+			}
+		}
+	case "Halted":
+		// A halted VM lives on no host; its affinity decides where it starts next.
+	default:
+		return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s", r.PowerState)
+	}
+	// Keep the affinity in step so the VM comes back on this host after a stop.
+	return wrap(op, name, d.c.call(ctx, "VM.set_affinity", nil, ref, hostRef))
+}
+
+func (d *driver) ScaleVM(ctx context.Context, name string, cpus, memoryMB int) error {
+	const op = "scale VM"
+	if cpus <= 0 || memoryMB <= 0 {
+		return hypervisors.Errorf(hypervisors.ErrInvalid, op, name, "need CPUs > 0 and memory > 0, got %d and %d", cpus, memoryMB)
+	}
+	ref, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return wrap(op, name, err)
+	}
+	if r.PowerState != "Halted" {
+		return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s; XenServer changes VCPUs_max and static memory only on a halted VM", r.PowerState)
+	}
+	d.log.Info("scaling VM", "vm", name, "cpus", cpus, "memoryMb", memoryMB)
+	return wrap(op, name, d.setShape(ctx, ref, r, cpus, memoryMB))
+}
+
+// VMStats reads VM_metrics: memory_actual and, for CPU time, the sum of the VCPUs'
+// utilisation over the time since start. XAPI publishes network and disk counters only
+// through its RRD endpoint, which this driver does not read: those stay 0.
+func (d *driver) VMStats(ctx context.Context, name string) (hypervisors.VMStats, error) {
+	const op = "VM stats"
+	_, r, err := d.findVM(ctx, name)
+	if err != nil {
+		return hypervisors.VMStats{}, wrap(op, name, err)
+	}
+	if r.PowerState != "Running" {
+		return hypervisors.VMStats{}, hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s, not Running", r.PowerState)
+	}
+	var m vmMetricsRecord
+	if err := d.c.call(ctx, "VM_metrics.get_record", &m, r.Metrics); err != nil {
+		return hypervisors.VMStats{}, wrap(op, name, err)
+	}
+	st := hypervisors.VMStats{MemoryUsedMB: int(int64(m.MemoryActual) >> 20)}
+	if start, err := time.Parse("20060102T15:04:05Z", m.StartTime); err == nil {
+		up := time.Since(start)
+		util := 0.0
+		for _, u := range m.VCPUsUtilisation {
+			util += u
+		}
+		if up > 0 {
+			st.CPUTimeNs = uint64(util * float64(up.Nanoseconds()))
+		}
+	}
+	return st, nil
+}
