@@ -11,7 +11,9 @@ import (
 // every built-in check has a fault that makes it fail.
 const (
 	// FaultServiceDown stops a service (Fault.Service: dnsmasq, haproxy, apache2, sshd); a
-	// restart by service monitoring brings it back, as after a daemon crash.
+	// restart by service monitoring brings it back, as after a daemon crash. With sshd down
+	// the simulated router still answers SSH (so ssh.service can be seen failing); use
+	// FaultUnreachable for a dead control channel.
 	FaultServiceDown = "service-down"
 	// FaultDiskFull leaves 4 MB free on the root file system.
 	FaultDiskFull = "disk-full"
