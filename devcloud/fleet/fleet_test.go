@@ -472,6 +472,14 @@ func TestPlatformExecutorReachesRouters(t *testing.T) {
 		assert.Empty(t, run.Failed(), s.ID)
 		assert.Equal(t, s.Name, run.RouterName)
 	}
+	// The inventory's view of a host (its name, port 22) works too through the fleet's dialer.
+	byName, err := f.Target(kvm.ID)
+	require.NoError(t, err)
+	byName.HostAddress, byName.HostPort = "h1", 0
+	res, err := exec.Run(ctx, byName, []string{"sysvm-agent", "version"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 0, res.ExitCode)
+
 	// An unreachable router is an ErrUnreachable for the executor.
 	require.NoError(t, f.Inject(vmw.ID, Fault{Name: FaultUnreachable}))
 	target, _ := f.Target(vmw.ID)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 )
 
 // handshakeTimeout bounds an SSH handshake on any simulated endpoint.
@@ -107,9 +108,11 @@ func (f *Fleet) forward(h *host, sconn *ssh.ServerConn, nc ssh.NewChannel) {
 }
 
 // DialContext dials like net.Dialer.DialContext, except that "<private IP>:3922" of a
-// simulated VMware router connects in process to that router's SSH server. Other loopback
-// addresses (the simulated hosts) are dialled for real; anything else is refused, so the
-// fleet never sends traffic off the machine.
+// simulated VMware router connects in process to that router's SSH server, and
+// "<host name>:22" of a simulated host (the name given in RouterSpec.HostName or AddHost, as
+// the inventory would hold the host's address) connects to that host's listener. Other
+// loopback addresses are dialled for real; anything else is refused, so the fleet never sends
+// traffic off the machine.
 func (f *Fleet) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
@@ -131,6 +134,11 @@ func (f *Fleet) DialContext(ctx context.Context, network, address string) (net.C
 		// waits while a session is being added.
 		f.wg.Go(func() { f.serveRouter(r, &pipeConn{Conn: server, local: addr(address), remote: local}) })
 		return &pipeConn{Conn: client, local: local, remote: addr(address)}, nil
+	}
+	if h, ok := f.hosts[host]; ok && port == strconv.Itoa(sshexec.DefaultHostPort) {
+		// "<host name>:22", as the inventory knows the host: its simulated listener.
+		address = h.ln.Addr().String()
+		host = "127.0.0.1"
 	}
 	f.mu.Unlock()
 	if a, err := netip.ParseAddr(host); (err == nil && a.IsLoopback()) || host == "localhost" {
