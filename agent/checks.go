@@ -26,7 +26,7 @@ const (
 	CheckDNS           = "dns_check.py"
 	CheckHaproxy       = "haproxy_check.py"
 	CheckIptables      = "iptables_check.py"
-	// Service checks (basic): the daemon behind each is in ServiceOfCheck.
+	// Service checks (basic): ServiceOfCheck gives the daemon behind each.
 	CheckDHCPService          = "dhcp.service"
 	CheckLoadBalancingService = "loadbalancing.service"
 	CheckWebServerService     = "webserver.service"
@@ -35,12 +35,19 @@ const (
 	CheckFilesystemWritable = "filesystem.writable.test"
 )
 
-// ServiceOfCheck maps each service check to the systemd unit it watches.
-var ServiceOfCheck = map[string]string{
-	CheckDHCPService:          ServiceDnsmasq,
-	CheckLoadBalancingService: ServiceHaproxy,
-	CheckWebServerService:     ServiceApache2,
-	CheckSSHService:           ServiceSSH,
+// ServiceOfCheck returns the systemd unit a service check watches ("" for other checks).
+func ServiceOfCheck(check string) string {
+	switch check {
+	case CheckDHCPService:
+		return ServiceDnsmasq
+	case CheckLoadBalancingService:
+		return ServiceHaproxy
+	case CheckWebServerService:
+		return ServiceApache2
+	case CheckSSHService:
+		return ServiceSSH
+	}
+	return ""
 }
 
 // builtinTimeout bounds each built-in check.
@@ -301,7 +308,7 @@ func checkRouterVersion(ctx context.Context, a *Agent, cfg Config) outcome {
 // serviceCheck returns the check of one router daemon.
 func serviceCheck(name string) func(context.Context, *Agent, Config) outcome {
 	return func(ctx context.Context, a *Agent, cfg Config) outcome {
-		unit := ServiceOfCheck[name]
+		unit := ServiceOfCheck(name)
 		switch {
 		case name == CheckDHCPService && !cfg.Services.DHCP && !cfg.Services.DNS:
 			return skip("network does not use DHCP or DNS from this router")

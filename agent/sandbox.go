@@ -24,8 +24,11 @@ const (
 	ServiceSSH     = "ssh"
 )
 
-// RouterServices are the daemons of a virtual router, the ones service monitoring restarts.
-var RouterServices = []string{ServiceDnsmasq, ServiceHaproxy, ServiceApache2, ServiceSSH}
+// RouterServices returns the daemons of a virtual router, the ones service monitoring
+// restarts.
+func RouterServices() []string {
+	return []string{ServiceDnsmasq, ServiceHaproxy, ServiceApache2, ServiceSSH}
+}
 
 // CanonicalService maps the names operators use to the systemd unit name ("sshd" -> "ssh",
 // "httpd" -> "apache2"); other names are returned unchanged.
@@ -80,7 +83,7 @@ func (s *SandboxSystem) Reset() {
 	s.cpu = 7.5
 	s.mem = MemoryStats{TotalBytes: 1 << 30, AvailableBytes: 1 << 30 * 6 / 10}
 	s.services = map[string]*sandboxService{}
-	for _, name := range RouterServices {
+	for _, name := range RouterServices() {
 		s.services[name] = &sandboxService{active: true}
 	}
 	s.reachable = map[string]bool{}

@@ -84,7 +84,7 @@ func (f Fault) validate(spec RouterSpec) error {
 	switch f.Name {
 	case FaultServiceDown, FaultServiceBroken:
 		svc := agent.CanonicalService(f.Service)
-		if !slices.Contains(agent.RouterServices, svc) {
+		if !slices.Contains(agent.RouterServices(), svc) {
 			return fmt.Errorf("fault %s: service %q: want dnsmasq, haproxy, apache2 or sshd", f.Name, f.Service)
 		}
 		return nil
