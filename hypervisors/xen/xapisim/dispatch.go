@@ -90,7 +90,7 @@ func (s *Server) dispatch(ctx context.Context, name string, params []any) (any, 
 		c.sessionRef, c.session, c.params = ref, sess, params[1:]
 	}
 	if async {
-		taskRef := s.newTask(mname, c.sessionRef)
+		taskRef := s.newTask(mname)
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {

@@ -59,7 +59,7 @@ func (s *Server) serveImportRawVDI(w http.ResponseWriter, r *http.Request) {
 	}
 	taskRef := q.Get("task_id")
 	if _, ok := s.db.classes[classTask].objs[taskRef]; !ok {
-		taskRef = s.newTask("VDI.import_raw", q.Get("session_id"))
+		taskRef = s.newTask("VDI.import_raw")
 	}
 	opID := newRef()
 	vdi.CurrentOperations[opID] = "import"

@@ -20,6 +20,7 @@ type networkRec struct {
 
 func newNetworkClass() *class { return newClass(classNetwork, networkRec{}) }
 
+// registerNetwork: the network class has only generated messages here.
 func (s *Server) registerNetwork() {}
 
 func (s *Server) addNetwork(n NetworkSpec) string {

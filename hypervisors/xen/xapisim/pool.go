@@ -18,6 +18,7 @@ type poolRec struct {
 
 func newPoolClass() *class { return newClass(classPool, poolRec{}) }
 
+// registerPool: the pool class has only generated messages here.
 func (s *Server) registerPool() {}
 
 // defaultSR is the pool's default SR ref (NullRef when unset).

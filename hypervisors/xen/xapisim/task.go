@@ -41,7 +41,7 @@ func (s *Server) registerTask() {
 			if err != nil {
 				return nil, err
 			}
-			ref := s.newTask(label, c.sessionRef)
+			ref := s.newTask(label)
 			t, _ := lookup[taskRec](s.db, classTask, ref)
 			t.NameDescription = desc
 			return ref, nil
@@ -58,8 +58,7 @@ func (s *Server) registerTask() {
 }
 
 // newTask creates a pending task (the caller holds the lock).
-func (s *Server) newTask(label, session string) string {
-	_ = session
+func (s *Server) newTask(label string) string {
 	master := NullRef
 	if refs, pools := all[poolRec](s.db, classPool); len(refs) > 0 {
 		master = pools[0].Master
