@@ -35,13 +35,14 @@ func (s *Server) devRoutes() []Route {
 			Description: "Mounted only when the server runs in dev mode (404 otherwise). fault is one of " +
 				strings.Join(DevFaults(), ", ") + "; service (for service-down) is one of " + strings.Join(DevFaultServices(), ", ") + ".",
 			Body: "DevFault", BodyRequired: true,
-			Responses: []Response{{Status: 200, Description: "the fault is in place", Schema: "DevFault"}}}},
+			Responses: []Response{{Status: 200, Description: "the fault is in place", Schema: "DevFault"},
+				{Status: 404, Description: "no such router (or the server is not in dev mode)", Schema: "Error"}}}},
 		{Method: http.MethodDelete, Path: "/dev/faults", Role: models.RoleAdmin, Handler: s.clearFaults, Doc: Doc{
 			OperationID: "clearFaults", Summary: "Dev only: clear every fault injected into a dev router", Tag: "Dev", DevOnly: true,
 			Description: "Mounted only when the server runs in dev mode (404 otherwise).",
 			Query:       []Param{{Name: "routerId", Type: "string", Required: true, Description: "the router"}},
 			Responses: []Response{{Status: 204, Description: "faults cleared"},
-				{Status: 404, Description: "no such router", Schema: "Error"}}}},
+				{Status: 404, Description: "no such router (or the server is not in dev mode)", Schema: "Error"}}}},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -91,8 +92,16 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	}
 	apiErr := toAPIError(err)
 	if apiErr.Status >= 500 {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path,
-			"status", apiErr.Status, "error", err)
+		level := slog.LevelError
+		if apiErr.Status == http.StatusServiceUnavailable {
+			level = slog.LevelWarn
+		}
+		attrs := []any{"method", c.Request().Method, "path", c.Request().URL.Path, "status", apiErr.Status,
+			"message", apiErr.Message}
+		if apiErr.Err != nil {
+			attrs = append(attrs, "cause", apiErr.Err.Error())
+		}
+		s.log.Log(c.Request().Context(), level, "request failed", attrs...)
 	}
 	body := map[string]any{"error": errorBody{Code: apiErr.Code, Message: apiErr.Message, Field: apiErr.Field}}
 	for k, v := range apiErr.Extra {

@@ -23,13 +23,22 @@ import (
 	"github.com/sysvm/sysvm/models/modelstest"
 )
 
-// testLogger logs warnings and errors only (SYSVM_TEST_LOG=debug for everything).
-func testLogger() *slog.Logger {
+// testLogger logs warnings and errors to the test's log, shown when it fails or with -v
+// (SYSVM_TEST_LOG=debug logs everything).
+func testLogger(t testing.TB) *slog.Logger {
 	level := slog.LevelWarn
 	if os.Getenv("SYSVM_TEST_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // env is a server on a real database with a key of each role, and a client that checks every
@@ -48,7 +57,7 @@ func newEnv(t *testing.T, store *models.Store, cfg Config) *env {
 	t.Helper()
 	cfg.Store = store
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger()
+		cfg.Logger = testLogger(t)
 	}
 	srv, err := New(cfg)
 	if err != nil {
@@ -235,11 +244,11 @@ func names(list []map[string]any) []string {
 // isolated network and a redundant VPC pair, templates, events, alerts, health results.
 type fixture struct {
 	zone1, zone2, pod1, pod2, cluster1, cluster2, host1, host2, pool1, pool2 string
-	account, domain, vpc, net1, net2, net3                                  string
-	ssvm1, cpvm1, ssvm2, r4, r5, r6, r7                                     string
-	tplKVM, tplVMware                                                       string
-	events                                                                  []string
-	alertOpen, alertCleared                                                 string
+	account, domain, vpc, net1, net2, net3                                   string
+	ssvm1, cpvm1, ssvm2, r4, r5, r6, r7                                      string
+	tplKVM, tplVMware                                                        string
+	events                                                                   []string
+	alertOpen, alertCleared                                                  string
 }
 
 // Secrets seeded into clusters and hosts that no response may contain.

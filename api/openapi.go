@@ -203,6 +203,9 @@ func operationDoc(r Route) map[string]any {
 	if len(ps) > 0 || d.Body != "" {
 		addErr(400, "a parameter or body field is invalid (error.field names it)")
 	}
+	if d.Body != "" {
+		addErr(413, "the body is larger than "+maxBody+"B")
+	}
 	if r.Role != "" {
 		addErr(401, "no API key, or an invalid one")
 		addErr(403, "the key's role may not do this")

@@ -91,7 +91,7 @@ func (s *Server) readScope(c echo.Context) (models.Scope, error) {
 func (s *Server) mustExist(ctx context.Context, dst any, id, field, what string) error {
 	err := s.store.DB.WithContext(ctx).Where("id = ?", id).Take(dst).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return BadRequest(field, "no %s with id %q", what, id)
+		return BadRequest(field, "%s: no %s with id %q", field, what, id)
 	}
 	if err != nil {
 		return Internal(err, "read %s %s", what, id)
@@ -221,6 +221,23 @@ func (s *Server) scopeTarget(ctx context.Context, scope, scopeID, scopeField, id
 	}
 }
 
+// scopeAllowed refuses a scope the setting's definition does not take (before looking the
+// scope id up: that the setting cannot be set there is the more useful answer).
+func scopeAllowed(d models.Definition, scope string) error {
+	if scope == "" {
+		scope = models.ScopeGlobal
+	}
+	for _, sc := range d.Scopes {
+		if strings.EqualFold(sc, scope) {
+			return nil
+		}
+	}
+	if _, err := canonical("scope", scope, settingScopes()); err != nil {
+		return err
+	}
+	return BadRequest("scope", "%s cannot be set at %s scope (allowed: %s)", d.Name, strings.ToLower(scope), strings.Join(d.Scopes, ", "))
+}
+
 // settingErr maps a models.SettingError to a 400 naming the body field it is about.
 func settingErr(d models.Definition, err error) error {
 	var se *models.SettingError
@@ -253,6 +270,9 @@ func (s *Server) putSetting(c echo.Context) error {
 	}
 	if body.Value == nil {
 		return BadRequest("value", "value is required (use DELETE to reset a setting)")
+	}
+	if err := scopeAllowed(d, body.Scope); err != nil {
+		return err
 	}
 	scope, sc, zoneID, err := s.scopeTarget(ctx, body.Scope, body.ScopeID, "scope", "scopeid")
 	if err != nil {
