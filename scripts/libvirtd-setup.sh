@@ -7,13 +7,20 @@
 # the users, groups and directories libvirtd needs before it stays up, starts `libvirtd -d` only
 # when the socket does not answer, and waits (bounded) for the socket to answer.
 #
+# With QEMU (the default; LIBVIRT_WITH_QEMU=0 leaves it out) it also installs Debian's
+# qemu-system-x86 (about 18 MB to download, under 10 s), starts virtlogd, which the QEMU driver
+# needs to start a guest, and gives /dev/kvm to group kvm as udev would, so the KVM driver's
+# QEMU smoke test boots a real guest (KVM where /dev/kvm works, TCG otherwise).
+#
 # Must run as root (Debian 12). Environment:
 #   LIBVIRT_SOCK          socket to wait for (default /run/libvirt/libvirt-sock)
 #   LIBVIRTD_WAIT_SECONDS how long to wait for the socket (default 30)
+#   LIBVIRT_WITH_QEMU     1 (default) or 0
 set -euo pipefail
 
 SOCK="${LIBVIRT_SOCK:-/run/libvirt/libvirt-sock}"
 WAIT="${LIBVIRTD_WAIT_SECONDS:-30}"
+WITH_QEMU="${LIBVIRT_WITH_QEMU:-1}"
 
 log() { echo "libvirtd-setup: $*" >&2; }
 
@@ -29,24 +36,45 @@ answering() {
 }
 
 install_packages() {
-	local pkgs=(libvirt-daemon libvirt-clients)
+	local pkgs=("$@")
 	export DEBIAN_FRONTEND=noninteractive
-	if apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/tmp/libvirtd-setup-apt.log 2>&1; then
+	if apt-get install -y -q -o DPkg::Lock::Timeout=120 --no-install-recommends "${pkgs[@]}" >/tmp/libvirtd-setup-apt.log 2>&1; then
 		return 0
 	fi
 	log "plain install failed; running apt-get update first"
-	apt-get update -q >>/tmp/libvirtd-setup-apt.log 2>&1
-	apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>/tmp/libvirtd-setup-apt.log 2>&1 || {
+	apt-get update -q -o DPkg::Lock::Timeout=120 >>/tmp/libvirtd-setup-apt.log 2>&1
+	apt-get install -y -q -o DPkg::Lock::Timeout=120 --no-install-recommends "${pkgs[@]}" >>/tmp/libvirtd-setup-apt.log 2>&1 || {
+		log "apt-get install ${pkgs[*]} failed:"
 		tail -n 20 /tmp/libvirtd-setup-apt.log >&2
 		return 1
 	}
 }
 
-if ! command -v libvirtd >/dev/null 2>&1 || ! command -v virsh >/dev/null 2>&1; then
-	log "installing libvirt-daemon libvirt-clients"
+want=()
+command -v libvirtd >/dev/null 2>&1 || want+=(libvirt-daemon)
+command -v virsh >/dev/null 2>&1 || want+=(libvirt-clients)
+if [ "$WITH_QEMU" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+	want+=(qemu-system-x86)
+fi
+if [ ${#want[@]} -gt 0 ]; then
+	log "installing ${want[*]}"
 	start=$(date +%s)
-	install_packages
+	install_packages "${want[@]}"
 	log "installed in $(($(date +%s) - start))s"
+fi
+
+if [ "$WITH_QEMU" = 1 ]; then
+	getent group kvm >/dev/null || groupadd -r kvm
+	# What Debian's udev rule does (KERNEL=="kvm", GROUP="kvm", MODE="0660"); without it QEMU,
+	# running as libvirt-qemu, cannot use KVM and libvirt re-probes QEMU on every call.
+	if [ -c /dev/kvm ]; then
+		chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+	fi
+	if [ ! -S /run/libvirt/virtlogd-sock ]; then
+		mkdir -p /run/libvirt /var/log/libvirt
+		log "starting virtlogd -d"
+		virtlogd -d
+	fi
 fi
 
 if answering; then

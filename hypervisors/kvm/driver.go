@@ -20,6 +20,9 @@ import (
 // shutdown request before it powers the VM off, as CloudStack's KVM agent does.
 const DefaultShutdownTimeout = 60 * time.Second
 
+// redialAfter is how long a host that did not answer is reported unreachable without a new dial.
+const redialAfter = 5 * time.Second
+
 // Options tune a Driver; the zero value is the default.
 type Options struct {
 	// Logger receives the driver's log lines (default slog.Default()).
@@ -319,12 +322,14 @@ type hostConn struct {
 	name string
 	ep   Endpoint
 
-	mu      sync.Mutex
-	l       *libvirt.Libvirt
-	domType string // "test", "kvm" or "qemu"
-	arch    string // guest arch for kvm/qemu domains
-	uuid    string // host UUID from the capabilities
-	isTest  bool   // libvirt's test driver
+	mu       sync.Mutex
+	l        *libvirt.Libvirt
+	failedAt time.Time // last failed dial: no new dial before redialAfter has passed
+	failErr  error
+	domType  string // "test", "kvm" or "qemu"
+	arch     string // guest arch for kvm/qemu domains
+	uuid     string // host UUID from the capabilities
+	isTest   bool   // libvirt's test driver
 }
 
 // get returns a live connection, dialling when there is none or it was lost.
@@ -338,10 +343,19 @@ func (h *hostConn) get(ctx context.Context) (*libvirt.Libvirt, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, hypervisors.Wrap(hypervisors.ErrUnreachable, "connect", h.ep.String(), err)
 	}
+	// A host that just failed to answer is not dialled again at once, so a dead host in a
+	// cluster costs one dial timeout every redialAfter rather than one per call.
+	if h.failErr != nil && time.Since(h.failedAt) < redialAfter {
+		return nil, h.failErr
+	}
 	l, err := dial(ctx, h.ep)
 	if err != nil {
+		if errors.Is(err, hypervisors.ErrUnreachable) {
+			h.failedAt, h.failErr = time.Now(), err
+		}
 		return nil, err
 	}
+	h.failErr = nil
 	if err := h.probe(l); err != nil {
 		_ = l.Disconnect()
 		return nil, err

@@ -188,6 +188,10 @@ func TestHostDownIsNotNotFound(t *testing.T) {
 	if _, err := d.ListVMs(ctx); !errors.Is(err, hypervisors.ErrUnreachable) {
 		t.Errorf("ListVMs with a host down = %v, want ErrUnreachable", err)
 	}
+	// The dead host is not dialled again on every call (that would cost a dial timeout each).
+	if h := d.hosts["down"]; h.failErr == nil || time.Since(h.failedAt) > redialAfter {
+		t.Errorf("down host has no recent failed dial recorded: %v at %v", h.failErr, h.failedAt)
+	}
 	if err := d.MigrateVM(ctx, "r-ghost-VM", "nowhere"); !errors.Is(err, hypervisors.ErrNotFound) {
 		t.Errorf("MigrateVM to an unknown host = %v, want ErrNotFound", err)
 	}
