@@ -38,12 +38,18 @@ var (
 // from the hypervisors package (hypervisors.ErrUnreachable, ErrAuth, ErrInvalid) when one
 // applies, so hypervisors.Retryable and hypervisors.KindName work on it.
 type Error struct {
-	VM      string
-	Hop     Hop
-	Stage   string
+	// VM is the target's VMName.
+	VM string
+	// Hop is the leg that failed (HopHost or HopVM); empty for validation errors.
+	Hop Hop
+	// Stage is one of the Stage* constants.
+	Stage string
+	// Address is the failing hop's address ("10.0.0.5:22", "169.254.3.4:3922 via 10.0.0.5:22").
 	Address string
-	Kind    error
-	Err     error
+	// Kind is a hypervisors sentinel (ErrUnreachable, ErrAuth, ErrInvalid) or nil.
+	Kind error
+	// Err is the cause.
+	Err error
 }
 
 // Error renders e.g. "ssh r-12-VM: vm hop 169.254.3.4:3922 via 10.0.0.5:22: handshake:

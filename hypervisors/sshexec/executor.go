@@ -184,7 +184,8 @@ type Config struct {
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MaxConns bounds the SSH clients kept open for reuse across all addresses (default 64;
 	// negative disables reuse: every Run connects and disconnects). Runs beyond the bound
-	// still proceed, on temporary clients closed after use.
+	// still proceed, on temporary clients closed after use. Host and VM clients both count;
+	// a host client stays open while pooled VM clients tunnel through it.
 	MaxConns int
 	// MaxConnsPerAddress bounds pooled clients per address (default 2).
 	MaxConnsPerAddress int

@@ -49,7 +49,16 @@ func TestRunDirect(t *testing.T) {
 func TestRunJump(t *testing.T) {
 	rig := newJumpRig(t, "r-7-VM")
 	store := &MemoryHostKeyStore{}
-	e := newExecutor(t, Config{HostSigner: rig.hostKey, HostKeys: store})
+	var mu sync.Mutex
+	var dialed []string
+	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, addr)
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	e := newExecutor(t, Config{HostSigner: rig.hostKey, HostKeys: store, Dialer: dialer})
 	res, err := e.Run(context.Background(), rig.target, []string{"argv", "a b", "c"}, nil)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -58,6 +67,12 @@ func TestRunJump(t *testing.T) {
 	if err := json.Unmarshal(res.Stdout, &got); err != nil || strings.Join(got, "|") != "a b|c" {
 		t.Fatalf("argv arrived as %q (%v)", res.Stdout, err)
 	}
+	// Only the host was dialled from here; the link-local address was reached through it.
+	mu.Lock()
+	if len(dialed) != 1 || dialed[0] != rig.host.Addr() {
+		t.Errorf("dialled %q, want only the host %s", dialed, rig.host.Addr())
+	}
+	mu.Unlock()
 	// The command ran in the VM, reached through one forward on the host; nothing ran on the host.
 	if h, v := rig.host.Stats(), rig.vm.Stats(); h.Execs != 0 || h.Forwards != 1 || v.Execs != 1 {
 		t.Fatalf("host stats %+v, vm stats %+v", h, v)

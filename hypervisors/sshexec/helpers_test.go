@@ -3,6 +3,7 @@ package sshexec
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -96,6 +97,9 @@ func newExecutor(t testing.TB, cfg Config) *Executor {
 	}
 	if cfg.HostKeys == nil {
 		cfg.HostKeys = &MemoryHostKeyStore{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	e, err := New(cfg)
 	if err != nil {
