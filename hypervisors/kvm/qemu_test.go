@@ -116,8 +116,19 @@ func TestQEMUSmoke(t *testing.T) {
 	if _, err := d.SeedTemplate(ctx, tpl, nil); err != nil {
 		t.Fatalf("SeedTemplate: %v", err)
 	}
+	// A private bridge with no address for the NICs: libvirt plugs a tap per NIC into it and
+	// nothing leaves the machine.
+	bridge := "sysvmbr" + uniq()[:6]
+	if out, err := exec.CommandContext(ctx, "ip", "link", "add", bridge, "type", "bridge").CombinedOutput(); err != nil {
+		t.Fatalf("create bridge %s: %v: %s", bridge, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", bridge).Run() })
 	name := "r-smoke-" + uniq() + "-VM"
 	spec := hypervisors.VMSpec{Name: name, Host: host, Pool: poolName, Template: tpl.Name, CPUs: 1, CPUMHz: 500, MemoryMB: 64,
+		NICs: []hypervisors.NIC{
+			{Kind: hypervisors.NICControl, Network: bridge, MAC: "0e:00:a9:fe:07:01", IP: "169.254.7.1", Netmask: "255.255.0.0"},
+			{Kind: hypervisors.NICPublic, Network: bridge, MAC: "1e:00:c0:00:02:07", IP: "192.0.2.7", Netmask: "255.255.255.0", Gateway: "192.0.2.1"},
+		},
 		BootArgs: map[string]string{"type": "domainrouter", "name": name}}
 	start := time.Now()
 	if _, err := d.CreateVM(ctx, spec); err != nil {
@@ -134,6 +145,14 @@ func TestQEMUSmoke(t *testing.T) {
 	vi, err := d.GetVM(ctx, name)
 	if err != nil || vi.State != hypervisors.PowerRunning {
 		t.Fatalf("GetVM = %+v, %v; want Running", vi, err)
+	}
+
+	ports, err := os.ReadDir(filepath.Join("/sys/class/net", bridge, "brif"))
+	if err != nil || len(ports) != 2 {
+		t.Errorf("bridge %s has ports %v (%v), want the VM's 2 taps", bridge, ports, err)
+	}
+	if len(vi.NICs) != 2 || vi.NICs[0].MAC != "0e:00:a9:fe:07:01" || vi.NICs[1].Kind != hypervisors.NICPublic {
+		t.Errorf("NICs of the running VM: %+v", vi.NICs)
 	}
 
 	// Read the serial console through libvirt's console stream until the banner shows.
