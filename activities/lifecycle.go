@@ -251,6 +251,10 @@ func (a *Activities) createVM(ctx context.Context, d hypervisors.Driver, vm *mod
 		return "", fmt.Errorf("seed template %s into %s: %w", tpl.Name, pool.Name, err)
 	}
 	spec := SpecFor(vm, host.Name, pool.Name, tpl.Name)
+	// The rebuilt VM has a new SSH host key under the same name: forget the recorded one.
+	if err := a.Store.Secrets.ForgetHostKey(ctx, "vm:"+vm.Name); err != nil {
+		return "", err
+	}
 	if a.SystemVMKey != nil {
 		key, err := a.SystemVMKey(ctx)
 		if err != nil {

@@ -154,3 +154,9 @@ func (s *Secrets) RecordHostKey(ctx context.Context, address string, key []byte)
 	return s.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).
 		Create(&HostKey{Address: address, Key: key, CreatedAt: time.Now().UTC()}).Error
 }
+
+// ForgetHostKey drops a recorded SSH host key, e.g. when a system VM is rebuilt under the same
+// name and will present a new key.
+func (s *Secrets) ForgetHostKey(ctx context.Context, address string) error {
+	return s.db.WithContext(ctx).Where("address = ?", address).Delete(&HostKey{}).Error
+}
