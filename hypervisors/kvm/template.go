@@ -94,19 +94,51 @@ func (d *Driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 	if spec.SizeBytes > 0 && uint64(spec.SizeBytes) > capacity {
 		capacity = uint64(spec.SizeBytes)
 	}
-	vol, err := createVolume(l, pool, spec.Name, format, capacity)
+	// The bytes go to "<name>.part" first and reach the template's own name only complete: a
+	// seed interrupted mid-upload never leaves a volume that later seeds would take as done.
+	partName := spec.Name + partSuffix
+	if old, err := l.StorageVolLookupByName(pool, partName); err == nil {
+		d.log.Warn("removing the leftover of an interrupted template seed", "volume", partName)
+		if err := l.StorageVolDelete(old, libvirt.StorageVolDeleteNormal); err != nil && !isCode(err, libvirt.ErrNoStorageVol) {
+			return hypervisors.Template{}, classify(op, spec.Name, fmt.Errorf("remove %s: %w", partName, err))
+		}
+	}
+	part, err := createVolume(l, pool, partName, format, capacity)
 	if err != nil {
 		return hypervisors.Template{}, classify(op, spec.Name, err)
 	}
-	if err := d.upload(ctx, l, vol, tmp, size, progress); err != nil {
-		if derr := l.StorageVolDelete(vol, libvirt.StorageVolDeleteNormal); derr != nil {
-			d.log.Warn("could not remove half-seeded template volume", "template", spec.Name, "err", derr)
-		}
+	defer d.dropVolume(l, part)
+	if err := d.upload(ctx, l, part, tmp, size, progress); err != nil {
+		return hypervisors.Template{}, classify(op, spec.Name, err)
+	}
+	vol, err := cloneVolume(l, pool, part, spec.Name, format, capacity)
+	if err != nil {
 		return hypervisors.Template{}, classify(op, spec.Name, err)
 	}
 	progress(2*size, 2*size)
 	d.log.Info("template seeded", "template", spec.Name, "pool", spec.Pool, "bytes", size, "format", format)
 	return volumeTemplate(l, spec.Pool, vol)
+}
+
+// partSuffix names the volume a template is uploaded to before it is complete.
+const partSuffix = ".part"
+
+// cloneVolume copies a volume to a new one of the given name, format and capacity.
+func cloneVolume(l *libvirt.Libvirt, pool libvirt.StoragePool, from libvirt.StorageVol, name, format string, capacity uint64) (libvirt.StorageVol, error) {
+	v := libvirtxml.StorageVolume{
+		Name:     name,
+		Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: capacity},
+		Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: format}},
+	}
+	doc, err := v.Marshal()
+	if err != nil {
+		return libvirt.StorageVol{}, fmt.Errorf("marshal volume %s: %w", name, err)
+	}
+	vol, err := l.StorageVolCreateXMLFrom(pool, doc, from, 0)
+	if err != nil {
+		return libvirt.StorageVol{}, fmt.Errorf("copy %s to %s: %w", from.Name, name, err)
+	}
+	return vol, nil
 }
 
 // upload streams the verified file into the volume. libvirt's test driver stores volumes

@@ -165,6 +165,10 @@ func TestSeedTemplateUploadsBytes(t *testing.T) {
 		Name: "systemvm-raw", URL: serveFile(t, "systemvm.raw", body), Format: "RAW",
 		Checksum: "sha256:" + hex.EncodeToString(sum[:]), Pool: poolName,
 	}
+	// The leftover of an interrupted seed is not taken for the template and is replaced.
+	if _, err := createVolume(l, pool, spec.Name+partSuffix, "raw", 4096); err != nil {
+		t.Fatal(err)
+	}
 	var calls int
 	var last, lastTotal int64
 	monotonic := true
@@ -192,6 +196,9 @@ func TestSeedTemplateUploadsBytes(t *testing.T) {
 		t.Errorf("progress: %d calls, monotonic=%v, last %d/%d; want it to end at %d/%d", calls, monotonic, last, lastTotal, 2*len(body), 2*len(body))
 	}
 
+	if _, err := os.Stat(filepath.Join(dir, "systemvm-raw"+partSuffix)); !os.IsNotExist(err) {
+		t.Errorf("upload volume %s left behind: %v", "systemvm-raw"+partSuffix, err)
+	}
 	// Seeding again is a no-op that returns the same volume.
 	again, err := d.SeedTemplate(ctx, spec, nil)
 	if err != nil || again.Ref != tpl.Ref {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -223,24 +224,34 @@ func (d *Driver) cloneRoot(l *libvirt.Libvirt, pool libvirt.StoragePool, tpl lib
 			return libvirt.StorageVol{}, "", "", fmt.Errorf("remove leftover volume %s: %w", name, err)
 		}
 	}
-	nv := libvirtxml.StorageVolume{
-		Name:     name,
-		Capacity: tv.Capacity,
-		Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: format}},
-	}
-	doc, err := nv.Marshal()
+	capacity, err := volumeBytes(tv.Capacity)
 	if err != nil {
-		return libvirt.StorageVol{}, "", "", fmt.Errorf("marshal volume %s: %w", name, err)
+		return libvirt.StorageVol{}, "", "", fmt.Errorf("template volume %s: %w", tpl.Name, err)
 	}
-	vol, err := l.StorageVolCreateXMLFrom(pool, doc, tpl, 0)
+	vol, err := cloneVolume(l, pool, tpl, name, format, capacity)
 	if err != nil {
-		return libvirt.StorageVol{}, "", "", fmt.Errorf("clone template %s to %s: %w", tpl.Name, name, err)
+		return libvirt.StorageVol{}, "", "", fmt.Errorf("clone template %s: %w", tpl.Name, err)
 	}
 	path, err := l.StorageVolGetPath(vol)
 	if err != nil {
 		return libvirt.StorageVol{}, "", "", fmt.Errorf("path of volume %s: %w", name, err)
 	}
 	return vol, path, format, nil
+}
+
+// volumeBytes reads a volume size (libvirt writes bytes; other units are converted).
+func volumeBytes(sz *libvirtxml.StorageVolumeSize) (uint64, error) {
+	if sz == nil {
+		return 0, nil
+	}
+	mult := map[string]uint64{"": 1, "b": 1, "bytes": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 1000 * 1000,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1000 * 1000 * 1000, "t": 1 << 40, "tib": 1 << 40, "tb": 1000 * 1000 * 1000 * 1000}
+	m, ok := mult[strings.ToLower(sz.Unit)]
+	if !ok {
+		return 0, fmt.Errorf("unknown size unit %q", sz.Unit)
+	}
+	return sz.Value * m, nil
 }
 
 func (d *Driver) dropVolume(l *libvirt.Libvirt, vol libvirt.StorageVol) {
