@@ -72,11 +72,13 @@
 // # Templates
 //
 // SeedTemplate fetches a file:// or http(s):// URL to a temporary file while hashing it,
-// verifies the checksum before any volume exists (mismatch: ErrInvalid), then creates the
-// volume from a libvirtxml StorageVolume and streams the bytes with virStorageVolUpload.
-// libvirt's test driver keeps volumes without data and refuses uploads; on that driver alone
-// the volume is kept without its bytes (logged); any other driver refusing the upload is an
-// error and the volume is removed.
+// verifies the checksum before any volume exists (mismatch: ErrInvalid), then creates
+// "<name>.part" from a libvirtxml StorageVolume, streams the bytes into it with
+// virStorageVolUpload and copies it to "<name>" only once complete, so an interrupted seed
+// never leaves a volume later seeds would take as done. libvirt's test driver keeps volumes
+// without data and refuses uploads; on that driver alone the volume is kept without its bytes
+// (logged); any other driver refusing the upload is an error. Two processes seeding the same
+// template into the same pool at once are not supported (one Driver serialises its own).
 //
 // # Two hosts on libvirt's test driver
 //

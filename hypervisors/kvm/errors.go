@@ -12,9 +12,9 @@ import (
 	"github.com/sysvm/sysvm/hypervisors"
 )
 
-// Kind maps a libvirt error number to the driver contract's error kind, or nil when the number
+// ErrorKind maps a libvirt error number to the driver contract's error kind, or nil when the number
 // has no specific kind (the error is then reported as is and counts as retryable).
-func Kind(code libvirt.ErrorNumber) error {
+func ErrorKind(code libvirt.ErrorNumber) error {
 	switch code {
 	case libvirt.ErrNoDomain, libvirt.ErrNoStoragePool, libvirt.ErrNoStorageVol,
 		libvirt.ErrNoNetwork, libvirt.ErrNoNodeDevice, libvirt.ErrNoSecret:
@@ -72,7 +72,7 @@ func classify(op, object string, err error) error {
 		if code == libvirt.ErrOperationFailed && strings.Contains(err.Error(), "already exists") {
 			return hypervisors.Wrap(hypervisors.ErrAlreadyExists, op, object, err)
 		}
-		if k := Kind(code); k != nil {
+		if k := ErrorKind(code); k != nil {
 			return hypervisors.Wrap(k, op, object, err)
 		}
 		return &hypervisors.Error{Op: op, Object: object, Kind: errUnknown, Err: err}
