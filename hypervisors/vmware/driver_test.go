@@ -307,3 +307,66 @@ func mustPool(t *testing.T, d *Driver, name string) datastoreRec {
 	}
 	return rec
 }
+
+// TestFacts checks host and datastore facts beyond what the conformance scenarios need,
+// and the declared capabilities.
+func TestFacts(t *testing.T) {
+	s := startSim(t, 1, 1, 2)
+	d := s.open(t)
+	ctx := testCtx(t)
+	hosts, err := d.Hosts(ctx)
+	if err != nil || len(hosts) != 2 {
+		t.Fatalf("Hosts = %+v, %v", hosts, err)
+	}
+	for _, h := range hosts {
+		if h.UUID == "" || h.Version == "" || !h.Connected || h.CPUMHz <= 0 {
+			t.Errorf("host %+v: want UUID, version, connected and CPU speed", h)
+		}
+	}
+	if hosts[0].UUID == hosts[1].UUID {
+		t.Errorf("two hosts share UUID %s", hosts[0].UUID)
+	}
+	pools, err := d.StoragePools(ctx)
+	if err != nil || len(pools) != 1 || pools[0].Name != "LocalDS_0" || pools[0].UUID == "" || pools[0].Type == "" {
+		t.Errorf("StoragePools = %+v, %v", pools, err)
+	}
+	caps := d.Capabilities()
+	if !caps.LiveMigration || caps.HotScale || caps.LinkLocalControl || !reflect.DeepEqual(caps.TemplateFormats, []string{"OVA"}) {
+		t.Errorf("capabilities %+v", caps)
+	}
+	if d.Type() != hypervisors.VMware {
+		t.Errorf("Type() = %s", d.Type())
+	}
+}
+
+func TestParseChecksum(t *testing.T) {
+	md5hex := strings.Repeat("a", 32)
+	for _, tc := range []struct {
+		in, algo string
+		ok       bool
+	}{
+		{"", "", true},
+		{md5hex, "md5", true},
+		{strings.Repeat("b", 40), "sha1", true},
+		{strings.Repeat("c", 64), "sha256", true},
+		{strings.Repeat("d", 128), "sha512", true},
+		{"SHA-256:" + strings.Repeat("C", 64), "sha256", true},
+		{"md5:" + md5hex, "md5", true},
+		{"sha256:" + md5hex, "", false}, // wrong length for the algorithm
+		{"crc32:deadbeef", "", false},
+		{"abc", "", false},
+		{"md5:" + strings.Repeat("z", 32), "", false},
+	} {
+		c, err := parseChecksum(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && c.algo != tc.algo) {
+			t.Errorf("parseChecksum(%q) = %+v, %v; want algo %q ok=%v", tc.in, c, err, tc.algo, tc.ok)
+		}
+	}
+}
+
+func TestParseCmdline(t *testing.T) {
+	args := map[string]string{"type": "domainrouter", "eth0ip": "169.254.3.4", "empty": "", "authorized_key": "c3NoLXJzYQ=="}
+	if got := parseCmdline(hypervisors.BootArgsString(args)); !reflect.DeepEqual(got, args) {
+		t.Errorf("round trip %v -> %v", args, got)
+	}
+}

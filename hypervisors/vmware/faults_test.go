@@ -218,6 +218,16 @@ func TestInjectedFaults(t *testing.T) {
 		t.Errorf("RebootVM with InvalidPowerState = %v, want ErrBadState", err)
 	}
 
+	// A NotAuthenticated answer while the session is in fact valid (e.g. renewed by a
+	// concurrent call): retryable, and the retry works without a new login.
+	inject("PowerOffVM_Task", &types.NotAuthenticated{}, 0)
+	if err := d.StopVM(ctx, "v-1-VM", true); !errors.Is(err, hypervisors.ErrUnreachable) {
+		t.Errorf("StopVM with NotAuthenticated = %v, want retryable ErrUnreachable", err)
+	}
+	if err := d.StopVM(ctx, "v-1-VM", true); err != nil {
+		t.Errorf("StopVM retry after NotAuthenticated: %v", err)
+	}
+
 	inject("RetrievePropertiesEx", &types.NoPermission{PrivilegeId: "System.Read"}, 0)
 	if _, err := d.Hosts(ctx); !errors.Is(err, hypervisors.ErrAuth) {
 		t.Errorf("Hosts with NoPermission = %v, want ErrAuth", err)

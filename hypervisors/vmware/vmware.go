@@ -167,32 +167,37 @@ func (d *Driver) Close() error {
 func (d *Driver) Client() *vim25.Client { return d.c }
 
 // relogin logs in again when the server no longer knows our session (vCenter restarted, the
-// session expired or an administrator terminated it). It reports whether a new session was made.
-func (d *Driver) relogin(ctx context.Context) bool {
+// session expired or an administrator terminated it). It returns nil when the driver holds
+// a valid session afterwards (made here or by a concurrent caller).
+func (d *Driver) relogin(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), connectTimeout)
+	defer cancel()
 	d.relog.Lock()
 	defer d.relog.Unlock()
 	if s, err := d.sm.UserSession(ctx); err == nil && s != nil {
-		return false // someone else already logged in again, or the session is fine
+		return nil // a concurrent caller already logged in again
 	}
 	if err := d.sm.Login(ctx, d.user); err != nil {
 		d.log.Warn("re-login to vCenter failed", "user", d.user.Username(), "err", err)
-		return false
+		return fmt.Errorf("log in again as %q: %w", d.user.Username(), err)
 	}
 	d.log.Info("vCenter session was lost; logged in again", "user", d.user.Username())
-	return true
+	return nil
 }
 
 // fail maps err to a driver error; a lost session triggers a re-login first, so that the
-// (retryable) error it returns succeeds when the caller tries again.
+// (retryable) error it returns succeeds when the caller tries again. If the login is
+// refused now (password changed), the error is ErrAuth.
 func (d *Driver) fail(ctx context.Context, op, object string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if isNotAuthenticated(err) {
-		if d.relogin(context.WithoutCancel(ctx)) {
-			return hypervisors.Wrap(hypervisors.ErrUnreachable, op, object,
-				fmt.Errorf("vCenter session was lost and has been renewed, retry: %w", err))
+		if lerr := d.relogin(ctx); lerr != nil {
+			return mapErr(op, object, lerr)
 		}
+		return hypervisors.Wrap(hypervisors.ErrUnreachable, op, object,
+			fmt.Errorf("vCenter session was lost and has been renewed, retry: %w", err))
 	}
 	return mapErr(op, object, err)
 }
