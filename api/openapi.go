@@ -45,7 +45,7 @@ type health struct {
 }
 
 func (s *Server) healthz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), min(3*time.Second, s.tTimeout))
 	defer cancel()
 	sqlDB, err := s.store.DB.DB()
 	if err == nil {

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"gorm.io/gorm"
@@ -21,11 +23,8 @@ import (
 	"github.com/sysvm/sysvm/workflows"
 )
 
-// temporalTimeout bounds each call to Temporal made while serving a request.
-const temporalTimeout = 10 * time.Second
-
 // progressTimeout bounds the progress query (a busy or absent worker must not stall a GET).
-const progressTimeout = 3 * time.Second
+const progressTimeout = 2 * time.Second
 
 // cancelReasonPrefix starts the termination reason of a run canceled before any worker picked
 // it up; reconciliation reads it back as "canceled".
@@ -155,7 +154,7 @@ func (s *Server) startOperation(ctx context.Context, spec OperationSpec, request
 		TypedSearchAttributes:                    temporal.NewSearchAttributes(spec.SearchAttributes...),
 		Memo:                                     memo,
 	}
-	tctx, cancel := context.WithTimeout(ctx, temporalTimeout)
+	tctx, cancel := context.WithTimeout(ctx, s.tTimeout)
 	defer cancel()
 	run, err := s.temporal.ExecuteWorkflow(tctx, opts, spec.WorkflowName, spec.Input(op.ID))
 	// From here on the journal must be written even if the caller has gone away.
@@ -182,28 +181,45 @@ func (s *Server) startOperation(ctx context.Context, spec OperationSpec, request
 }
 
 // alreadyRunning builds the 409 for a workflow ID held by a running run, naming its operation.
+// The winner of a race of starts may not have recorded its run ID yet: while some other start
+// of this workflow ID is still in flight, wait (briefly) for its row to name the run.
 func (s *Server) alreadyRunning(ctx context.Context, spec OperationSpec, name, runID string) error {
-	var running models.Operation
-	q := s.store.DB.WithContext(ctx).Where("workflow_id = ?", spec.WorkflowID)
-	err := q.Session(&gorm.Session{}).Where("run_id = ?", runID).Take(&running).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		// The run ID may not be recorded yet (a start racing this one): the newest running row.
-		err = q.Session(&gorm.Session{}).Where("status = ?", models.OpRunning).Order("created_at DESC").Take(&running).Error
-	}
 	what := spec.TargetType
-	if what == "systemvm" || what == "router" || what == "" {
+	if what == TargetSystemVM || what == TargetRouter || what == "" {
 		what = "system VM"
 	}
-	if err != nil {
-		// Started outside this API (by a schedule, or by hand in Temporal).
-		v := OperationView{Status: models.OpRunning, WorkflowID: spec.WorkflowID, RunID: runID,
-			Links: OperationLinks{TemporalUI: TemporalUILink(s.temporalUI, s.namespace, spec.WorkflowID, runID)}}
-		e := Conflict("%s %s already has a running workflow %s (run %s)", what, name, spec.WorkflowID, runID)
-		e.Extra = map[string]any{"operation": v}
-		return e
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var running models.Operation
+		err := s.store.DB.WithContext(ctx).Where("workflow_id = ? AND run_id = ?", spec.WorkflowID, runID).Take(&running).Error
+		if err == nil {
+			e := Conflict("%s %s already has a running operation %s (%s)", what, name, running.ID, running.Kind)
+			e.Extra = map[string]any{"operation": s.view(running)}
+			return e
+		}
+		if !errors.Is(err, gorm.ErrRecordNotFound) {
+			return Internal(err, "find the running operation of %s", name)
+		}
+		var inFlight int64
+		if err := s.store.DB.WithContext(ctx).Model(&models.Operation{}).
+			Where("workflow_id = ? AND status = ? AND run_id = ?", spec.WorkflowID, models.OpRunning, "").
+			Count(&inFlight).Error; err != nil {
+			return Internal(err, "find the running operation of %s", name)
+		}
+		if inFlight == 0 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return Internal(ctx.Err(), "find the running operation of %s", name)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	e := Conflict("%s %s already has a running operation %s (%s)", what, name, running.ID, running.Kind)
-	e.Extra = map[string]any{"operation": s.view(running)}
+	// Started outside this API (by a schedule, or by hand in Temporal).
+	v := OperationView{Status: models.OpRunning, WorkflowID: spec.WorkflowID, RunID: runID,
+		Links: OperationLinks{TemporalUI: TemporalUILink(s.temporalUI, s.namespace, spec.WorkflowID, runID)}}
+	e := Conflict("%s %s already has a running workflow %s (run %s) that was not started through this API", what, name, spec.WorkflowID, runID)
+	e.Extra = map[string]any{"operation": v}
 	return e
 }
 
@@ -236,7 +252,7 @@ func (s *Server) operationRoutes() []Route {
 			Description: "Requests cancellation of the run; the workflow undoes or stops what it does and ends canceled. " +
 				"A run no worker has picked up yet has done nothing: it is ended at once and recorded canceled.",
 			Responses: []Response{{Status: 202, Description: "cancellation requested (or done)", Schema: "OperationEnvelope"},
-				{Status: 409, Description: "the operation is not running", Schema: "Error"},
+				{Status: 409, Description: "the operation is not running (operation shows how it ended)", Schema: "ConflictError"},
 				{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}}},
 	}
 }
@@ -268,7 +284,7 @@ func (s *Server) reconcile(ctx context.Context, op models.Operation) OperationVi
 	if op.Status != models.OpRunning || s.temporal == nil || op.RunID == "" {
 		return s.view(op)
 	}
-	tctx, cancel := context.WithTimeout(ctx, temporalTimeout)
+	tctx, cancel := context.WithTimeout(ctx, s.tTimeout)
 	defer cancel()
 	for range 3 { // a continued-as-new chain is followed a few links at most per request
 		desc, err := s.temporal.DescribeWorkflowExecution(tctx, op.WorkflowID, op.RunID)
@@ -291,7 +307,10 @@ func (s *Server) reconcile(ctx context.Context, op models.Operation) OperationVi
 		case enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
 			v := s.view(op)
 			v.CancelRequested = desc.GetWorkflowExtendedInfo().GetCancelRequested()
-			v.Progress = s.queryProgress(ctx, op)
+			// A run no worker has picked up cannot answer (the query would wait out its timeout).
+			if !s.neverPickedUp(tctx, op) {
+				v.Progress = s.queryProgress(ctx, op)
+			}
 			return v
 		case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED:
 			var raw json.RawMessage
@@ -428,7 +447,7 @@ func (s *Server) cancelOperation(c echo.Context) error {
 	if op.RunID == "" {
 		return Conflict("operation %s is still starting; retry in a moment", op.ID)
 	}
-	tctx, cancel := context.WithTimeout(ctx, temporalTimeout)
+	tctx, cancel := context.WithTimeout(ctx, s.tTimeout)
 	defer cancel()
 	caller := ""
 	if k, found := Caller(c); found {
@@ -460,19 +479,26 @@ func (s *Server) cancelOperation(c echo.Context) error {
 }
 
 // neverPickedUp reports whether no worker has started any workflow task of the run: then no
-// workflow code (and no activity) has run.
+// workflow code (and no activity) has run, and nobody could answer a query. It reads the first
+// events of the history only.
 func (s *Server) neverPickedUp(ctx context.Context, op models.Operation) bool {
-	it := s.temporal.GetWorkflowHistory(ctx, op.WorkflowID, op.RunID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	for i := 0; i < 200 && it.HasNext(); i++ {
-		ev, err := it.Next()
-		if err != nil {
-			return false
-		}
+	resp, err := s.temporal.WorkflowService().GetWorkflowExecutionHistory(ctx, &workflowservice.GetWorkflowExecutionHistoryRequest{
+		Namespace: s.namespace, Execution: &commonpb.WorkflowExecution{WorkflowId: op.WorkflowID, RunId: op.RunID},
+		MaximumPageSize: 32})
+	if err != nil {
+		s.log.Debug("read history of operation", "operation", op.ID, "error", err)
+		return false
+	}
+	for _, ev := range resp.GetHistory().GetEvents() {
 		switch ev.GetEventType() {
 		case enumspb.EVENT_TYPE_WORKFLOW_TASK_STARTED, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
-			enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+			enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
 			return false
 		}
 	}
-	return !it.HasNext()
+	// A longer history with no task started in its first page is not worth guessing about.
+	return len(resp.GetNextPageToken()) == 0
 }

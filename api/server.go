@@ -44,6 +44,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Dev implements the dev-only endpoints; used only when DevMode is set.
 	Dev DevHooks
+	// TemporalTimeout bounds each call to Temporal made while serving a request (10 s when 0).
+	TemporalTimeout time.Duration
 }
 
 // DevHooks are the dev cloud's fault injection, behind the admin-only /dev endpoints.
@@ -61,6 +63,7 @@ type Server struct {
 	temporal   client.Client
 	namespace  string
 	temporalUI string
+	tTimeout   time.Duration
 	dev        DevHooks
 	log        *slog.Logger
 	e          *echo.Echo
@@ -81,7 +84,11 @@ func New(cfg Config) (*Server, error) {
 		namespace:  cfg.Namespace,
 		temporalUI: strings.TrimRight(cfg.TemporalUI, "/"),
 		log:        cfg.Logger,
+		tTimeout:   cfg.TemporalTimeout,
 		schemas:    componentSchemas(),
+	}
+	if s.tTimeout <= 0 {
+		s.tTimeout = 10 * time.Second
 	}
 	if s.namespace == "" {
 		s.namespace = "default"
