@@ -164,6 +164,16 @@ func TestErrors(t *testing.T) {
 			e.wantErr(e.do("PUT", put, admin, c.body), 400, CodeBadRequest, c.field, "PUT body "+c.body)
 		}
 		e.wantErr(e.do("POST", "/api-keys", admin, strings.Repeat(" ", 2<<20)+"{}"), 413, CodeTooLarge, "", "2 MB body")
+		e.wantErr(e.do("PUT", "/settings/router.template.kvm", admin, map[string]any{"value": strings.Repeat("x", 100000)}),
+			400, CodeBadRequest, "value", "100 kB setting value")
+
+		// Odd bytes in paths and filters are a 4xx or an empty answer, never a 500.
+		for _, p := range []string{"/zones?name=%ff", "/zones/%ff%fe", "/zones?keyword=%00", "/zones/a%00b", "/settings/%ff",
+			"/routers?zoneid=%c3%28", "/events?keyword=%25%5f%21", "/routers/" + strings.Repeat("x", 5000)} {
+			if r := e.do("GET", p, ro, nil); r.Status >= 500 {
+				t.Errorf("GET %s = %d: %s", p, r.Status, r.Raw)
+			}
+		}
 
 		// A panic is a 500 JSON error, logged, and the server keeps serving.
 		e.srv.Echo().GET(Prefix+"/test-panic", func(c echo.Context) error { panic("boom") })

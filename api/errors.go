@@ -40,6 +40,7 @@ type Error struct {
 	Err error
 }
 
+// Error describes the error for logs (the cause included).
 func (e *Error) Error() string {
 	msg := e.Code + ": " + e.Message
 	if e.Field != "" {
@@ -51,6 +52,7 @@ func (e *Error) Error() string {
 	return msg
 }
 
+// Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
 // errorBody is the "error" member of every error response.

@@ -187,7 +187,8 @@ type Response struct {
 	Schema string
 }
 
-// Handle mounts a route and adds it to the OpenAPI document.
+// Handle mounts a route and adds it to the OpenAPI document. Call it before serving (echo's
+// router is not safe to change while it serves).
 func (s *Server) Handle(r Route) error {
 	if !strings.HasPrefix(r.Path, "/") {
 		return fmt.Errorf("api: route path %q must start with /", r.Path)

@@ -13,6 +13,9 @@ import (
 	"github.com/sysvm/sysvm/models"
 )
 
+// maxSettingValue bounds a setting's value (the longest are comma lists of check names).
+const maxSettingValue = 4096
+
 // EventConfigEdit is the event type of a setting change, as CloudStack names it.
 const EventConfigEdit = "CONFIGURATION.VALUE.EDIT"
 
@@ -270,6 +273,9 @@ func (s *Server) putSetting(c echo.Context) error {
 	}
 	if body.Value == nil {
 		return BadRequest("value", "value is required (use DELETE to reset a setting)")
+	}
+	if len(*body.Value) > maxSettingValue {
+		return BadRequest("value", "value is %d bytes; a setting takes at most %d", len(*body.Value), maxSettingValue)
 	}
 	if err := scopeAllowed(d, body.Scope); err != nil {
 		return err
