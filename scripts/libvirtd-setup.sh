@@ -35,6 +35,17 @@ answering() {
 	timeout 10 virsh -q -c "test+unix:///default?socket=${SOCK}" version >/dev/null 2>&1
 }
 
+# running PIDFILE NAME: the pid file names a live (not zombie) process called NAME. A daemon
+# killed without cleanup leaves its pid file, and an unreaped zombie still answers kill -0.
+running() {
+	local pid
+	[ -f "$1" ] || return 1
+	pid=$(cat "$1" 2>/dev/null) || return 1
+	[ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
+	[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
+
 install_packages() {
 	local pkgs=("$@")
 	export DEBIAN_FRONTEND=noninteractive
@@ -70,8 +81,10 @@ if [ "$WITH_QEMU" = 1 ]; then
 	if [ -c /dev/kvm ]; then
 		chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 	fi
-	if [ ! -S /run/libvirt/virtlogd-sock ]; then
+	# A socket left by a virtlogd that was killed does not mean one is running.
+	if ! running /run/virtlogd.pid virtlogd; then
 		mkdir -p /run/libvirt /var/log/libvirt
+		rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock /run/virtlogd.pid
 		log "starting virtlogd -d"
 		virtlogd -d
 	fi
@@ -94,7 +107,7 @@ mkdir -p /var/log/libvirt /run/libvirt /var/lib/libvirt /var/cache/libvirt
 # The system daemon writes /run/libvirtd.pid; other libvirtd processes (private daemons of
 # `sysvm dev` and its tests) must not be taken for it.
 PIDFILE=/run/libvirtd.pid
-if ! { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }; then
+if ! running "$PIDFILE" libvirtd; then
 	# A stale socket from a daemon that died would make the new one fail to bind.
 	rm -f "$SOCK" "${SOCK}-ro" "${SOCK}-admin" "$PIDFILE"
 	log "starting libvirtd -d"
