@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/devcloud"
+	"github.com/sysvm/sysvm/devcloud/temporaldev"
+	"github.com/sysvm/sysvm/worker"
+	"github.com/sysvm/sysvm/workflows"
+)
+
+// runDev runs the whole platform on embedded defaults: a Temporal dev server with its Web UI,
+// SQLite, simulated hypervisors seeded with a demo cloud, the worker and the API.
+func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
+	var c config
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	c.flags(fs)
+	temporalPort := fs.Int("temporal-port", 7233, "port of the Temporal dev server's frontend")
+	uiPort := fs.Int("ui-port", 8233, "port of the Temporal Web UI")
+	temporalBin := fs.String("temporal-bin", env("SYSVM_TEMPORAL_BIN", filepath.Join("bin", "temporal")), "temporal CLI (SYSVM_TEMPORAL_BIN)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return err
+	}
+
+	if c.TemporalAddress == "" {
+		logger.Info("starting Temporal dev server", "port", *temporalPort, "ui", *uiPort)
+		srv, err := temporaldev.Start(ctx, temporaldev.Options{Binary: *temporalBin, Port: *temporalPort, UIPort: *uiPort,
+			DBFile: filepath.Join(c.DataDir, "temporal.db"), SearchAttributes: workflows.SearchAttributeNames()})
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		c.TemporalAddress = srv.Address
+		c.TemporalUI = srv.UIURL()
+	}
+
+	store, err := c.openStore(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	sims, stopSims, err := startSimulators(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer stopSims()
+	created, err := devcloud.Seed(ctx, store, sims, devcloud.SeedOptions{})
+	if err != nil {
+		return err
+	}
+	acts := buildActivities(store, logger)
+	defer acts.Drivers.Close()
+	if err := devcloud.Materialize(ctx, store, acts.Drivers, logger); err != nil {
+		return fmt.Errorf("materialize demo cloud: %w", err)
+	}
+
+	tc, err := c.dialTemporal(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	if err := worker.EnsureSearchAttributes(ctx, tc, c.TemporalNamespace); err != nil {
+		return err
+	}
+	w := worker.New(worker.Config{Client: tc, Activities: acts, Logger: logger})
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	defer w.Stop()
+
+	key, err := c.ensureAdminKey(ctx, store, true)
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.TemporalNamespace, TemporalUI: c.TemporalUI,
+		DevMode: true, Logger: logger})
+	if err != nil {
+		return err
+	}
+	seeded := "kept from the last run"
+	if created {
+		seeded = "seeded"
+	}
+	apiURL := "http://localhost" + c.APIAddr
+	if c.APIAddr != "" && c.APIAddr[0] != ':' {
+		apiURL = "http://" + c.APIAddr
+	}
+	fmt.Printf(`
+sysvm dev is running (demo cloud %s; data in %s)
+
+  API            %s/api/v1        (OpenAPI: %s/openapi.json)
+  Temporal UI    %s
+  Temporal       %s  (temporal workflow list --address %s)
+  Admin API key  %s
+
+  Try: curl -H "Authorization: Bearer %s" %s/api/v1/routers
+
+Ctrl-C stops everything; running it again keeps the data.
+`, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, c.TemporalAddress, c.TemporalAddress, key, key, apiURL)
+	return serveHTTP(ctx, logger, c.APIAddr, srv.Handler())
+}
+
+// startSimulators starts the in-process vcsim and XAPI simulator and connects libvirtd's test
+// driver (or reports why KVM is unavailable).
+func startSimulators(ctx context.Context, logger *slog.Logger) (devcloud.Clusters, func(), error) {
+	var stops []func()
+	stopAll := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	var cl devcloud.Clusters
+	var err error
+	var stop func()
+	if cl.VMware, stop, err = devcloud.StartVMware(ctx, 2); err != nil {
+		return cl, stopAll, fmt.Errorf("start vcsim: %w", err)
+	}
+	stops = append(stops, stop)
+	if cl.Xen, stop, err = devcloud.StartXen(ctx, 2); err != nil {
+		stopAll()
+		return cl, func() {}, fmt.Errorf("start XAPI simulator: %w", err)
+	}
+	stops = append(stops, stop)
+	if cl.KVM, cl.KVMReason, stop, err = devcloud.StartKVM(ctx, 2); err != nil {
+		stopAll()
+		return cl, func() {}, fmt.Errorf("connect libvirtd: %w", err)
+	}
+	stops = append(stops, stop)
+	if cl.KVMReason != "" {
+		logger.Warn("KVM hosts are Disconnected", "reason", cl.KVMReason)
+	}
+	return cl, stopAll, nil
+}

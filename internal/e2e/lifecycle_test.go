@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/sysvm/sysvm/devcloud"
+	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
+)
+
+// TestLifecycleThroughAPI drives stop, start, reboot and recreate of a router through the API,
+// on MariaDB and on SQLite, and checks the database and vcsim agree after each.
+func TestLifecycleThroughAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal and vcsim")
+	}
+	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
+		s := newStack(t, store, true)
+		// An old-template router with a network of its own.
+		r := s.pickRouter("version = ? AND is_redundant = ?", devcloud.OldVersion, false)
+
+		check := func(state string, power hypervisors.PowerState) {
+			t.Helper()
+			if got := s.vm(r.ID).State; got != state {
+				t.Errorf("database state of %s = %s, want %s", r.Name, got, state)
+			}
+			info, err := s.hv(r)
+			if err != nil {
+				t.Fatalf("vcsim GetVM(%s): %v", r.Name, err)
+			}
+			if info.State != power {
+				t.Errorf("vcsim power state of %s = %s, want %s", r.Name, info.State, power)
+			}
+		}
+		check(models.StateRunning, hypervisors.PowerRunning)
+
+		for _, step := range []struct {
+			action string
+			state  string
+			power  hypervisors.PowerState
+		}{
+			{"stop", models.StateStopped, hypervisors.PowerStopped},
+			{"start", models.StateRunning, hypervisors.PowerRunning},
+			{"reboot", models.StateRunning, hypervisors.PowerRunning},
+		} {
+			op := s.start("/api/v1/routers/" + r.ID + "/" + step.action)
+			if op.WorkflowID != "systemvm:"+r.ID || op.RunID == "" {
+				t.Errorf("%s: workflow %q run %q", step.action, op.WorkflowID, op.RunID)
+			}
+			done := s.wait(op, time.Minute)
+			if done.Status != models.OpCompleted {
+				t.Fatalf("%s ended %s: %s", step.action, done.Status, done.Error)
+			}
+			if !strings.Contains(done.Links.TemporalUI, "/workflows/") || !strings.Contains(done.Links.TemporalUI, op.RunID) {
+				t.Errorf("Temporal UI link %q does not point at the run", done.Links.TemporalUI)
+			}
+			check(step.state, step.power)
+		}
+
+		// Recreate puts the router on the current template, with the same name and addresses.
+		op := s.wait(s.start("/api/v1/routers/"+r.ID+"/recreate"), 2*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("recreate ended %s: %s", op.Status, op.Error)
+		}
+		s.recordHistory("lifecycle_recreate.json", op)
+		after := s.vm(r.ID)
+		if after.Version != devcloud.CurrentVersion || after.TemplateID == r.TemplateID {
+			t.Errorf("after recreate version %s template %s, want %s on a new template", after.Version, after.TemplateID, devcloud.CurrentVersion)
+		}
+		if after.LinkLocalIP != r.LinkLocalIP || after.PublicIP != r.PublicIP {
+			t.Errorf("recreate changed addresses: %s/%s -> %s/%s", r.LinkLocalIP, r.PublicIP, after.LinkLocalIP, after.PublicIP)
+		}
+		check(models.StateRunning, hypervisors.PowerRunning)
+		info, _ := s.hv(r)
+		if info.BootArgs["name"] != r.Name || info.BootArgs["controlip"] != r.LinkLocalIP {
+			t.Errorf("recreated VM boot args %v do not carry name and control IP", info.BootArgs)
+		}
+		steps, err := activitiesSteps(s, op.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "hypervisor.stop,hypervisor.destroy,hypervisor.create,hypervisor.start"; !strings.HasPrefix(steps, want) {
+			t.Errorf("journaled steps %q, want %q first", steps, want)
+		}
+
+		// Every run is found by the VM's search attribute, as `temporal workflow list --query` does.
+		ctx := context.Background()
+		var runs int
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+			resp, err := s.client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+				Query: fmt.Sprintf(`SystemVmId = "%s" AND OperationKind = "systemvm.recreate"`, r.ID)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if runs = len(resp.Executions); runs == 1 {
+				break
+			}
+		}
+		if runs != 1 {
+			t.Errorf("visibility query found %d recreate runs of %s, want 1", runs, r.ID)
+		}
+
+		// Destroying the only router of a network is refused with a pointer to restartNetwork.
+		op = s.wait(s.start("/api/v1/routers/"+r.ID+"/destroy"), time.Minute)
+		if op.Status != models.OpFailed || !strings.Contains(op.Error, "restartNetwork cleanup=true") {
+			t.Errorf("destroy of the only router = %s %q, want failed naming restartNetwork cleanup=true", op.Status, op.Error)
+		}
+		check(models.StateRunning, hypervisors.PowerRunning)
+
+		// Destroying one router of a redundant pair works, and the VM is gone from vcsim too.
+		backup := s.pickRouter("redundant_state = ?", models.RedundantBackup)
+		op = s.wait(s.start("/api/v1/routers/"+backup.ID+"/destroy"), time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("destroy of BACKUP ended %s: %s", op.Status, op.Error)
+		}
+		if st := s.vm(backup.ID).State; st != models.StateDestroyed {
+			t.Errorf("destroyed router state %s", st)
+		}
+		if _, err := s.hv(backup); !errors.Is(err, hypervisors.ErrNotFound) {
+			t.Errorf("destroyed router still on vcsim: %v", err)
+		}
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if code := s.do(http.MethodPost, "/api/v1/routers/"+backup.ID+"/start", nil, &e); code != http.StatusConflict {
+			t.Errorf("start of a destroyed router = %d %+v, want 409", code, e)
+		}
+	})
+}
+
+func activitiesSteps(s *stack, opID string) (string, error) {
+	var rows []models.OperationStep
+	if err := s.store.DB.Where("operation_id = ? AND step LIKE ?", opID, "hypervisor.%").Order("completed_at").Find(&rows).Error; err != nil {
+		return "", err
+	}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Step)
+	}
+	return strings.Join(names, ","), nil
+}
