@@ -17,6 +17,9 @@ import (
 // dev relies on: two hosts and a pool per cluster, state that outlives a Driver, clusters that
 // do not see each other's VMs, and a stop that leaves no daemon or file behind.
 func TestStartKVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libvirtd daemons; skipped with -short")
+	}
 	if findLibvirtd() == "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("libvirtd is not installed (scripts/libvirtd-setup.sh installs it)")

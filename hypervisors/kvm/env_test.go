@@ -20,6 +20,9 @@ import (
 // and under CI (CI=true) it fails instead, so a broken set-up never passes as skipped.
 func requireLibvirtd(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs libvirtd; skipped with -short")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	probe := func() error {
