@@ -45,8 +45,13 @@ type Registrar interface {
 // Register registers every workflow under its stable name and every activity.
 func Register(r Registrar, acts *activities.Activities) {
 	r.RegisterWorkflowWithOptions(workflows.SystemVMLifecycle, workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.HealthSweep, workflow.RegisterOptions{Name: workflows.HealthSweepWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.RouterHealthCheck, workflow.RegisterOptions{Name: workflows.RouterHealthCheckWorkflowName})
 	r.RegisterActivity(acts)
 }
+
+// RegisterHealth registers the router health check activities (every method of h).
+func RegisterHealth(r Registrar, h *activities.Health) { r.RegisterActivity(h) }
 
 // EnsureSearchAttributes registers sysvm's custom search attributes (all Keyword) on a
 // namespace; already registered ones are left as they are.

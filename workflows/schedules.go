@@ -1,0 +1,315 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/models"
+)
+
+// Health schedules: one Temporal Schedule per zone and kind of health task, each starting a
+// HealthSweep every <kind interval> minutes. They are derived from the settings and kept in
+// line with them by SyncHealthSchedules.
+
+// healthScheduleCatchup: a sweep missed while the server was down is taken only if it is at
+// most this late (the next one is never far off).
+const healthScheduleCatchup = time.Minute
+
+// healthSweepTimeout bounds one sweep, all its runs together; a sweep that would outlast it
+// is cut so the next scheduled one can start (overlapping sweeps are skipped).
+const healthSweepTimeout = 2 * time.Hour
+
+// pausedPlaceholder is the interval a paused schedule keeps when its setting is 0.
+const pausedPlaceholder = time.Hour
+
+// HealthSchedule is the wanted state of one schedule.
+type HealthSchedule struct {
+	ID     string                `json:"id"`
+	ZoneID string                `json:"zoneId"`
+	Kind   activities.HealthKind `json:"kind"`
+	// Interval is the kind's interval setting in the zone (0 = not scheduled).
+	Interval time.Duration `json:"interval"`
+	// Paused when the interval is 0 or health checks are disabled in the zone; Note says why.
+	Paused bool   `json:"paused"`
+	Note   string `json:"note"`
+}
+
+// DesiredHealthSchedules derives the wanted schedules of every zone from the settings
+// (zone-scoped values win over global ones).
+func DesiredHealthSchedules(ctx context.Context, store *models.Store) ([]HealthSchedule, error) {
+	var zones []models.Zone
+	if err := store.DB.WithContext(ctx).Order("id").Find(&zones).Error; err != nil {
+		return nil, fmt.Errorf("list zones: %w", err)
+	}
+	var out []HealthSchedule
+	for _, z := range zones {
+		sc := models.Scope{ZoneID: z.ID}
+		enabled, err := store.Settings.Bool(ctx, activities.SettingHealthEnabled, sc)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s: %w", z.Name, err)
+		}
+		for _, k := range activities.HealthKinds() {
+			minutes, err := store.Settings.Int(ctx, k.IntervalSetting(), sc)
+			if err != nil {
+				return nil, fmt.Errorf("zone %s: %w", z.Name, err)
+			}
+			s := HealthSchedule{ID: HealthScheduleID(k, z.ID), ZoneID: z.ID, Kind: k,
+				Interval: time.Duration(minutes) * time.Minute}
+			switch {
+			case !enabled:
+				s.Paused, s.Note = true, fmt.Sprintf("paused: %s is false in zone %s", activities.SettingHealthEnabled, z.Name)
+			case minutes <= 0:
+				s.Paused, s.Note = true, fmt.Sprintf("paused: %s is 0 in zone %s", k.IntervalSetting(), z.Name)
+			default:
+				s.Note = fmt.Sprintf("every %d minutes (%s in zone %s)", minutes, k.IntervalSetting(), z.Name)
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// ScheduleSync says what SyncHealthSchedules changed, by schedule ID.
+type ScheduleSync struct {
+	Created   []string `json:"created,omitempty"`
+	Updated   []string `json:"updated,omitempty"`
+	Paused    []string `json:"paused,omitempty"`
+	Unpaused  []string `json:"unpaused,omitempty"`
+	Deleted   []string `json:"deleted,omitempty"`
+	Unchanged []string `json:"unchanged,omitempty"`
+}
+
+// Changed reports whether anything was created, updated, paused, unpaused or deleted.
+func (s ScheduleSync) Changed() bool {
+	return len(s.Created)+len(s.Updated)+len(s.Paused)+len(s.Unpaused)+len(s.Deleted) > 0
+}
+
+// SyncHealthSchedules creates, updates, pauses and unpauses the health schedules of every zone
+// (config refresh, basic checks, advanced checks, results fetch) on the client's namespace so
+// they match the settings: interval changes reschedule them; an interval of 0 or
+// router.health.checks.enabled=false pauses them, with a note saying which setting. Schedules
+// of zones that no longer exist are deleted. Call it at worker start and after a settings
+// change (KeepHealthSchedulesInSync also calls it on a clock); it is idempotent.
+func SyncHealthSchedules(ctx context.Context, c client.Client, store *models.Store) (ScheduleSync, error) {
+	var out ScheduleSync
+	want, err := DesiredHealthSchedules(ctx, store)
+	if err != nil {
+		return out, err
+	}
+	var errs []error
+	wanted := map[string]bool{}
+	for _, s := range want {
+		wanted[s.ID] = true
+		if err := syncSchedule(ctx, c, s, &out); err != nil {
+			errs = append(errs, fmt.Errorf("schedule %s: %w", s.ID, err))
+		}
+	}
+	if err := deleteOrphanSchedules(ctx, c, wanted, &out); err != nil {
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
+}
+
+func scheduleOptions(s HealthSchedule) client.ScheduleOptions {
+	every := s.Interval
+	if every <= 0 {
+		every = pausedPlaceholder
+	}
+	return client.ScheduleOptions{
+		ID:            s.ID,
+		Spec:          client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}},
+		Action:        scheduleAction(s),
+		Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+		CatchupWindow: healthScheduleCatchup,
+		Paused:        s.Paused,
+		Note:          s.Note,
+		Memo:          map[string]any{"zoneId": s.ZoneID, "kind": string(s.Kind)},
+		TypedSearchAttributes: temporal.NewSearchAttributes(ZoneIDKey.ValueSet(s.ZoneID),
+			OperationKindKey.ValueSet(s.Kind.OperationKind())),
+	}
+}
+
+func scheduleAction(s HealthSchedule) *client.ScheduleWorkflowAction {
+	return &client.ScheduleWorkflowAction{
+		ID:                       s.ID,
+		Workflow:                 HealthSweepWorkflowName,
+		Args:                     []any{SweepInput{ZoneID: s.ZoneID, Kind: s.Kind}},
+		TaskQueue:                TaskQueue,
+		WorkflowExecutionTimeout: healthSweepTimeout,
+		TypedSearchAttributes: temporal.NewSearchAttributes(ZoneIDKey.ValueSet(s.ZoneID),
+			OperationKindKey.ValueSet(s.Kind.OperationKind())),
+		StaticSummary: fmt.Sprintf("router health %s sweep of zone %s", s.Kind, s.ZoneID),
+	}
+}
+
+func syncSchedule(ctx context.Context, c client.Client, s HealthSchedule, out *ScheduleSync) error {
+	h := c.ScheduleClient().GetHandle(ctx, s.ID)
+	desc, err := h.Describe(ctx)
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		_, err := c.ScheduleClient().Create(ctx, scheduleOptions(s))
+		if err == nil {
+			out.Created = append(out.Created, s.ID)
+			return nil
+		}
+		if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
+			return fmt.Errorf("create: %w", err)
+		}
+		// Created meanwhile (another worker): bring it in line below.
+		if desc, err = h.Describe(ctx); err != nil {
+			return fmt.Errorf("describe: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("describe: %w", err)
+	}
+	changed := false
+	if scheduleDiffers(desc, s) {
+		err := h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+			sched := in.Description.Schedule
+			opts := scheduleOptions(s)
+			sched.Spec = &opts.Spec
+			sched.Action = opts.Action
+			if sched.Policy == nil {
+				sched.Policy = &client.SchedulePolicies{}
+			}
+			sched.Policy.Overlap, sched.Policy.CatchupWindow = opts.Overlap, opts.CatchupWindow
+			return &client.ScheduleUpdate{Schedule: &sched}, nil
+		}})
+		if err != nil {
+			return fmt.Errorf("update: %w", err)
+		}
+		out.Updated = append(out.Updated, s.ID)
+		changed = true
+	}
+	paused := desc.Schedule.State != nil && desc.Schedule.State.Paused
+	note := ""
+	if desc.Schedule.State != nil {
+		note = desc.Schedule.State.Note
+	}
+	switch {
+	case s.Paused && (!paused || note != s.Note):
+		if err := h.Pause(ctx, client.SchedulePauseOptions{Note: s.Note}); err != nil {
+			return fmt.Errorf("pause: %w", err)
+		}
+		out.Paused = append(out.Paused, s.ID)
+		changed = true
+	case !s.Paused && paused:
+		if err := h.Unpause(ctx, client.ScheduleUnpauseOptions{Note: s.Note}); err != nil {
+			return fmt.Errorf("unpause: %w", err)
+		}
+		out.Unpaused = append(out.Unpaused, s.ID)
+		changed = true
+	}
+	if !changed {
+		out.Unchanged = append(out.Unchanged, s.ID)
+	}
+	return nil
+}
+
+// scheduleDiffers compares what SyncHealthSchedules manages: the interval (of a running
+// schedule), the action's workflow type and task queue, and the overlap policy.
+func scheduleDiffers(desc *client.ScheduleDescription, s HealthSchedule) bool {
+	sched := desc.Schedule
+	if sched.Spec == nil || len(sched.Spec.Intervals) != 1 || len(sched.Spec.Calendars) > 0 || len(sched.Spec.CronExpressions) > 0 {
+		return true
+	}
+	if !s.Paused && sched.Spec.Intervals[0].Every != s.Interval {
+		return true
+	}
+	act, ok := sched.Action.(*client.ScheduleWorkflowAction)
+	if !ok || act.TaskQueue != TaskQueue || workflowTypeName(act.Workflow) != HealthSweepWorkflowName || act.ID != s.ID {
+		return true
+	}
+	return sched.Policy == nil || sched.Policy.Overlap != enumspb.SCHEDULE_OVERLAP_POLICY_SKIP
+}
+
+func workflowTypeName(w any) string {
+	if s, ok := w.(string); ok {
+		return s
+	}
+	return fmt.Sprint(w)
+}
+
+// parseHealthScheduleID reads "health-<kind>:<zoneid>".
+func parseHealthScheduleID(id string) (activities.HealthKind, string, bool) {
+	rest, ok := strings.CutPrefix(id, "health-")
+	if !ok {
+		return "", "", false
+	}
+	kind, zone, ok := strings.Cut(rest, ":")
+	if !ok || zone == "" {
+		return "", "", false
+	}
+	k, err := activities.ParseHealthKind(kind)
+	if err != nil {
+		return "", "", false
+	}
+	return k, zone, true
+}
+
+// deleteOrphanSchedules deletes health schedules of zones that are gone. Listing schedules is
+// eventually consistent, so a schedule just created may be missed until the next sync.
+func deleteOrphanSchedules(ctx context.Context, c client.Client, wanted map[string]bool, out *ScheduleSync) error {
+	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{PageSize: 500})
+	if err != nil {
+		return fmt.Errorf("list schedules: %w", err)
+	}
+	var errs []error
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("list schedules: %w", err))...)
+		}
+		if _, _, ok := parseHealthScheduleID(e.ID); !ok || wanted[e.ID] {
+			continue
+		}
+		if err := c.ScheduleClient().GetHandle(ctx, e.ID).Delete(ctx); err != nil {
+			var nf *serviceerror.NotFound
+			if !errors.As(err, &nf) {
+				errs = append(errs, fmt.Errorf("delete schedule %s of a removed zone: %w", e.ID, err))
+			}
+			continue
+		}
+		out.Deleted = append(out.Deleted, e.ID)
+	}
+	return errors.Join(errs...)
+}
+
+// KeepHealthSchedulesInSync runs SyncHealthSchedules now and then every interval until ctx
+// ends, logging what changed, so a settings change made anywhere (another API instance, the
+// database) reaches the schedules within one interval even without a hook.
+func KeepHealthSchedulesInSync(ctx context.Context, c client.Client, store *models.Store, interval time.Duration, logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		res, err := SyncHealthSchedules(ctx, c, store)
+		if err != nil && ctx.Err() == nil {
+			logger.Error("sync health check schedules", "error", err)
+		}
+		if res.Changed() {
+			logger.Info("health check schedules synced", "created", res.Created, "updated", res.Updated,
+				"paused", res.Paused, "unpaused", res.Unpaused, "deleted", res.Deleted)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
