@@ -157,6 +157,12 @@ func (s *Server) startOperation(ctx context.Context, spec OperationSpec, request
 	tctx, cancel := context.WithTimeout(ctx, s.tTimeout)
 	defer cancel()
 	run, err := s.temporal.ExecuteWorkflow(tctx, opts, spec.WorkflowName, spec.Input(op.ID))
+	var busy *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &busy) && s.finishing(tctx, spec.WorkflowID, busy.RunId) {
+		// The run holding the ID has recorded its end and is only closing: wait for it rather
+		// than refuse an operator who started the next operation right after the last one.
+		run, err = s.temporal.ExecuteWorkflow(tctx, opts, spec.WorkflowName, spec.Input(op.ID))
+	}
 	// From here on the journal must be written even if the caller has gone away.
 	dbctx, dbcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer dbcancel()
@@ -178,6 +184,20 @@ func (s *Server) startOperation(ctx context.Context, spec OperationSpec, request
 	s.log.Info("operation started", "operation", op.ID, "kind", op.Kind, "target", name, "workflow", op.WorkflowID,
 		"run", op.RunID, "requested_by", requestedBy)
 	return s.view(op), nil
+}
+
+// finishing reports whether the run holding a workflow ID has already recorded its end in the
+// journal, and if so waits (up to 5 s) for Temporal to close it.
+func (s *Server) finishing(ctx context.Context, workflowID, runID string) bool {
+	var holder models.Operation
+	err := s.store.DB.WithContext(ctx).Where("workflow_id = ? AND run_id = ?", workflowID, runID).Take(&holder).Error
+	if err != nil || holder.Status == models.OpRunning {
+		return false
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = s.temporal.GetWorkflow(wctx, workflowID, runID).Get(wctx, nil)
+	return wctx.Err() == nil
 }
 
 // alreadyRunning builds the 409 for a workflow ID held by a running run, naming its operation.
