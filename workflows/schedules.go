@@ -172,8 +172,14 @@ func syncSchedule(ctx context.Context, c client.Client, s HealthSchedule, out *S
 	} else if err != nil {
 		return fmt.Errorf("describe: %w", err)
 	}
-	changed := false
+	paused := desc.Schedule.State != nil && desc.Schedule.State.Paused
+	note := ""
+	if desc.Schedule.State != nil {
+		note = desc.Schedule.State.Note
+	}
 	if scheduleDiffers(desc, s) {
+		// One update carries the paused state too: a separate pause or unpause could be
+		// applied by the schedule before the update, which would then undo it.
 		err := h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 			sched := in.Description.Schedule
 			opts := scheduleOptions(s)
@@ -183,19 +189,27 @@ func syncSchedule(ctx context.Context, c client.Client, s HealthSchedule, out *S
 				sched.Policy = &client.SchedulePolicies{}
 			}
 			sched.Policy.Overlap, sched.Policy.CatchupWindow = opts.Overlap, opts.CatchupWindow
+			state := client.ScheduleState{}
+			if sched.State != nil {
+				state = *sched.State
+			}
+			state.Paused, state.Note = s.Paused, s.Note
+			sched.State = &state
 			return &client.ScheduleUpdate{Schedule: &sched}, nil
 		}})
 		if err != nil {
 			return fmt.Errorf("update: %w", err)
 		}
 		out.Updated = append(out.Updated, s.ID)
-		changed = true
+		switch {
+		case s.Paused && !paused:
+			out.Paused = append(out.Paused, s.ID)
+		case !s.Paused && paused:
+			out.Unpaused = append(out.Unpaused, s.ID)
+		}
+		return nil
 	}
-	paused := desc.Schedule.State != nil && desc.Schedule.State.Paused
-	note := ""
-	if desc.Schedule.State != nil {
-		note = desc.Schedule.State.Note
-	}
+	changed := false
 	switch {
 	case s.Paused && (!paused || note != s.Note):
 		if err := h.Pause(ctx, client.SchedulePauseOptions{Note: s.Note}); err != nil {
