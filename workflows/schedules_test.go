@@ -40,7 +40,9 @@ func waitSchedule(t *testing.T, c client.Client, id string, ok func(d *client.Sc
 	return d
 }
 
-func paused(d *client.ScheduleDescription) bool { return d.Schedule.State != nil && d.Schedule.State.Paused }
+func paused(d *client.ScheduleDescription) bool {
+	return d.Schedule.State != nil && d.Schedule.State.Paused
+}
 
 func interval(d *client.ScheduleDescription) time.Duration {
 	if d.Schedule.Spec == nil || len(d.Schedule.Spec.Intervals) == 0 {
