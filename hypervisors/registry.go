@@ -29,3 +29,11 @@ func (r *Registry) Open(ctx context.Context, conn Connection) (Driver, error) {
 	}
 	return c(ctx, conn)
 }
+
+// Decorate wraps every registered connector, e.g. so a dev cloud can observe driver calls.
+func (r *Registry) Decorate(wrap func(Type, Connector) Connector) *Registry {
+	for t, c := range r.connectors {
+		r.connectors[t] = wrap(t, c)
+	}
+	return r
+}
