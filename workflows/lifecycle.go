@@ -110,7 +110,7 @@ func (w *lifecycle) run(ctx workflow.Context) (LifecycleResult, error) {
 		if err != nil {
 			return res, fmt.Errorf("%s %s: %w", step, w.vm.Name, err)
 		}
-		res.State, res.HostID = out.State, out.Host
+		res.State, res.Host = out.State, out.Host
 		w.progress.advance(step + " done")
 	}
 	desc := fmt.Sprintf("%s %s (%s) done", w.in.Action, w.vm.Name, w.vm.Type)

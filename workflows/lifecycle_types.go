@@ -43,7 +43,8 @@ type LifecycleResult struct {
 	Name   string `json:"name"`
 	Action string `json:"action"`
 	State  string `json:"state"`
-	HostID string `json:"hostId,omitempty"`
+	// Host is the name of the host the VM runs on afterwards.
+	Host string `json:"host,omitempty"`
 }
 
 // LifecycleWorkflowID is the workflow ID of every lifecycle operation on one VM: one ID per VM,

@@ -98,7 +98,7 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	fmt.Printf(`
 sysvm dev is running (demo cloud %s; data in %s)
 
-  API            %s/api/v1        (OpenAPI: %s/openapi.json)
+  API            %s/api/v1        (OpenAPI: %s/api/v1/openapi.json)
   Temporal UI    %s
   Temporal       %s  (temporal workflow list --address %s)
   Admin API key  %s
