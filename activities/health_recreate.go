@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,13 +87,45 @@ type PlanResult struct {
 	Deferred int `json:"deferred"`
 	// Busy routers have another operation running.
 	Busy int `json:"busy"`
+	// PeerBusy are routers of a redundant pair whose peer is being recreated or has an
+	// operation running: the pair is never down together, the peer keeps serving.
+	PeerBusy int `json:"peerBusy"`
+}
+
+// redundantPeers maps each redundant router among ids to the other routers of its network or
+// VPC.
+func redundantPeers(tx *gorm.DB, ids []string) (map[string][]string, error) {
+	var vms []models.SystemVM
+	if err := tx.Where("id IN ? AND is_redundant = ?", ids, true).Find(&vms).Error; err != nil {
+		return nil, fmt.Errorf("load redundant candidates: %w", err)
+	}
+	out := map[string][]string{}
+	for _, vm := range vms {
+		q := tx.Model(&models.SystemVM{}).Where("type = ? AND id <> ? AND state <> ?", models.TypeRouter, vm.ID, models.StateDestroyed)
+		switch {
+		case vm.VPCID != "":
+			q = q.Where("vpc_id = ?", vm.VPCID)
+		case vm.NetworkID != "":
+			q = q.Where("network_id = ?", vm.NetworkID)
+		default:
+			continue
+		}
+		var peers []string
+		if err := q.Pluck("id", &peers).Error; err != nil {
+			return nil, fmt.Errorf("peers of %s: %w", vm.Name, err)
+		}
+		out[vm.ID] = peers
+	}
+	return out, nil
 }
 
 // HealthPlanRecreations applies the recreation rules at the end of a sweep: the circuit breaker
 // (too many routers failing at once: alert, recreate nothing; cleared when the zone is back
 // under it), the limit of recreations per router and check within the window (alert, no
 // recreation), and the zone's concurrent recreations (router.health.checks.max.concurrent.
-// recreations, counting health recreations still running from earlier sweeps). For each
+// recreations, counting health recreations still running from earlier sweeps); a router with
+// an operation running is skipped, and so is a router of a redundant pair whose peer is being
+// recreated or acted on, so the peer keeps serving. For each
 // recreation it allows it journals the Operation (requested by health-checks) and a
 // HealthRecreation row, in one transaction with the zone locked, so sweeps of the same zone
 // never exceed the limit together. Retrying it returns the same plan.
@@ -132,10 +165,19 @@ func (h *Health) HealthPlanRecreations(ctx context.Context, in PlanInput) (PlanR
 			ids = append(ids, c.RouterID)
 			ours[RecreationOperationID(in.SweepID, c.RouterID)] = true
 		}
+		peers, err := redundantPeers(tx, ids)
+		if err != nil {
+			return err
+		}
+		targets := append([]string(nil), ids...)
+		for _, ps := range peers {
+			targets = append(targets, ps...)
+		}
 		var busyOps []models.Operation
-		if err := tx.Where("target_id IN ? AND status = ?", ids, models.OpRunning).Find(&busyOps).Error; err != nil {
+		if err := tx.Where("target_id IN ? AND status = ?", targets, models.OpRunning).Find(&busyOps).Error; err != nil {
 			return fmt.Errorf("running operations of candidates: %w", err)
 		}
+		recreating := map[string]bool{}
 		busy := map[string]bool{}
 		planned := map[string]bool{}
 		for _, op := range busyOps {
@@ -153,10 +195,15 @@ func (h *Health) HealthPlanRecreations(ctx context.Context, in PlanInput) (PlanR
 				Reason: fmt.Sprintf("health check %s failed %d consecutive runs: %s", c.Check, c.Failures, clip(c.Details, 300))}
 			if planned[opID] {
 				out.Recreate = append(out.Recreate, p)
+				recreating[c.RouterID] = true
 				continue
 			}
 			if busy[c.RouterID] {
 				out.Busy++
+				continue
+			}
+			if slices.ContainsFunc(peers[c.RouterID], func(id string) bool { return busy[id] || recreating[id] }) {
+				out.PeerBusy++
 				continue
 			}
 			var recent int64
@@ -191,6 +238,7 @@ func (h *Health) HealthPlanRecreations(ctx context.Context, in PlanInput) (PlanR
 				return fmt.Errorf("record recreation event of %s: %w", c.RouterName, err)
 			}
 			running++
+			recreating[c.RouterID] = true
 			out.Recreate = append(out.Recreate, p)
 		}
 		return nil

@@ -214,3 +214,30 @@ func TestReleaseForgetsARecreationThatDidNotStart(t *testing.T) {
 	assert.Equal(t, "run-1", op.RunID)
 	assert.NotEqual(t, RecreationOperationID("s1", c.RouterID), RecreationOperationID("s2", c.RouterID))
 }
+
+func TestPlanNeverTakesARedundantPairDownTogether(t *testing.T) {
+	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
+		p := newPlanEnv(t, store)
+		rules := defaultRules()
+		netID := models.NewID()
+		pair := make([]Candidate, 2)
+		for i, state := range []string{models.RedundantPrimary, models.RedundantBackup} {
+			vm := models.SystemVM{Name: "r-pair-" + state, Type: models.TypeRouter, State: models.StateRunning, ZoneID: p.zone.ID,
+				NetworkID: netID, IsRedundant: true, RedundantState: state}
+			require.NoError(t, store.DB.Create(&vm).Error)
+			pair[i] = Candidate{RouterID: vm.ID, RouterName: vm.Name, Check: "dns_check.py", Failures: 3 - i}
+		}
+		out := p.plan("s1", 100, 2, rules, pair...)
+		require.Len(t, out.Recreate, 1, "one of the pair at a time, though two slots are free")
+		assert.Equal(t, pair[0].RouterID, out.Recreate[0].RouterID)
+		assert.Equal(t, 1, out.PeerBusy)
+		out = p.plan("s2", 100, 1, rules, pair[1])
+		assert.Empty(t, out.Recreate, "its peer is still being recreated")
+		assert.Equal(t, 1, out.PeerBusy)
+		require.NoError(t, store.DB.Model(&models.Operation{}).Where("target_id = ?", pair[0].RouterID).
+			Update("status", models.OpCompleted).Error)
+		out = p.plan("s3", 100, 1, rules, pair[1])
+		require.Len(t, out.Recreate, 1)
+		assert.Equal(t, pair[1].RouterID, out.Recreate[0].RouterID)
+	})
+}
