@@ -87,7 +87,7 @@ func (h *Health) HealthCheckNow(ctx context.Context, routerID string) (FreshResu
 	if c.err != nil {
 		out.Warnings = append(out.Warnings, c.err.Error())
 	}
-	st, err := h.storeResults(ctx, vm, c.results, storeOptions{countFailures: false, fullTypes: c.fullTypes})
+	st, err := h.storeResults(ctx, vm, c.results, storeOptions{countFailures: false, fullTypes: c.fullTypes, excluded: cs.exclude})
 	if err != nil {
 		return FreshResult{}, err
 	}

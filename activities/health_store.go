@@ -26,6 +26,10 @@ type storeOptions struct {
 	// stored results of those types that the run no longer has (an excluded check) are removed,
 	// so healthchecksfailed never sticks on a check that is not run any more.
 	fullTypes []string
+	// excluded are the check names of router.health.checks.to.exclude: the agent does not run
+	// them, and the platform's own (connectivity.test, a read-only push) are not kept either;
+	// stored results of them are removed.
+	excluded []string
 }
 
 // storedState is a router's stored results after a merge.
@@ -76,7 +80,24 @@ func (h *Health) storeResults(ctx context.Context, vm models.SystemVM, fresh []m
 			prevFailed = prevFailed || !p.Success
 		}
 		var upserts []models.HealthCheckResult
+		var dropped []string
+		for name := range state {
+			if slices.Contains(opt.excluded, name) {
+				dropped = append(dropped, name)
+			}
+		}
+		if len(dropped) > 0 {
+			if err := tx.Where("router_id = ? AND check_name IN ?", vm.ID, dropped).Delete(&models.HealthCheckResult{}).Error; err != nil {
+				return fmt.Errorf("remove results of excluded checks of %s: %w", vm.Name, err)
+			}
+			for _, name := range dropped {
+				delete(state, name)
+			}
+		}
 		for _, r := range fresh {
+			if slices.Contains(opt.excluded, r.CheckName) {
+				continue
+			}
 			r.RouterID = vm.ID
 			r.LastUpdated = r.LastUpdated.UTC().Truncate(timestampPrecision)
 			r.Details = clip(r.Details, maxDetails)

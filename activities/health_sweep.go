@@ -156,20 +156,12 @@ func (h *Health) HealthCheckBatch(ctx context.Context, in BatchInput) (BatchSumm
 			prog = p
 		}
 	}
-	var cs *checkSettings
-	var csErr error
-	var csOnce sync.Once
+	cs, err := readCheckSettings(ctx, h.Store.Settings, in.ZoneID)
+	if err != nil {
+		return BatchSummary{}, err
+	}
 	cfgFor := func(vm models.SystemVM) func() (agent.Config, error) {
-		return func() (agent.Config, error) {
-			csOnce.Do(func() {
-				c, err := readCheckSettings(ctx, h.Store.Settings, in.ZoneID)
-				cs, csErr = &c, err
-			})
-			if csErr != nil {
-				return agent.Config{}, csErr
-			}
-			return h.configFor(ctx, vm, *cs)
-		}
+		return func() (agent.Config, error) { return h.configFor(ctx, vm, cs) }
 	}
 	parallel := in.Parallel
 	if parallel <= 0 {
@@ -221,7 +213,7 @@ func (h *Health) HealthCheckBatch(ctx context.Context, in BatchInput) (BatchSumm
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			sum, err := h.checkRouter(ctx, vm, in, cfgFor(vm))
+			sum, err := h.checkRouter(ctx, vm, in, cs.exclude, cfgFor(vm))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -249,7 +241,7 @@ func (h *Health) HealthCheckBatch(ctx context.Context, in BatchInput) (BatchSumm
 
 // checkRouter visits one router and stores what it gave; an error means the batch must stop
 // (the context ended, or the database failed).
-func (h *Health) checkRouter(ctx context.Context, vm models.SystemVM, in BatchInput, cfg func() (agent.Config, error)) (BatchSummary, error) {
+func (h *Health) checkRouter(ctx context.Context, vm models.SystemVM, in BatchInput, exclude []string, cfg func() (agent.Config, error)) (BatchSummary, error) {
 	var sum BatchSummary
 	sum.Routers = 1
 	c, err := h.visit(ctx, vm, in.Kind, in.At, cfg)
@@ -272,7 +264,7 @@ func (h *Health) checkRouter(ctx context.Context, vm models.SystemVM, in BatchIn
 		return sum, nil
 	}
 	st, err := h.storeResults(ctx, vm, c.results, storeOptions{countFailures: true, onlyNewer: in.Kind == HealthFetch,
-		fullTypes: c.fullTypes})
+		fullTypes: c.fullTypes, excluded: exclude})
 	if err != nil {
 		return sum, err
 	}

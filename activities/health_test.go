@@ -469,3 +469,19 @@ func TestListRoutersPagesRunningRoutersOfTheZone(t *testing.T) {
 	assert.ElementsMatch(t, want, got)
 	assert.IsIncreasing(t, got)
 }
+
+// TestExcludingConnectivityTest: the platform's own check obeys router.health.checks.to.exclude
+// too; its stored failure goes, and with it healthchecksfailed.
+func TestExcludingConnectivityTest(t *testing.T) {
+	e := newHCEnv(t, modelstest.SQLite(t))
+	net := e.network("Dhcp")
+	r := e.router(routerOpts{net: &net})
+	e.inject(r, fleet.FaultUnreachable, "")
+	e.batch(HealthBasic, r)
+	require.False(t, e.results(r)[CheckConnectivity].Success)
+	e.set(SettingHealthExclude, CheckConnectivity)
+	sum := e.batch(HealthBasic, r)
+	assert.Equal(t, 1, sum.Unreachable, "still counted as not answering")
+	assert.NotContains(t, e.results(r), CheckConnectivity)
+	assert.False(t, e.reload(r).HealthChecksFailed)
+}
