@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	sdkworker "go.temporal.io/sdk/worker"
@@ -58,6 +59,25 @@ func sweepHistory(t *testing.T, c client.Client, workflowID string) (events, run
 		}
 		runID = next
 	}
+}
+
+// replayRun replays the recorded history of a run with today's workflow code: a sweep whose
+// code took another path on replay (a map iteration, a clock read) fails here.
+func replayRun(t *testing.T, c client.Client, workflowID string) {
+	t.Helper()
+	ctx := context.Background()
+	hist := &historypb.History{}
+	it := c.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		e, err := it.Next()
+		require.NoError(t, err)
+		hist.Events = append(hist.Events, e)
+	}
+	r := sdkworker.NewWorkflowReplayer()
+	r.RegisterWorkflowWithOptions(HealthSweep, workflow.RegisterOptions{Name: HealthSweepWorkflowName})
+	r.RegisterWorkflowWithOptions(RouterHealthCheck, workflow.RegisterOptions{Name: RouterHealthCheckWorkflowName})
+	r.RegisterWorkflowWithOptions(SystemVMLifecycle, workflow.RegisterOptions{Name: LifecycleWorkflowName})
+	require.NoError(t, r.ReplayWorkflowHistory(nil, hist), "replay %s", workflowID)
 }
 
 // TestSweepOnTemporalServer runs a basic sweep over a fleet of routers on a real Temporal dev
@@ -111,6 +131,7 @@ func TestSweepOnTemporalServer(t *testing.T) {
 	// plus settings, listing pages and the start and end.
 	assert.LessOrEqual(t, events, 6*res.Batches+6*(n/1000+1)+20)
 
+	replayRun(t, c, id)
 	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
 	require.NoError(t, err)
 	sa := desc.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()
@@ -149,4 +170,5 @@ func TestSweepSkipsARouterWithARunningOperation(t *testing.T) {
 	assert.Contains(t, rc.Error, "another operation runs on the router")
 	assert.Zero(t, fx.count(&models.Operation{}, "id = ?", rc.OperationID), "the plan is released")
 	assert.Zero(t, fx.count(&activities.HealthRecreation{}, "router_id = ?", bad.ID), "it does not count in the window")
+	replayRun(t, c, "sweep-busy")
 }
