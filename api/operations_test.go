@@ -324,7 +324,7 @@ func TestOperations(t *testing.T) {
 		}
 		// A signal gives the run a workflow task; the hand worker completes the run.
 		modelstest.Must(t, tc.SignalWorkflow(ctx, wid, nextRun, "wake", nil), "signal")
-		result := workflows.LifecycleResult{VMID: f.r4, Name: "r-4-VM", Action: "reboot", State: models.StateRunning, HostID: f.host1}
+		result := workflows.LifecycleResult{VMID: f.r4, Name: "r-4-VM", Action: "reboot", State: models.StateRunning, Host: f.host1}
 		hw.complete(hw.poll(wid), &commandpb.Command{CommandType: enumspb.COMMAND_TYPE_COMPLETE_WORKFLOW_EXECUTION,
 			Attributes: &commandpb.Command_CompleteWorkflowExecutionCommandAttributes{CompleteWorkflowExecutionCommandAttributes: &commandpb.CompleteWorkflowExecutionCommandAttributes{
 				Result: payloads(t, result)}}})

@@ -56,18 +56,20 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, vcsim and worker processes")
 	}
+	begin := time.Now()
 	bin := buildSysvm(t)
+	t.Logf("built sysvm in %s", time.Since(begin).Round(time.Millisecond))
 	dsn := modelstest.MySQLDSN(t)
 	store, err := models.Open(context.Background(), dsn, modelstest.TestKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	// A slow vCenter: each clone takes 4 s, long enough to kill the worker in the middle.
-	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 4000} // the simulator names tasks without _Task
-	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
-
 	s := newStack(t, store, false)
+	// From now on a slow vCenter: each clone takes 4 s, long enough to kill the worker in the
+	// middle (the simulator names tasks without the _Task suffix).
+	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 4000}
+	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
 	first := startWorkerProcess(t, bin, dsn, s.temporal.Address)
 	r := s.pickRouter("is_redundant = ?", false)
 	op := s.start("/api/v1/routers/" + r.ID + "/recreate")
@@ -97,8 +99,10 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 		t.Fatalf("at the kill, journal has %d steps, want stop and destroy only: %+v", len(steps), steps)
 	}
 
+	killedAt := time.Now()
 	startWorkerProcess(t, bin, dsn, s.temporal.Address)
 	done := s.wait(op, 3*time.Minute)
+	t.Logf("a second worker finished the recreate %s after the first was killed", time.Since(killedAt).Round(time.Millisecond))
 	if done.Status != models.OpCompleted {
 		t.Fatalf("recreate after worker crash ended %s: %s", done.Status, done.Error)
 	}
