@@ -129,9 +129,9 @@ func readCheckSettings(ctx context.Context, st *models.Settings, zoneID string) 
 	return c, nil
 }
 
-// routerServices reads Network.Services ("Dhcp,Dns,Lb,UserData,...", any case) into what the
+// RouterServices reads Network.Services ("Dhcp,Dns,Lb,UserData,...", any case) into what the
 // agent needs to know.
-func routerServices(list string) agent.Services {
+func RouterServices(list string) agent.Services {
 	var s agent.Services
 	for _, item := range models.SplitList(list) {
 		switch strings.ToLower(item) {
@@ -216,7 +216,7 @@ func (h *Health) configFor(ctx context.Context, vm models.SystemVM, cs checkSett
 	}
 	seen := map[string]bool{}
 	for _, n := range nets {
-		s := routerServices(n.Services)
+		s := RouterServices(n.Services)
 		cfg.Services.DHCP = cfg.Services.DHCP || s.DHCP
 		cfg.Services.DNS = cfg.Services.DNS || s.DNS
 		cfg.Services.LB = cfg.Services.LB || s.LB
@@ -247,4 +247,14 @@ func (h *Health) configFor(ctx context.Context, vm models.SystemVM, cs checkSett
 		return agent.Config{}, fmt.Errorf("health check configuration of router %s: %w", vm.Name, err)
 	}
 	return cfg, nil
+}
+
+// RouterConfig is the configuration the platform pushes to a router now (its zone's settings
+// and the inventory). The dev cloud renders its simulated routers from it, so the two agree.
+func (h *Health) RouterConfig(ctx context.Context, vm models.SystemVM) (agent.Config, error) {
+	cs, err := readCheckSettings(ctx, h.Store.Settings, vm.ZoneID)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	return h.configFor(ctx, vm, cs)
 }

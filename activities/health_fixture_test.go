@@ -157,7 +157,7 @@ func (e *hcEnv) router(o routerOpts) models.SystemVM {
 		nets = []models.Network{*o.net}
 	}
 	for _, n := range nets {
-		s := routerServices(n.Services)
+		s := RouterServices(n.Services)
 		spec.Services.DHCP = spec.Services.DHCP || s.DHCP
 		spec.Services.DNS = spec.Services.DNS || s.DNS
 		spec.Services.LB = spec.Services.LB || s.LB

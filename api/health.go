@@ -31,7 +31,7 @@ type RouterHealthChecks struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// MountHealthChecks mounts the router health check endpoints and their schema:
+// mountHealthChecks (called by New) mounts the router health check endpoints and their schema:
 //
 //	GET  /routers/{id}/health-checks   the last result of each check (read-only role)
 //	POST /routers/{id}/health-checks   push the configuration, run every check now, answer
@@ -39,7 +39,7 @@ type RouterHealthChecks struct {
 //
 // Both answer 409 when router.health.checks.enabled is false for the router's zone. Listing
 // the routers whose checks fail is GET /routers?healthchecksfailed=true.
-func (s *Server) MountHealthChecks() error {
+func (s *Server) mountHealthChecks() error {
 	s.AddSchema("RouterHealthChecks", objectSchema("a router's last health check results (getRouterHealthCheckResults)",
 		"routerid", "routername", "healthchecksfailed:bool", "healthcheckresults:[]@HealthCheckResult", "warnings?:[]string"))
 	for _, r := range s.healthRoutes() {

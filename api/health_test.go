@@ -71,7 +71,6 @@ func newHCCloud(t *testing.T, withTemporal bool) *hcCloud {
 		cfg = Config{Temporal: hc.tc, Namespace: tsrv.Namespace}
 	}
 	hc.e = newEnv(t, store, cfg)
-	modelstest.Must(t, hc.e.srv.MountHealthChecks(), "mount health checks")
 	// The document now has the health routes: validate against it.
 	hc.e.doc = loadDoc(t, hc.e.srv)
 	hc.e.router, err = legacy.NewRouter(hc.e.doc)

@@ -176,6 +176,9 @@ func TestOpenAPIResponses(t *testing.T) {
 		if method != http.MethodGet || path == "/operations/{id}" {
 			continue // operations are exercised against Temporal in TestOperations
 		}
+		if pre, rest, found := strings.Cut(path, "/{id}/"); found { // a sub-resource such as /routers/{id}/health-checks
+			path = pre + "/" + ids[pre] + "/" + rest
+		}
 		if strings.HasSuffix(path, "/{id}") || strings.HasSuffix(path, "/{name}") {
 			base := path[:strings.LastIndex(path, "/")]
 			id, found := ids[base]

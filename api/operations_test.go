@@ -330,7 +330,7 @@ func TestOperations(t *testing.T) {
 				Result: payloads(t, result)}}})
 		done := opOf(t, e.want(e.do("GET", "/operations/"+nextID, ro, nil), 200, "get completed"))
 		res, _ := done["result"].(map[string]any)
-		if done["status"] != "completed" || res["vmId"] != f.r4 || res["state"] != "Running" || res["hostId"] != f.host1 || done["completed"] == nil {
+		if done["status"] != "completed" || res["vmId"] != f.r4 || res["state"] != "Running" || res["host"] != f.host1 || done["completed"] == nil {
 			t.Errorf("completed operation = %v", done)
 		}
 		e.wantErr(e.do("POST", "/operations/"+nextID+"/cancel", op, nil), 409, CodeConflict, "", "cancel a completed operation")

@@ -46,6 +46,9 @@ type Config struct {
 	Dev DevHooks
 	// TemporalTimeout bounds each call to Temporal made while serving a request (10 s when 0).
 	TemporalTimeout time.Duration
+	// OnSettingChanged is called after a setting is changed or reset, so what depends on it
+	// (the health check schedules) follows at once. Optional.
+	OnSettingChanged func(ctx context.Context, name string)
 }
 
 // DevHooks are the dev cloud's fault injection, behind the admin-only /dev endpoints.
@@ -65,6 +68,7 @@ type Server struct {
 	temporalUI string
 	tTimeout   time.Duration
 	dev        DevHooks
+	onSetting  func(ctx context.Context, name string)
 	log        *slog.Logger
 	e          *echo.Echo
 
@@ -85,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		temporalUI: strings.TrimRight(cfg.TemporalUI, "/"),
 		log:        cfg.Logger,
 		tTimeout:   cfg.TemporalTimeout,
+		onSetting:  cfg.OnSettingChanged,
 		schemas:    componentSchemas(),
 	}
 	if s.tTimeout <= 0 {
@@ -109,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 		if err := s.Handle(r); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.mountHealthChecks(); err != nil {
+		return nil, err
 	}
 	if s.dev != nil {
 		for _, r := range s.devRoutes() {

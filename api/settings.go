@@ -295,6 +295,7 @@ func (s *Server) putSetting(c echo.Context) error {
 	s.recordSettingEvent(c, fmt.Sprintf("setting %s set to %q at %s scope (was %q from %s)",
 		d.Name, v.Value, describeScope(scope, body.ScopeID), before.Value, describeScope(before.Scope, before.ScopeID)),
 		scope, body.ScopeID, zoneID)
+	s.settingChanged(ctx, d.Name)
 	return ok(c, v)
 }
 
@@ -327,6 +328,7 @@ func (s *Server) resetSetting(c echo.Context) error {
 	s.recordSettingEvent(c, fmt.Sprintf("setting %s override %q at %s scope removed; now %q from %s",
 		d.Name, row.Value, describeScope(scope, scopeID), now.Value, describeScope(now.Scope, now.ScopeID)),
 		scope, scopeID, zoneID)
+	s.settingChanged(ctx, d.Name)
 	return ok(c, now)
 }
 
@@ -342,5 +344,12 @@ func (s *Server) recordSettingEvent(c echo.Context, desc, scope, scopeID, zoneID
 	}
 	if err := s.store.AddEvent(c.Request().Context(), e); err != nil {
 		s.log.Error("record setting change event", "error", err, "event", desc)
+	}
+}
+
+// settingChanged tells the configured hook that a setting changed.
+func (s *Server) settingChanged(ctx context.Context, name string) {
+	if s.onSetting != nil {
+		s.onSetting(ctx, name)
 	}
 }

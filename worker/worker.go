@@ -22,7 +22,10 @@ import (
 type Config struct {
 	Client     client.Client
 	Activities *activities.Activities
-	Logger     *slog.Logger
+	// Health holds the router health check activities (optional: without it the health
+	// workflows' activities are not registered).
+	Health *activities.Health
+	Logger *slog.Logger
 	// MaxConcurrentActivities bounds hypervisor and SSH calls in flight (0 = SDK default).
 	MaxConcurrentActivities int
 }
@@ -33,6 +36,9 @@ func New(cfg Config) worker.Worker {
 		MaxConcurrentActivityExecutionSize: cfg.MaxConcurrentActivities,
 	})
 	Register(w, cfg.Activities)
+	if cfg.Health != nil {
+		RegisterHealth(w, cfg.Health)
+	}
 	return w
 }
 

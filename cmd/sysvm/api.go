@@ -33,7 +33,7 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 	}
 	defer tc.Close()
 	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.TemporalNamespace,
-		TemporalUI: c.TemporalUI, Logger: logger})
+		TemporalUI: c.TemporalUI, Logger: logger, OnSettingChanged: resyncSchedules(tc, store, logger)})
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
 	"github.com/sysvm/sysvm/devcloud"
+	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
+	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
@@ -58,9 +62,32 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	acts := buildActivities(store, logger)
-	defer acts.Drivers.Close()
-	if err := devcloud.Materialize(ctx, store, acts.Drivers, logger); err != nil {
+	// The simulated routers are rendered from the configuration the platform pushes, and
+	// answer real SSH with the platform's system VM key.
+	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
+	if err != nil {
+		return err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return err
+	}
+	expected := func(ctx context.Context, vm models.SystemVM) (activities.ExpectedState, error) {
+		return devcloud.Expected(ctx, store, vm)
+	}
+	configs := &activities.Health{Store: store, Expected: expected}
+	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger, fleet.Options{})
+	if err != nil {
+		return fmt.Errorf("start simulated routers: %w", err)
+	}
+	defer routers.Close()
+	p, err := buildPlatform(ctx, store, logger, routers.Observe(registry()), routers.Fleet.DialContext)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	p.health.Expected = expected
+	if err := devcloud.Materialize(ctx, store, p.acts.Drivers, logger); err != nil {
 		return fmt.Errorf("materialize demo cloud: %w", err)
 	}
 
@@ -72,18 +99,22 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err := worker.EnsureSearchAttributes(ctx, tc, c.TemporalNamespace); err != nil {
 		return err
 	}
-	w := worker.New(worker.Config{Client: tc, Activities: acts, Logger: logger})
+	w := worker.New(worker.Config{Client: tc, Activities: p.acts, Health: p.health, Logger: logger})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	defer w.Stop()
+	if _, err := workflows.SyncHealthSchedules(ctx, tc, store); err != nil {
+		return fmt.Errorf("health check schedules: %w", err)
+	}
+	go workflows.KeepHealthSchedulesInSync(ctx, tc, store, time.Minute, logger)
 
 	key, err := c.ensureAdminKey(ctx, store, true)
 	if err != nil {
 		return err
 	}
 	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.TemporalNamespace, TemporalUI: c.TemporalUI,
-		DevMode: true, Logger: logger})
+		DevMode: true, Dev: routers, Logger: logger, OnSettingChanged: resyncSchedules(tc, store, logger)})
 	if err != nil {
 		return err
 	}

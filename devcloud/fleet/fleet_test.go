@@ -513,3 +513,30 @@ func names(run agent.Run) []string {
 	}
 	return out
 }
+
+// The platform wraps commands in coreutils' timeout (sshexec RemoteKill), as a real system VM
+// has it: the simulated router runs the command inside, and ends it when the time is up.
+func TestTimeoutWrapper(t *testing.T) {
+	key := newSigner(t)
+	f := testFleet(t, key, Options{Commands: map[string]CommandFunc{
+		"sleep": func(ctx context.Context, _ string, _ []string, _ io.Reader, _, _ io.Writer) int {
+			<-ctx.Done()
+			return 130
+		}}})
+	spec := vmwareSpec(8)
+	require.NoError(t, f.Add(spec))
+	c := mustRouterClient(t, f, spec.ID, key)
+	code, out, _, err := remote(c, nil, "timeout", "-s", "KILL", "30", "sysvm-agent", "version")
+	require.NoError(t, err)
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "agentVersion")
+	code, _, _, err = remote(c, nil, "timeout", "-s", "KILL", "0.2", "sleep", "60")
+	require.NoError(t, err)
+	assert.Equal(t, 137, code, "killed by timeout")
+	code, _, _, err = remote(c, nil, "timeout", "0.2", "sleep", "60")
+	require.NoError(t, err)
+	assert.Equal(t, 124, code)
+	code, _, _, err = remote(c, nil, "timeout", "-s", "KILL", "30")
+	require.NoError(t, err)
+	assert.Equal(t, 125, code, "no command")
+}

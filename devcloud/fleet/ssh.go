@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -239,7 +240,17 @@ func (f *Fleet) exec(ctx context.Context, r *router, ch ssh.Channel, line string
 		fmt.Fprintf(stderr, "sh: %v\n", err)
 		return 2
 	}
+	return f.run(ctx, r, ch, argv)
+}
+
+// run runs one argv in a router: the agent, coreutils' timeout (which the platform wraps
+// commands in, as on a real system VM), or a command of Options.Commands.
+func (f *Fleet) run(ctx context.Context, r *router, ch ssh.Channel, argv []string) int {
+	stderr := ch.Stderr()
 	prog := path.Base(argv[0])
+	if prog == "timeout" {
+		return f.timeout(ctx, r, ch, argv)
+	}
 	if prog == "sysvm-agent" {
 		if slices.ContainsFunc(argv[1:], func(a string) bool { return a == "--root" || len(a) > 7 && a[:7] == "--root=" }) {
 			fmt.Fprintln(stderr, "sysvm-agent: --root is not allowed on a simulated router (its root is its sandbox)")
@@ -252,6 +263,49 @@ func (f *Fleet) exec(ctx context.Context, r *router, ch ssh.Channel, line string
 	}
 	fmt.Fprintf(stderr, "sh: 1: %s: not found\n", argv[0])
 	return 127
+}
+
+// timeout is coreutils' `timeout [-s SIGNAL] DURATION COMMAND...`: it ends the command when
+// the duration passes and exits 124 (137 when the signal is KILL).
+func (f *Fleet) timeout(ctx context.Context, r *router, ch ssh.Channel, argv []string) int {
+	args, kill := argv[1:], false
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch {
+		case args[0] == "-s" && len(args) > 1:
+			kill = args[1] == "KILL" || args[1] == "9" || args[1] == "SIGKILL"
+			args = args[2:]
+		case strings.HasPrefix(args[0], "--signal="):
+			sig := strings.TrimPrefix(args[0], "--signal=")
+			kill = sig == "KILL" || sig == "9" || sig == "SIGKILL"
+			args = args[1:]
+		default:
+			args = args[1:]
+		}
+	}
+	if len(args) < 2 {
+		fmt.Fprintln(ch.Stderr(), "timeout: missing operand")
+		return 125
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil {
+		if n, nerr := strconv.ParseFloat(args[0], 64); nerr == nil {
+			d, err = time.Duration(n*float64(time.Second)), nil
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(ch.Stderr(), "timeout: invalid time interval %q\n", args[0])
+		return 125
+	}
+	tctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	code := f.run(tctx, r, ch, args[1:])
+	if errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		if kill {
+			return 137
+		}
+		return 124
+	}
+	return code
 }
 
 func (r *router) id() string {
