@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,10 +12,8 @@ import (
 )
 
 func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
-	var c config
-	fs := flag.NewFlagSet("api", flag.ContinueOnError)
-	c.flags(fs)
-	if err := fs.Parse(args); err != nil {
+	c, err := parseConfig("api", args, nil)
+	if err != nil {
 		return err
 	}
 	store, err := c.openStore(ctx, false)

@@ -46,6 +46,20 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.APIKey, "api-key", env("SYSVM_API_KEY", ""), "admin API key to ensure at start (SYSVM_API_KEY; dev default <data>/admin.key)")
 }
 
+// parseConfig parses a command's flags; extra registers the command's own flags.
+func parseConfig(name string, args []string, extra func(fs *flag.FlagSet)) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	c.flags(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // masterKey returns the secret master key: the flag/variable, or in dev a key file.
 func (c *config) masterKey(dev bool) ([]byte, error) {
 	if c.SecretKey != "" {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
@@ -15,20 +14,20 @@ import (
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
 	"github.com/sysvm/sysvm/models"
-	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
 
 // runDev runs the whole platform on embedded defaults: a Temporal dev server with its Web UI,
 // SQLite, simulated hypervisors seeded with a demo cloud, the worker and the API.
 func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
-	var c config
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	c.flags(fs)
-	temporalPort := fs.Int("temporal-port", 7233, "port of the Temporal dev server's frontend")
-	uiPort := fs.Int("ui-port", 8233, "port of the Temporal Web UI")
-	temporalBin := fs.String("temporal-bin", env("SYSVM_TEMPORAL_BIN", filepath.Join("bin", "temporal")), "temporal CLI (SYSVM_TEMPORAL_BIN)")
-	if err := fs.Parse(args); err != nil {
+	var temporalPort, uiPort int
+	var temporalBin string
+	c, err := parseConfig("dev", args, func(fs *flag.FlagSet) {
+		fs.IntVar(&temporalPort, "temporal-port", 7233, "port of the Temporal dev server's frontend")
+		fs.IntVar(&uiPort, "ui-port", 8233, "port of the Temporal Web UI")
+		fs.StringVar(&temporalBin, "temporal-bin", env("SYSVM_TEMPORAL_BIN", filepath.Join("bin", "temporal")), "temporal CLI (SYSVM_TEMPORAL_BIN)")
+	})
+	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
@@ -36,8 +35,8 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	}
 
 	if c.TemporalAddress == "" {
-		logger.Info("starting Temporal dev server", "port", *temporalPort, "ui", *uiPort)
-		srv, err := temporaldev.Start(ctx, temporaldev.Options{Binary: *temporalBin, Port: *temporalPort, UIPort: *uiPort,
+		logger.Info("starting Temporal dev server", "port", temporalPort, "ui", uiPort)
+		srv, err := temporaldev.Start(ctx, temporaldev.Options{Binary: temporalBin, Port: temporalPort, UIPort: uiPort,
 			DBFile: filepath.Join(c.DataDir, "temporal.db"), SearchAttributes: workflows.SearchAttributeNames()})
 		if err != nil {
 			return err
@@ -96,18 +95,11 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer tc.Close()
-	if err := worker.EnsureSearchAttributes(ctx, tc, c.TemporalNamespace); err != nil {
+	stop, err := startWorker(ctx, tc, c.TemporalNamespace, store, p, logger)
+	if err != nil {
 		return err
 	}
-	w := worker.New(worker.Config{Client: tc, Activities: p.acts, Health: p.health, Logger: logger})
-	if err := w.Start(); err != nil {
-		return fmt.Errorf("start worker: %w", err)
-	}
-	defer w.Stop()
-	if _, err := workflows.SyncHealthSchedules(ctx, tc, store); err != nil {
-		return fmt.Errorf("health check schedules: %w", err)
-	}
-	go workflows.KeepHealthSchedulesInSync(ctx, tc, store, time.Minute, logger)
+	defer stop()
 
 	key, err := c.ensureAdminKey(ctx, store, true)
 	if err != nil {

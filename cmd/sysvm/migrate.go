@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 )
 
 func runMigrate(ctx context.Context, logger *slog.Logger, args []string) error {
-	var c config
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	c.flags(fs)
-	if err := fs.Parse(args); err != nil {
+	c, err := parseConfig("migrate", args, nil)
+	if err != nil {
 		return err
 	}
 	store, err := c.openStore(ctx, false)

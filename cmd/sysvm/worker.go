@@ -2,20 +2,20 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"go.temporal.io/sdk/client"
+
+	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
 
 func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
-	var c config
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	c.flags(fs)
-	if err := fs.Parse(args); err != nil {
+	c, err := parseConfig("worker", args, nil)
+	if err != nil {
 		return err
 	}
 	store, err := c.openStore(ctx, false)
@@ -28,24 +28,37 @@ func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer tc.Close()
-	if err := worker.EnsureSearchAttributes(ctx, tc, c.TemporalNamespace); err != nil {
-		return err
-	}
 	p, err := buildPlatform(ctx, store, logger, registry(), nil)
 	if err != nil {
 		return err
 	}
 	defer p.close()
+	stop, err := startWorker(ctx, tc, c.TemporalNamespace, store, p, logger)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	logger.Info("worker running", "temporal", c.TemporalAddress, "namespace", c.TemporalNamespace)
+	<-ctx.Done()
+	return nil
+}
+
+// startWorker registers the search attributes, starts a worker with every workflow and
+// activity, and keeps the health check schedules in line with the settings (at once, then
+// every minute, as zones come and go) until ctx ends. stop stops the worker.
+func startWorker(ctx context.Context, tc client.Client, namespace string, store *models.Store, p *platform,
+	logger *slog.Logger) (stop func(), err error) {
+	if err := worker.EnsureSearchAttributes(ctx, tc, namespace); err != nil {
+		return nil, err
+	}
 	w := worker.New(worker.Config{Client: tc, Activities: p.acts, Health: p.health, Logger: logger})
 	if err := w.Start(); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	defer w.Stop()
 	if _, err := workflows.SyncHealthSchedules(ctx, tc, store); err != nil {
-		return fmt.Errorf("health check schedules: %w", err)
+		w.Stop()
+		return nil, fmt.Errorf("health check schedules: %w", err)
 	}
-	logger.Info("worker running", "temporal", c.TemporalAddress, "namespace", c.TemporalNamespace)
-	// Zones come and go and settings change: keep the schedules in line.
-	workflows.KeepHealthSchedulesInSync(ctx, tc, store, time.Minute, logger)
-	return nil
+	go workflows.KeepHealthSchedulesInSync(ctx, tc, store, time.Minute, logger)
+	return w.Stop, nil
 }
