@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/devcloud"
+	"github.com/sysvm/sysvm/devcloud/fleet"
+	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/kvm"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
+	"github.com/sysvm/sysvm/hypervisors/vmware"
+	"github.com/sysvm/sysvm/hypervisors/xen"
+	"github.com/sysvm/sysvm/internal/testenv"
+	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/worker"
+	"github.com/sysvm/sysvm/workflows"
+)
+
+// platformOptions choose the simulators a platform runs on and whether it runs the simulated
+// router fleet (real SSH into every router, the health check activities, the dev endpoints).
+type platformOptions struct {
+	kvm, vmware, xen bool
+	fleet            bool
+}
+
+// platform is the whole of sysvm wired the way `sysvm dev` wires it (cmd/sysvm/dev.go and
+// wiring.go), on a one-zone demo cloud: the three hypervisor drivers (observed by the fleet
+// when it runs), the system VM key pair, the SSH executor, the health activities, the worker
+// and the API. It embeds a stack, so the stack's helpers (do, start, wait, vm, hv, pickRouter)
+// work on it.
+type platform struct {
+	*stack
+	zoneID string
+	// kvmReason is why KVM is unavailable ("" when libvirtd runs); KVM hosts are then
+	// Disconnected and their system VMs are not materialized.
+	kvmReason string
+	health    *activities.Health
+	routers   *devcloud.Routers // nil without the fleet
+}
+
+// allDrivers is the registry of the three hypervisor drivers, as `sysvm` registers them.
+func allDrivers() *hypervisors.Registry {
+	return hypervisors.NewRegistry().
+		Register(hypervisors.KVM, kvm.Connect).
+		Register(hypervisors.VMware, vmware.Connect).
+		Register(hypervisors.XenServer, xen.Connect)
+}
+
+// newPlatform starts the chosen simulators (one cluster each), seeds a one-zone demo cloud on
+// them into store, and runs the platform over it. Everything stops when the test ends.
+func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform {
+	t.Helper()
+	ctx := context.Background()
+	begin := time.Now()
+	var cl devcloud.Clusters
+	if o.kvm {
+		sims, reason, stop, err := devcloud.StartKVM(ctx, 1)
+		if err != nil {
+			t.Fatalf("start simulated KVM hosts: %v", err)
+		}
+		t.Cleanup(stop)
+		cl.KVM, cl.KVMReason = sims, reason
+	}
+	if o.vmware {
+		sims, stop, err := devcloud.StartVMware(ctx, 1)
+		if err != nil {
+			t.Fatalf("start vcsim: %v", err)
+		}
+		t.Cleanup(stop)
+		cl.VMware = sims
+	}
+	if o.xen {
+		sims, stop, err := devcloud.StartXen(ctx, 1)
+		if err != nil {
+			t.Fatalf("start XAPI simulator: %v", err)
+		}
+		t.Cleanup(stop)
+		cl.Xen = sims
+	}
+	if _, err := devcloud.Seed(ctx, store, cl, devcloud.SeedOptions{Zones: 1}); err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	var zone models.Zone
+	if err := store.DB.First(&zone).Error; err != nil {
+		t.Fatalf("seeded zone: %v", err)
+	}
+	p := &platform{stack: &stack{t: t, store: store, sims: cl.VMware}, zoneID: zone.ID, kvmReason: cl.KVMReason}
+
+	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
+	if err != nil {
+		t.Fatalf("system VM key pair: %v", err)
+	}
+	expected := func(ctx context.Context, vm models.SystemVM) (activities.ExpectedState, error) {
+		return devcloud.Expected(ctx, store, vm)
+	}
+	reg := allDrivers()
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	if o.fleet {
+		pub, err := kp.PublicKey()
+		if err != nil {
+			t.Fatalf("system VM public key: %v", err)
+		}
+		configs := &activities.Health{Store: store, Expected: expected}
+		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{})
+		if err != nil {
+			t.Fatalf("start simulated routers: %v", err)
+		}
+		t.Cleanup(func() { _ = p.routers.Close() })
+		reg = p.routers.Observe(reg)
+		dial = p.routers.Fleet.DialContext
+	}
+	exec, err := sshexec.New(sshexec.Config{Key: kp, HostKeys: store.Secrets, RemoteKill: true, Dialer: dial, Logger: logger()})
+	if err != nil {
+		t.Fatalf("SSH executor: %v", err)
+	}
+	t.Cleanup(func() { _ = exec.Close() })
+	if p.health, err = activities.NewHealth(ctx, store, exec, logger()); err != nil {
+		t.Fatalf("health activities: %v", err)
+	}
+	p.health.Expected = expected
+	_, bootKey := sshexec.BootArg(kp.AuthorizedKey)
+	p.acts = &activities.Activities{Store: store, Drivers: activities.NewDriverPool(store, reg), Logger: logger(),
+		SystemVMKey: func(context.Context) (string, error) { return bootKey, nil }}
+	t.Cleanup(p.acts.Drivers.Close)
+	if err := devcloud.Materialize(ctx, store, p.acts.Drivers, logger()); err != nil {
+		t.Fatalf("materialize: %v", err)
+	}
+
+	p.temporal = testenv.TemporalT(t, false)
+	if p.client, err = p.temporal.Client(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.client.Close)
+	w := worker.New(worker.Config{Client: p.client, Activities: p.acts, Health: p.health, Logger: logger()})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	cfg := api.Config{Store: store, Temporal: p.client, Namespace: "default", TemporalUI: "http://localhost:8233", Logger: logger()}
+	if o.fleet {
+		cfg.DevMode, cfg.Dev = true, p.routers
+	}
+	srv, err := api.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.api = httptest.NewServer(srv.Handler())
+	t.Cleanup(p.api.Close)
+	if _, p.key, err = store.CreateAPIKey(ctx, "e2e-admin", models.RoleAdmin, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("platform up in %s (KVM %v, VMware %v, Xen %v, fleet %v)", time.Since(begin).Round(time.Millisecond),
+		o.kvm && cl.KVMReason == "", o.vmware, o.xen, o.fleet)
+	return p
+}
+
+// setting sets a global setting through the API.
+func (p *platform) setting(name, value string) {
+	p.t.Helper()
+	var out struct{ Error any }
+	if code := p.do(http.MethodPut, "/api/v1/settings/"+name, map[string]string{"value": value}, &out); code != http.StatusOK {
+		p.t.Fatalf("PUT setting %s=%q = %d (%v)", name, value, code, out.Error)
+	}
+}
+
+// fault injects a dev fault into a router through the API.
+func (p *platform) fault(routerID, fault, service string) {
+	p.t.Helper()
+	body := map[string]string{"routerId": routerID, "fault": fault}
+	if service != "" {
+		body["service"] = service
+	}
+	var out struct{ Error any }
+	if code := p.do(http.MethodPost, "/api/v1/dev/faults", body, &out); code != http.StatusOK {
+		p.t.Fatalf("inject %s into %s = %d (%v)", fault, routerID, code, out.Error)
+	}
+}
+
+// clearFaults clears a router's dev faults through the API.
+func (p *platform) clearFaults(routerID string) {
+	p.t.Helper()
+	var out struct{ Error any }
+	if code := p.do(http.MethodDelete, "/api/v1/dev/faults?routerId="+url.QueryEscape(routerID), nil, &out); code != http.StatusNoContent {
+		p.t.Fatalf("clear faults of %s = %d (%v)", routerID, code, out.Error)
+	}
+}
+
+// sweep runs one health sweep of the zone with the Temporal client, as its schedule would,
+// and waits for it to end.
+func (p *platform) sweep(kind activities.HealthKind) workflows.SweepResult {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	begin := time.Now()
+	run, err := p.client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.HealthScheduleID(kind, p.zoneID) + "-e2e-" + begin.UTC().Format("150405.000000000"), TaskQueue: workflows.TaskQueue},
+		workflows.HealthSweepWorkflowName, workflows.SweepInput{ZoneID: p.zoneID, Kind: kind})
+	if err != nil {
+		p.t.Fatalf("start %s sweep: %v", kind, err)
+	}
+	var res workflows.SweepResult
+	if err := run.Get(ctx, &res); err != nil {
+		p.t.Fatalf("%s sweep %s: %v", kind, run.GetID(), err)
+	}
+	p.t.Logf("%s sweep: %d routers, %d failing, %d errors %v, %d recreations, in %s", kind, res.Summary.Routers,
+		res.Summary.Failing, res.Summary.Errors, res.Summary.ErrorSamples, len(res.Recreations), time.Since(begin).Round(time.Millisecond))
+	return res
+}
