@@ -39,7 +39,7 @@ type Driver struct {
 	hosts           map[string]*hostConn
 	names           []string // host names, sorted
 	storage         *hostConn
-	locks           keyedMutex
+	locks           hypervisors.KeyedMutex
 }
 
 var _ hypervisors.Driver = (*Driver)(nil)
@@ -451,40 +451,4 @@ func (h *hostConn) close() error {
 		return nil
 	}
 	return l.Disconnect()
-}
-
-// keyedMutex serialises work on one name (a VM, a template) without a global lock.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock takes the lock of key; the returned func releases it.
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyedEntry{}
-	}
-	e := k.locks[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.locks[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
 }

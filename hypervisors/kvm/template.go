@@ -47,7 +47,7 @@ func (d *Driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 		return hypervisors.Template{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
 	}
 
-	unlock := d.locks.lock("template\x00" + spec.Pool + "\x00" + spec.Name)
+	unlock := d.locks.Lock("template\x00" + spec.Pool + "\x00" + spec.Name)
 	defer unlock()
 
 	l, err := d.storage.get(ctx)

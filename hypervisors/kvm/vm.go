@@ -146,7 +146,7 @@ func (d *Driver) CreateVM(ctx context.Context, spec hypervisors.VMSpec) (hypervi
 	if !ok {
 		return hypervisors.VMInfo{}, hypervisors.Errorf(hypervisors.ErrNotFound, op, spec.Name, "no host %q in this cluster", host)
 	}
-	unlock := d.locks.lock("vm\x00" + spec.Name)
+	unlock := d.locks.Lock("vm\x00" + spec.Name)
 	defer unlock()
 
 	if _, err := d.find(ctx, op, spec.Name); err == nil {
@@ -263,7 +263,7 @@ func (d *Driver) dropVolume(l *libvirt.Libvirt, vol libvirt.StorageVol) {
 // StartVM powers a VM on (resumes a paused one); a running VM is left alone.
 func (d *Driver) StartVM(ctx context.Context, name string) error {
 	const op = "start"
-	unlock := d.locks.lock("vm\x00" + name)
+	unlock := d.locks.Lock("vm\x00" + name)
 	defer unlock()
 	loc, err := d.find(ctx, op, name)
 	if err != nil {
@@ -293,7 +293,7 @@ func (d *Driver) StartVM(ctx context.Context, name string) error {
 // powers it off when it has not stopped within the shutdown timeout. A stopped VM is left alone.
 func (d *Driver) StopVM(ctx context.Context, name string, force bool) error {
 	const op = "stop"
-	unlock := d.locks.lock("vm\x00" + name)
+	unlock := d.locks.Lock("vm\x00" + name)
 	defer unlock()
 	loc, err := d.find(ctx, op, name)
 	if err != nil {
@@ -361,7 +361,7 @@ func (d *Driver) shutdown(ctx context.Context, loc located) (bool, error) {
 // RebootVM restarts a running VM; a VM that is not running is ErrBadState.
 func (d *Driver) RebootVM(ctx context.Context, name string) error {
 	const op = "reboot"
-	unlock := d.locks.lock("vm\x00" + name)
+	unlock := d.locks.Lock("vm\x00" + name)
 	defer unlock()
 	loc, err := d.find(ctx, op, name)
 	if err != nil {
@@ -384,7 +384,7 @@ func (d *Driver) RebootVM(ctx context.Context, name string) error {
 // DestroyVM powers the VM off, undefines it and removes the root volume CreateVM made for it.
 func (d *Driver) DestroyVM(ctx context.Context, name string) error {
 	const op = "destroy"
-	unlock := d.locks.lock("vm\x00" + name)
+	unlock := d.locks.Lock("vm\x00" + name)
 	defer unlock()
 	all, err := d.findAll(ctx, op, name)
 	if err != nil {
@@ -459,7 +459,7 @@ func (d *Driver) MigrateVM(ctx context.Context, name, targetHost string) error {
 	if !ok {
 		return hypervisors.Errorf(hypervisors.ErrNotFound, op, name, "no host %q in this cluster", targetHost)
 	}
-	unlock := d.locks.lock("vm\x00" + name)
+	unlock := d.locks.Lock("vm\x00" + name)
 	defer unlock()
 	all, err := d.findAll(ctx, op, name)
 	if err != nil {
@@ -515,7 +515,7 @@ func (d *Driver) MigrateVM(ctx context.Context, name, targetHost string) error {
 // ErrBadState). CPU shares keep their per-CPU speed.
 func (d *Driver) ScaleVM(ctx context.Context, name string, cpus, memoryMB int) error {
 	const op = "scale"
-	unlock := d.locks.lock("vm\x00" + name)
+	unlock := d.locks.Lock("vm\x00" + name)
 	defer unlock()
 	loc, err := d.find(ctx, op, name)
 	if err != nil {

@@ -68,7 +68,7 @@ func (d *Driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 	if err != nil {
 		return hypervisors.Template{}, err
 	}
-	defer d.lockSeed(rec.dc + "\x00" + rec.ds.Name + "\x00" + spec.Name)()
+	defer d.seedLocks.Lock(rec.dc + "\x00" + rec.ds.Name + "\x00" + spec.Name)()
 
 	dc, err := d.datacenterOf(ctx, rec.ds.Self)
 	if err != nil {

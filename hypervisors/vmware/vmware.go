@@ -56,8 +56,7 @@ type Driver struct {
 	// vmRefs caches VM name -> moref; every hit is re-checked against the VM's name.
 	vmRefs sync.Map
 	// seedLocks serialises seeding of one template name into one datastore.
-	seedMu    sync.Mutex
-	seedLocks map[string]*sync.Mutex
+	seedLocks hypervisors.KeyedMutex
 }
 
 var _ hypervisors.Driver = (*Driver)(nil)
@@ -108,15 +107,14 @@ func Open(ctx context.Context, conn hypervisors.Connection) (*Driver, error) {
 		return nil, mapErr(op, object, fmt.Errorf("reach vSphere SDK: %w", err))
 	}
 	d := &Driver{
-		conn:      conn,
-		user:      user,
-		soap:      sc,
-		c:         c,
-		sm:        session.NewManager(c),
-		pc:        property.DefaultCollector(c),
-		root:      c.ServiceContent.RootFolder,
-		log:       slog.Default().With("hypervisor", string(hypervisors.VMware), "endpoint", object),
-		seedLocks: map[string]*sync.Mutex{},
+		conn: conn,
+		user: user,
+		soap: sc,
+		c:    c,
+		sm:   session.NewManager(c),
+		pc:   property.DefaultCollector(c),
+		root: c.ServiceContent.RootFolder,
+		log:  slog.Default().With("hypervisor", string(hypervisors.VMware), "endpoint", object),
 	}
 	d.conn.Password = "" // kept only inside user
 	if err := d.sm.Login(ctx, user); err != nil {
@@ -200,16 +198,4 @@ func (d *Driver) fail(ctx context.Context, op, object string, err error) error {
 			fmt.Errorf("vCenter session was lost and has been renewed, retry: %w", err))
 	}
 	return mapErr(op, object, err)
-}
-
-func (d *Driver) lockSeed(key string) func() {
-	d.seedMu.Lock()
-	m, ok := d.seedLocks[key]
-	if !ok {
-		m = &sync.Mutex{}
-		d.seedLocks[key] = m
-	}
-	d.seedMu.Unlock()
-	m.Lock()
-	return m.Unlock
 }

@@ -40,9 +40,11 @@ const (
 )
 
 type driver struct {
-	c     *client
-	log   *slog.Logger
-	locks keyedMutex
+	c   *client
+	log *slog.Logger
+	// locks serialises work on one VM or template name within this process, so two
+	// concurrent CreateVM of one name cannot both clone: XAPI itself allows duplicate names.
+	locks hypervisors.KeyedMutex
 	once  sync.Once
 }
 
@@ -415,41 +417,6 @@ func (d *driver) ListVMs(ctx context.Context) ([]hypervisors.VMInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
-}
-
-// keyedMutex serialises work on one name (a VM, a template) within this process, so two
-// concurrent CreateVM of one name cannot both clone: XAPI itself allows duplicate names.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyed
-}
-
-type keyed struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyed{}
-	}
-	e := k.m[key]
-	if e == nil {
-		e = &keyed{}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
 }
 
 func splitCIDR(cidr string) (ip, netmask string) {

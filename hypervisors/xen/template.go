@@ -84,7 +84,7 @@ func (d *driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 	if err != nil {
 		return hypervisors.Template{}, wrap(op, spec.Name, err)
 	}
-	unlock := d.locks.lock("tpl:" + spec.Name + "@" + srRef)
+	unlock := d.locks.Lock("tpl:" + spec.Name + "@" + srRef)
 	defer unlock()
 	if _, vdi, err := d.findTemplate(ctx, spec.Name, srRef); err == nil {
 		return hypervisors.Template{Name: spec.Name, Pool: sr.NameLabel, SizeBytes: int64(vdi.VirtualSize), Ref: vdi.UUID}, nil

@@ -70,7 +70,7 @@ func (d *driver) CreateVM(ctx context.Context, spec hypervisors.VMSpec) (hypervi
 	if err != nil {
 		return hypervisors.VMInfo{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
 	}
-	unlock := d.locks.lock("vm:" + spec.Name)
+	unlock := d.locks.Lock("vm:" + spec.Name)
 	defer unlock()
 
 	_, _, err = d.findVM(ctx, spec.Name)
@@ -318,7 +318,7 @@ func (d *driver) RebootVM(ctx context.Context, name string) error {
 
 func (d *driver) DestroyVM(ctx context.Context, name string) error {
 	const op = "destroy VM"
-	unlock := d.locks.lock("vm:" + name)
+	unlock := d.locks.Lock("vm:" + name)
 	defer unlock()
 	ref, r, err := d.findVM(ctx, name)
 	if err != nil {
