@@ -382,23 +382,6 @@ func TestExecCommandLineHandling(t *testing.T) {
 	assert.Equal(t, 2, exit.ExitStatus())
 }
 
-func TestSplitCommand(t *testing.T) {
-	for line, want := range map[string][]string{
-		`'sysvm-agent' 'run' 'basic'`:     {"sysvm-agent", "run", "basic"},
-		`sysvm-agent   run	basic`:         {"sysvm-agent", "run", "basic"},
-		`'it'\''s' "a \"b\" \$c" d\ e ''`: {"it's", `a "b" $c`, "d e", ""},
-		`'$(reboot); ` + "`x`" + `'`:      {"$(reboot); `x`"},
-	} {
-		got, err := splitCommand(line)
-		require.NoError(t, err, line)
-		assert.Equal(t, want, got, line)
-	}
-	for _, line := range []string{"", "a; b", "a | b", "a > f", "$(x)", "a `b`", `"$HOME"`, "'open", `"open`, "*", "~root", `a\`, "a\nb"} {
-		_, err := splitCommand(line)
-		assert.Error(t, err, "%q", line)
-	}
-}
-
 // A signal from the client (sshexec sends KILL on its run timeout) stops the command.
 func TestSignalStopsCommand(t *testing.T) {
 	key := newSigner(t)

@@ -235,7 +235,7 @@ func (f *Fleet) session(r *router, ch ssh.Channel, reqs <-chan *ssh.Request) {
 // exec runs one command line in a router and returns its exit status.
 func (f *Fleet) exec(ctx context.Context, r *router, ch ssh.Channel, line string) int {
 	stderr := ch.Stderr()
-	argv, err := splitCommand(line)
+	argv, err := sshexec.Split(line)
 	if err != nil {
 		fmt.Fprintf(stderr, "sh: %v\n", err)
 		return 2

@@ -1,18 +1,19 @@
-package sshexec
+package sshexec_test
 
 import (
 	"reflect"
 	"testing"
 
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 )
 
 func TestAccess(t *testing.T) {
-	kvm := Target{VMName: "r-12-VM", Hypervisor: hypervisors.KVM, LinkLocalControl: true,
+	kvm := sshexec.Target{VMName: "r-12-VM", Hypervisor: hypervisors.KVM, LinkLocalControl: true,
 		HostAddress: "10.0.0.5", LinkLocalIP: "169.254.3.4", PrivateIP: "10.1.1.9"}
-	got := Access(kvm, "")
-	want := AccessInfo{
-		Path:        PathHostLinkLocal,
+	got := sshexec.Access(kvm, "")
+	want := sshexec.AccessInfo{
+		Path:        sshexec.PathHostLinkLocal,
 		Description: "KVM: through host 10.0.0.5, to the VM's link-local IP 169.254.3.4, port 3922, with the key on the host",
 		Via:         "10.0.0.5", Address: "169.254.3.4", Port: 3922,
 		Command: "ssh -t root@10.0.0.5 'ssh -i /root/.ssh/id_rsa.cloud 169.254.3.4 -p 3922'",
@@ -24,16 +25,16 @@ func TestAccess(t *testing.T) {
 
 	xen := kvm
 	xen.Hypervisor, xen.HostPort, xen.Port = hypervisors.XenServer, 2222, 3923
-	got = Access(xen, "/root/my key")
+	got = sshexec.Access(xen, "/root/my key")
 	if got.Steps[0] != "ssh -p 2222 root@10.0.0.5" || got.Steps[1] != "ssh -i '/root/my key' 169.254.3.4 -p 3923" ||
 		got.Command != `ssh -t -p 2222 root@10.0.0.5 'ssh -i '\''/root/my key'\'' 169.254.3.4 -p 3923'` {
 		t.Errorf("Xen access with port and key path: %+v", got)
 	}
 
-	vmw := Target{VMName: "s-3-VM", Hypervisor: hypervisors.VMware, PrivateIP: "10.1.1.9", LinkLocalIP: "169.254.0.1"}
-	got = Access(vmw, "")
-	want = AccessInfo{
-		Path:        PathDirectPrivate,
+	vmw := sshexec.Target{VMName: "s-3-VM", Hypervisor: hypervisors.VMware, PrivateIP: "10.1.1.9", LinkLocalIP: "169.254.0.1"}
+	got = sshexec.Access(vmw, "")
+	want = sshexec.AccessInfo{
+		Path:        sshexec.PathDirectPrivate,
 		Description: "VMware: from the management server straight to the VM's private IP 10.1.1.9, port 3922",
 		Address:     "10.1.1.9", Port: 3922,
 		Command: "ssh -i /var/lib/cloudstack/management/.ssh/id_rsa 10.1.1.9 -p 3922",
@@ -45,7 +46,7 @@ func TestAccess(t *testing.T) {
 }
 
 func TestTargetKeyAddressesAndString(t *testing.T) {
-	jump := Target{VMName: "r-1-VM", LinkLocalControl: true, HostAddress: "10.0.0.5", LinkLocalIP: "169.254.3.4"}
+	jump := sshexec.Target{VMName: "r-1-VM", LinkLocalControl: true, HostAddress: "10.0.0.5", LinkLocalIP: "169.254.3.4"}
 	if jump.HostKeyAddress() != "10.0.0.5:22" || jump.VMKeyAddress() != "vm:r-1-VM" ||
 		jump.String() != "r-1-VM (169.254.3.4:3922 via 10.0.0.5:22)" {
 		t.Errorf("jump: %q %q %q", jump.HostKeyAddress(), jump.VMKeyAddress(), jump)
@@ -54,7 +55,7 @@ func TestTargetKeyAddressesAndString(t *testing.T) {
 	if jump.VMKeyAddress() != "10.0.0.5:22/169.254.3.4:3922" {
 		t.Errorf("unnamed jump VM key address %q", jump.VMKeyAddress())
 	}
-	direct := Target{PrivateIP: "fd00::9", Port: 3922}
+	direct := sshexec.Target{PrivateIP: "fd00::9", Port: 3922}
 	if direct.HostKeyAddress() != "" || direct.VMKeyAddress() != "[fd00::9]:3922" {
 		t.Errorf("direct: %q %q", direct.HostKeyAddress(), direct.VMKeyAddress())
 	}

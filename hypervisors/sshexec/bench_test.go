@@ -1,13 +1,15 @@
-package sshexec
+package sshexec_test
 
 import (
 	"context"
 	"testing"
+
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 )
 
 func benchRun(b *testing.B, maxConns int, jump bool) {
-	var tgt Target
-	cfg := Config{MaxConns: maxConns}
+	var tgt sshexec.Target
+	cfg := sshexec.Config{MaxConns: maxConns}
 	if jump {
 		rig := newJumpRig(b, "r-1-VM")
 		tgt, cfg.HostSigner = rig.target, rig.hostKey
@@ -32,7 +34,7 @@ func BenchmarkRunJumpFresh(b *testing.B)    { benchRun(b, -1, true) }
 
 func BenchmarkGenerateKeyPair(b *testing.B) {
 	for b.Loop() {
-		if _, err := GenerateKeyPair(); err != nil {
+		if _, err := sshexec.GenerateKeyPair(); err != nil {
 			b.Fatal(err)
 		}
 	}

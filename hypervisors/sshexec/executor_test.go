@@ -1,4 +1,4 @@
-package sshexec
+package sshexec_test
 
 import (
 	"context"
@@ -15,12 +15,13 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 	"github.com/sysvm/sysvm/hypervisors/sshexec/sshtest"
 )
 
-func asError(t *testing.T, err error) *Error {
+func asError(t *testing.T, err error) *sshexec.Error {
 	t.Helper()
-	var e *Error
+	var e *sshexec.Error
 	if !errors.As(err, &e) {
 		t.Fatalf("error %v (%T) is not an *sshexec.Error", err, err)
 	}
@@ -29,7 +30,7 @@ func asError(t *testing.T, err error) *Error {
 
 func TestRunDirect(t *testing.T) {
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{})
+	e := newExecutor(t, sshexec.Config{})
 	res, err := e.Run(context.Background(), directTarget("v-1-VM", srv), []string{"echo", "hello", "world"}, nil)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -48,7 +49,7 @@ func TestRunDirect(t *testing.T) {
 
 func TestRunJump(t *testing.T) {
 	rig := newJumpRig(t, "r-7-VM")
-	store := &MemoryHostKeyStore{}
+	store := &sshexec.MemoryHostKeyStore{}
 	var mu sync.Mutex
 	var dialed []string
 	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -58,7 +59,7 @@ func TestRunJump(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
-	e := newExecutor(t, Config{HostSigner: rig.hostKey, HostKeys: store, Dialer: dialer})
+	e := newExecutor(t, sshexec.Config{HostSigner: rig.hostKey, HostKeys: store, Dialer: dialer})
 	res, err := e.Run(context.Background(), rig.target, []string{"argv", "a b", "c"}, nil)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -121,8 +122,8 @@ var hostileArgs = []string{
 func TestRunHostileArgvArrivesIntact(t *testing.T) {
 	srv := vmServer(t, "127.0.0.1:0", nil)
 	rig := newJumpRig(t, "r-8-VM")
-	e := newExecutor(t, Config{HostSigner: rig.hostKey})
-	for _, tgt := range []Target{directTarget("v-2-VM", srv), rig.target} {
+	e := newExecutor(t, sshexec.Config{HostSigner: rig.hostKey})
+	for _, tgt := range []sshexec.Target{directTarget("v-2-VM", srv), rig.target} {
 		argv := append([]string{"argv"}, hostileArgs...)
 		res, err := e.Run(context.Background(), tgt, argv, nil)
 		if err != nil {
@@ -156,14 +157,14 @@ func TestRunHostileArgvArrivesIntact(t *testing.T) {
 func TestRunNaiveJoinWouldBeRefused(t *testing.T) {
 	// Guard for the test above: the server's parser is strict enough that an unquoted line
 	// fails rather than being taken word for word.
-	if _, err := sshtest.SplitCommand("argv " + strings.Join(hostileArgs, " ")); err == nil {
+	if _, err := sshexec.Split("argv " + strings.Join(hostileArgs, " ")); err == nil {
 		t.Fatal("server parser accepted an unquoted hostile command line")
 	}
 }
 
 func TestRunExitCodesStderrStdin(t *testing.T) {
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{})
+	e := newExecutor(t, sshexec.Config{})
 	tgt := directTarget("v-3-VM", srv)
 	ctx := context.Background()
 	cases := []struct {
@@ -199,7 +200,7 @@ func TestRunExitCodesStderrStdin(t *testing.T) {
 
 func TestRunOutputCap(t *testing.T) {
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{MaxOutputBytes: 10})
+	e := newExecutor(t, sshexec.Config{MaxOutputBytes: 10})
 	res, err := e.Run(context.Background(), directTarget("v-4-VM", srv), []string{"echo", "0123456789ABCDEF"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -211,15 +212,15 @@ func TestRunOutputCap(t *testing.T) {
 
 func TestRunRejectsBadInputWithoutConnecting(t *testing.T) {
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{})
+	e := newExecutor(t, sshexec.Config{})
 	tgt := directTarget("v-5-VM", srv)
 	for _, argv := range [][]string{nil, {}, {""}, {"echo", "a\x00b"}} {
 		_, err := e.Run(context.Background(), tgt, argv, nil)
-		if !errors.Is(err, hypervisors.ErrInvalid) || asError(t, err).Stage != StageValidate {
+		if !errors.Is(err, hypervisors.ErrInvalid) || asError(t, err).Stage != sshexec.StageValidate {
 			t.Errorf("argv %q: got %v, want invalid", argv, err)
 		}
 	}
-	for _, bad := range []Target{
+	for _, bad := range []sshexec.Target{
 		{VMName: "x"},
 		{VMName: "x", LinkLocalControl: true, LinkLocalIP: "169.254.0.9"},
 		{VMName: "x", LinkLocalControl: true, HostAddress: "127.0.0.1"},
@@ -236,7 +237,7 @@ func TestRunRejectsBadInputWithoutConnecting(t *testing.T) {
 }
 
 func TestConnectErrors(t *testing.T) {
-	e := newExecutor(t, Config{ConnectTimeout: 300 * time.Millisecond})
+	e := newExecutor(t, sshexec.Config{ConnectTimeout: 300 * time.Millisecond})
 	ctx := context.Background()
 
 	t.Run("refused", func(t *testing.T) {
@@ -246,9 +247,9 @@ func TestConnectErrors(t *testing.T) {
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		_, err = e.Run(ctx, Target{VMName: "v-9-VM", PrivateIP: "127.0.0.1", Port: port}, []string{"true"}, nil)
+		_, err = e.Run(ctx, sshexec.Target{VMName: "v-9-VM", PrivateIP: "127.0.0.1", Port: port}, []string{"true"}, nil)
 		se := asError(t, err)
-		if se.Hop != HopVM || se.Stage != StageDial || !errors.Is(err, hypervisors.ErrUnreachable) || !hypervisors.Retryable(err) {
+		if se.Hop != sshexec.HopVM || se.Stage != sshexec.StageDial || !errors.Is(err, hypervisors.ErrUnreachable) || !hypervisors.Retryable(err) {
 			t.Fatalf("got %v (hop %s stage %s)", err, se.Hop, se.Stage)
 		}
 	})
@@ -256,10 +257,10 @@ func TestConnectErrors(t *testing.T) {
 	t.Run("direct handshake timeout", func(t *testing.T) {
 		ln := silentListener(t, "127.0.0.1:0")
 		start := time.Now()
-		_, err := e.Run(ctx, Target{VMName: "v-9-VM", PrivateIP: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}, []string{"true"}, nil)
+		_, err := e.Run(ctx, sshexec.Target{VMName: "v-9-VM", PrivateIP: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}, []string{"true"}, nil)
 		elapsed := time.Since(start)
 		se := asError(t, err)
-		if !errors.Is(err, ErrConnectTimeout) || !errors.Is(err, hypervisors.ErrUnreachable) || se.Hop != HopVM || se.Stage != StageHandshake {
+		if !errors.Is(err, sshexec.ErrConnectTimeout) || !errors.Is(err, hypervisors.ErrUnreachable) || se.Hop != sshexec.HopVM || se.Stage != sshexec.StageHandshake {
 			t.Fatalf("got %v", err)
 		}
 		if elapsed < 250*time.Millisecond || elapsed > 3*time.Second {
@@ -269,11 +270,11 @@ func TestConnectErrors(t *testing.T) {
 
 	t.Run("jump: host hangs", func(t *testing.T) {
 		ln := silentListener(t, "127.0.0.1:0")
-		tgt := Target{VMName: "r-9-VM", LinkLocalControl: true, HostAddress: "127.0.0.1",
+		tgt := sshexec.Target{VMName: "r-9-VM", LinkLocalControl: true, HostAddress: "127.0.0.1",
 			HostPort: ln.Addr().(*net.TCPAddr).Port, LinkLocalIP: "127.0.0.2"}
 		_, err := e.Run(ctx, tgt, []string{"true"}, nil)
 		se := asError(t, err)
-		if !errors.Is(err, ErrConnectTimeout) || se.Hop != HopHost || se.Stage != StageHandshake {
+		if !errors.Is(err, sshexec.ErrConnectTimeout) || se.Hop != sshexec.HopHost || se.Stage != sshexec.StageHandshake {
 			t.Fatalf("got %v", err)
 		}
 		if !strings.Contains(err.Error(), "host hop 127.0.0.1:") {
@@ -286,10 +287,10 @@ func TestConnectErrors(t *testing.T) {
 		ln := silentListener(t, "127.0.0.2:0")
 		tgt := rig.target
 		tgt.Port = ln.Addr().(*net.TCPAddr).Port
-		e := newExecutor(t, Config{HostSigner: rig.hostKey, ConnectTimeout: 300 * time.Millisecond})
+		e := newExecutor(t, sshexec.Config{HostSigner: rig.hostKey, ConnectTimeout: 300 * time.Millisecond})
 		_, err := e.Run(ctx, tgt, []string{"true"}, nil)
 		se := asError(t, err)
-		if !errors.Is(err, ErrConnectTimeout) || se.Hop != HopVM || se.Stage != StageHandshake ||
+		if !errors.Is(err, sshexec.ErrConnectTimeout) || se.Hop != sshexec.HopVM || se.Stage != sshexec.StageHandshake ||
 			!strings.Contains(se.Address, " via 127.0.0.1:") {
 			t.Fatalf("got %v", err)
 		}
@@ -304,11 +305,11 @@ func TestConnectErrors(t *testing.T) {
 		tgt := rig.target
 		tgt.Port = ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		e := newExecutor(t, Config{HostSigner: rig.hostKey})
+		e := newExecutor(t, sshexec.Config{HostSigner: rig.hostKey})
 		_, err = e.Run(ctx, tgt, []string{"true"}, nil)
 		se := asError(t, err)
 		var oce *ssh.OpenChannelError
-		if se.Hop != HopVM || se.Stage != StageDial || !errors.As(err, &oce) || oce.Reason != ssh.ConnectionFailed {
+		if se.Hop != sshexec.HopVM || se.Stage != sshexec.StageDial || !errors.As(err, &oce) || oce.Reason != ssh.ConnectionFailed {
 			t.Fatalf("got %v", err)
 		}
 		// The host connection is fine and stays pooled for the next VM on that host.
@@ -333,12 +334,12 @@ func interruptRecorder() (sshtest.ExecHandler, <-chan int) {
 func TestRunTimeoutKillsSessionAndKeepsConnection(t *testing.T) {
 	exec, codes := interruptRecorder()
 	srv := vmServer(t, "127.0.0.1:0", exec)
-	e := newExecutor(t, Config{RunTimeout: 300 * time.Millisecond})
+	e := newExecutor(t, sshexec.Config{RunTimeout: 300 * time.Millisecond})
 	tgt := directTarget("v-6-VM", srv)
 	start := time.Now()
 	res, err := e.Run(context.Background(), tgt, []string{"sleep", "20"}, nil)
 	elapsed := time.Since(start)
-	if !errors.Is(err, ErrRunTimeout) || !errors.Is(err, context.DeadlineExceeded) || asError(t, err).Stage != StageRun {
+	if !errors.Is(err, sshexec.ErrRunTimeout) || !errors.Is(err, context.DeadlineExceeded) || asError(t, err).Stage != sshexec.StageRun {
 		t.Fatalf("got %v", err)
 	}
 	if res.ExitCode != -1 || elapsed > 3*time.Second {
@@ -361,12 +362,12 @@ func TestRunTimeoutKillsSessionAndKeepsConnection(t *testing.T) {
 func TestRunCancellation(t *testing.T) {
 	exec, codes := interruptRecorder()
 	srv := vmServer(t, "127.0.0.1:0", exec)
-	e := newExecutor(t, Config{})
+	e := newExecutor(t, sshexec.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	start := time.Now()
 	_, err := e.Run(ctx, directTarget("v-7-VM", srv), []string{"sleep", "20"}, nil)
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrRunTimeout) {
+	if !errors.Is(err, context.Canceled) || errors.Is(err, sshexec.ErrRunTimeout) {
 		t.Fatalf("got %v", err)
 	}
 	if time.Since(start) > 3*time.Second {
@@ -382,7 +383,7 @@ func TestRunCancellation(t *testing.T) {
 	}
 	// A context already cancelled never connects.
 	before := srv.Stats().Accepted
-	_, err = e.Run(ctx, Target{VMName: "v-8-VM", PrivateIP: "127.0.0.1", Port: srv.Port() + 0}, []string{"true"}, nil)
+	_, err = e.Run(ctx, sshexec.Target{VMName: "v-8-VM", PrivateIP: "127.0.0.1", Port: srv.Port() + 0}, []string{"true"}, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled context: got %v", err)
 	}
@@ -392,9 +393,9 @@ func TestRunCancellation(t *testing.T) {
 }
 
 func TestHostKeyTrustOnFirstUse(t *testing.T) {
-	store := &MemoryHostKeyStore{}
+	store := &sshexec.MemoryHostKeyStore{}
 	first := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{HostKeys: store, MaxConns: -1})
+	e := newExecutor(t, sshexec.Config{HostKeys: store, MaxConns: -1})
 	ctx := context.Background()
 	if _, err := e.Run(ctx, directTarget("s-1-VM", first), []string{"true"}, nil); err != nil {
 		t.Fatal(err)
@@ -410,8 +411,8 @@ func TestHostKeyTrustOnFirstUse(t *testing.T) {
 	// Another server (another key) answering for the same VM: refused, nothing runs.
 	impostor := vmServer(t, "127.0.0.1:0", nil)
 	_, err := e.Run(ctx, directTarget("s-1-VM", impostor), []string{"true"}, nil)
-	var changed *HostKeyChangedError
-	if !errors.Is(err, ErrHostKeyChanged) || !errors.As(err, &changed) || !errors.Is(err, hypervisors.ErrAuth) {
+	var changed *sshexec.HostKeyChangedError
+	if !errors.Is(err, sshexec.ErrHostKeyChanged) || !errors.As(err, &changed) || !errors.Is(err, hypervisors.ErrAuth) {
 		t.Fatalf("changed key: got %v", err)
 	}
 	if hypervisors.Retryable(err) {
@@ -439,12 +440,12 @@ func TestHostKeyTrustOnFirstUse(t *testing.T) {
 
 	// The jump host's key is checked the same way, and the error names the host hop.
 	rig := newJumpRig(t, "r-20-VM")
-	ej := newExecutor(t, Config{HostKeys: store, HostSigner: rig.hostKey, MaxConns: -1})
+	ej := newExecutor(t, sshexec.Config{HostKeys: store, HostSigner: rig.hostKey, MaxConns: -1})
 	if err := store.RecordHostKey(ctx, rig.target.HostKeyAddress(), first.HostKey().Marshal()); err != nil {
 		t.Fatal(err)
 	}
 	_, err = ej.Run(ctx, rig.target, []string{"true"}, nil)
-	if !errors.Is(err, ErrHostKeyChanged) || asError(t, err).Hop != HopHost {
+	if !errors.Is(err, sshexec.ErrHostKeyChanged) || asError(t, err).Hop != sshexec.HopHost {
 		t.Fatalf("changed host key on jump host: got %v", err)
 	}
 }
@@ -452,10 +453,10 @@ func TestHostKeyTrustOnFirstUse(t *testing.T) {
 func TestWrongKeyIsAuthError(t *testing.T) {
 	ctx := context.Background()
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	wrong := newExecutor(t, Config{Signer: ed25519Signer(t)})
+	wrong := newExecutor(t, sshexec.Config{Signer: ed25519Signer(t)})
 	_, err := wrong.Run(ctx, directTarget("v-10-VM", srv), []string{"true"}, nil)
 	se := asError(t, err)
-	if !errors.Is(err, hypervisors.ErrAuth) || errors.Is(err, ErrHostKeyChanged) || se.Stage != StageHandshake || se.Hop != HopVM {
+	if !errors.Is(err, hypervisors.ErrAuth) || errors.Is(err, sshexec.ErrHostKeyChanged) || se.Stage != sshexec.StageHandshake || se.Hop != sshexec.HopVM {
 		t.Fatalf("got %v", err)
 	}
 	if hypervisors.KindName(err) != "Auth" || hypervisors.Retryable(err) {
@@ -467,15 +468,15 @@ func TestWrongKeyIsAuthError(t *testing.T) {
 
 	// Jump: host accepts, VM refuses the key -> the VM hop is blamed.
 	rig := newJumpRig(t, "r-21-VM")
-	hostOnly := newExecutor(t, Config{Signer: rig.hostKey})
+	hostOnly := newExecutor(t, sshexec.Config{Signer: rig.hostKey})
 	_, err = hostOnly.Run(ctx, rig.target, []string{"true"}, nil)
-	if se := asError(t, err); !errors.Is(err, hypervisors.ErrAuth) || se.Hop != HopVM {
+	if se := asError(t, err); !errors.Is(err, hypervisors.ErrAuth) || se.Hop != sshexec.HopVM {
 		t.Fatalf("vm refuses: got %v", err)
 	}
 	// Jump: the host refuses -> the host hop is blamed.
-	vmOnly := newExecutor(t, Config{})
+	vmOnly := newExecutor(t, sshexec.Config{})
 	_, err = vmOnly.Run(ctx, rig.target, []string{"true"}, nil)
-	if se := asError(t, err); !errors.Is(err, hypervisors.ErrAuth) || se.Hop != HopHost {
+	if se := asError(t, err); !errors.Is(err, hypervisors.ErrAuth) || se.Hop != sshexec.HopHost {
 		t.Fatalf("host refuses: got %v", err)
 	}
 	if rig.vm.Stats().Execs != 0 {
@@ -486,7 +487,7 @@ func TestWrongKeyIsAuthError(t *testing.T) {
 func TestPoolReuse(t *testing.T) {
 	ctx := context.Background()
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{})
+	e := newExecutor(t, sshexec.Config{})
 	tgt := directTarget("v-11-VM", srv)
 	for i := range 5 {
 		res, err := e.Run(ctx, tgt, []string{"echo", strconv.Itoa(i)}, nil)
@@ -505,7 +506,7 @@ func TestPoolReuse(t *testing.T) {
 	rig := newJumpRig(t, "r-30-VM")
 	vm2 := vmServer(t, "127.0.0.2:0", nil)
 	vm3 := vmServer(t, "127.0.0.2:0", nil)
-	ej := newExecutor(t, Config{HostSigner: rig.hostKey})
+	ej := newExecutor(t, sshexec.Config{HostSigner: rig.hostKey})
 	for round := range 2 {
 		for i, vm := range []*sshtest.Server{rig.vm, vm2, vm3} {
 			tgt := rig.target
@@ -528,7 +529,7 @@ func TestPoolReuse(t *testing.T) {
 func TestPoolReconnectsAfterDrop(t *testing.T) {
 	ctx := context.Background()
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{})
+	e := newExecutor(t, sshexec.Config{})
 	tgt := directTarget("v-12-VM", srv)
 	if _, err := e.Run(ctx, tgt, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
@@ -544,7 +545,7 @@ func TestPoolReconnectsAfterDrop(t *testing.T) {
 
 	// The same through a jump host whose connection dropped.
 	rig := newJumpRig(t, "r-40-VM")
-	ej := newExecutor(t, Config{HostSigner: rig.hostKey})
+	ej := newExecutor(t, sshexec.Config{HostSigner: rig.hostKey})
 	if _, err := ej.Run(ctx, rig.target, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +560,7 @@ func TestPoolReconnectsAfterDrop(t *testing.T) {
 
 func TestPoolBounded(t *testing.T) {
 	ctx := context.Background()
-	e := newExecutor(t, Config{MaxConns: 2})
+	e := newExecutor(t, sshexec.Config{MaxConns: 2})
 	var servers []*sshtest.Server
 	for i := range 4 {
 		srv := vmServer(t, "127.0.0.1:0", nil)
@@ -581,7 +582,7 @@ func TestPoolBounded(t *testing.T) {
 func TestPoolConcurrentRunsStayBounded(t *testing.T) {
 	ctx := context.Background()
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{MaxSessionsPerConn: 3, MaxConnsPerAddress: 2})
+	e := newExecutor(t, sshexec.Config{MaxSessionsPerConn: 3, MaxConnsPerAddress: 2})
 	tgt := directTarget("v-60-VM", srv)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -617,14 +618,14 @@ func TestPoolConcurrentRunsStayBounded(t *testing.T) {
 func TestPoolIdleTimeoutAndClose(t *testing.T) {
 	ctx := context.Background()
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	e := newExecutor(t, Config{IdleTimeout: 200 * time.Millisecond})
+	e := newExecutor(t, sshexec.Config{IdleTimeout: 200 * time.Millisecond})
 	tgt := directTarget("v-70-VM", srv)
 	if _, err := e.Run(ctx, tgt, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "idle client to close", func() bool { return e.Stats().Open == 0 && srv.Stats().Active == 0 })
 
-	e2 := newExecutor(t, Config{})
+	e2 := newExecutor(t, sshexec.Config{})
 	if _, err := e2.Run(ctx, tgt, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -650,16 +651,16 @@ func TestPoolIdleTimeoutAndClose(t *testing.T) {
 		t.Fatal("in-flight run not ended by Close")
 	}
 	eventually(t, "server to see the close", func() bool { return srv.Stats().Active == 0 })
-	if _, err := e2.Run(ctx, tgt, []string{"true"}, nil); !errors.Is(err, ErrClosed) {
+	if _, err := e2.Run(ctx, tgt, []string{"true"}, nil); !errors.Is(err, sshexec.ErrClosed) {
 		t.Fatalf("run after close: %v", err)
 	}
 }
 
 func TestNewRequiresHostKeysAndKey(t *testing.T) {
-	if _, err := New(Config{Key: testKey(t)}); err == nil {
+	if _, err := sshexec.New(sshexec.Config{Key: testKey(t)}); err == nil {
 		t.Error("New without HostKeys succeeded")
 	}
-	if _, err := New(Config{HostKeys: &MemoryHostKeyStore{}}); err == nil {
+	if _, err := sshexec.New(sshexec.Config{HostKeys: &sshexec.MemoryHostKeyStore{}}); err == nil {
 		t.Error("New without a key succeeded")
 	}
 }
@@ -677,9 +678,9 @@ func TestHostKeyTypeOfRecordedKeyIsPreferred(t *testing.T) {
 		HostKey: edHostKey, ExtraHostKeys: []ssh.Signer{rsaHostKey},
 		AuthorizedKeys: []ssh.PublicKey{pubKey(t, testKey(t))},
 	})
-	store := &MemoryHostKeyStore{}
+	store := &sshexec.MemoryHostKeyStore{}
 	_ = store.RecordHostKey(ctx, "vm:v-80-VM", edHostKey.PublicKey().Marshal())
-	e := newExecutor(t, Config{HostKeys: store, MaxConns: -1})
+	e := newExecutor(t, sshexec.Config{HostKeys: store, MaxConns: -1})
 	if _, err := e.Run(ctx, directTarget("v-80-VM", srv), []string{"true"}, nil); err != nil {
 		t.Fatalf("recorded ed25519 key, server also has RSA: %v", err)
 	}
@@ -690,7 +691,7 @@ func TestHostKeyTypeOfRecordedKeyIsPreferred(t *testing.T) {
 	// A server whose key type changed altogether is still reached and refused by fingerprint.
 	rsaOnly := sshtest.NewServer(t, sshtest.Options{HostKey: rsaHostKey, AuthorizedKeys: []ssh.PublicKey{pubKey(t, testKey(t))}})
 	_, err = e.Run(ctx, directTarget("v-80-VM", rsaOnly), []string{"true"}, nil)
-	if !errors.Is(err, ErrHostKeyChanged) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(rsaHostKey.PublicKey())) {
+	if !errors.Is(err, sshexec.ErrHostKeyChanged) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(rsaHostKey.PublicKey())) {
 		t.Fatalf("key type changed: %v", err)
 	}
 }
@@ -715,8 +716,8 @@ func TestRemoteKill(t *testing.T) {
 	})
 	tgt := directTarget("r-90-VM", srv)
 
-	plain := newExecutor(t, Config{RunTimeout: 200 * time.Millisecond})
-	if _, err := plain.Run(ctx, tgt, []string{"sleep", "20"}, nil); !errors.Is(err, ErrRunTimeout) {
+	plain := newExecutor(t, sshexec.Config{RunTimeout: 200 * time.Millisecond})
+	if _, err := plain.Run(ctx, tgt, []string{"sleep", "20"}, nil); !errors.Is(err, sshexec.ErrRunTimeout) {
 		t.Fatalf("plain: %v", err)
 	}
 	select {
@@ -725,9 +726,9 @@ func TestRemoteKill(t *testing.T) {
 	case <-time.After(1500 * time.Millisecond):
 	}
 
-	killing := newExecutor(t, Config{RunTimeout: 200 * time.Millisecond, RemoteKill: true})
+	killing := newExecutor(t, sshexec.Config{RunTimeout: 200 * time.Millisecond, RemoteKill: true})
 	start := time.Now()
-	if _, err := killing.Run(ctx, tgt, []string{"sleep", "20"}, nil); !errors.Is(err, ErrRunTimeout) {
+	if _, err := killing.Run(ctx, tgt, []string{"sleep", "20"}, nil); !errors.Is(err, sshexec.ErrRunTimeout) {
 		t.Fatalf("remote kill: %v", err)
 	}
 	execs := srv.Execs()
@@ -750,7 +751,7 @@ func TestRemoteKill(t *testing.T) {
 	// A shorter context deadline sets the remote limit.
 	dctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
 	defer cancel()
-	killing2 := newExecutor(t, Config{RunTimeout: time.Minute, RemoteKill: true})
+	killing2 := newExecutor(t, sshexec.Config{RunTimeout: time.Minute, RemoteKill: true})
 	if _, err := killing2.Run(dctx, tgt, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package sshexec
+package sshexec_test
 
 import (
 	"crypto/ed25519"
@@ -12,13 +12,14 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 	"github.com/sysvm/sysvm/hypervisors/sshexec/sshtest"
 )
 
 // systemVMKey is generated once per test binary: RSA-3072 generation takes about a second.
-var systemVMKey = sync.OnceValues(GenerateKeyPair)
+var systemVMKey = sync.OnceValues(sshexec.GenerateKeyPair)
 
-func testKey(t testing.TB) KeyPair {
+func testKey(t testing.TB) sshexec.KeyPair {
 	t.Helper()
 	kp, err := systemVMKey()
 	if err != nil {
@@ -27,7 +28,7 @@ func testKey(t testing.TB) KeyPair {
 	return kp
 }
 
-func pubKey(t testing.TB, kp KeyPair) ssh.PublicKey {
+func pubKey(t testing.TB, kp sshexec.KeyPair) ssh.PublicKey {
 	t.Helper()
 	pub, err := kp.PublicKey()
 	if err != nil {
@@ -63,8 +64,8 @@ func vmServer(t testing.TB, addr string, exec sshtest.ExecHandler) *sshtest.Serv
 }
 
 // directTarget points a VMware-style target at a server.
-func directTarget(name string, s *sshtest.Server) Target {
-	return Target{VMName: name, Hypervisor: hypervisors.VMware, PrivateIP: s.Host(), Port: s.Port()}
+func directTarget(name string, s *sshtest.Server) sshexec.Target {
+	return sshexec.Target{VMName: name, Hypervisor: hypervisors.VMware, PrivateIP: s.Host(), Port: s.Port()}
 }
 
 // jumpRig is a hypervisor host server and a VM server on 127.0.0.2 (the VM's "link-local"
@@ -73,7 +74,7 @@ type jumpRig struct {
 	host    *sshtest.Server
 	vm      *sshtest.Server
 	hostKey ssh.Signer
-	target  Target
+	target  sshexec.Target
 }
 
 func newJumpRig(t testing.TB, name string) *jumpRig {
@@ -84,24 +85,24 @@ func newJumpRig(t testing.TB, name string) *jumpRig {
 		Users:          []string{"root"},
 	})
 	vm := vmServer(t, "127.0.0.2:0", nil)
-	return &jumpRig{host: host, vm: vm, hostKey: hk, target: Target{
+	return &jumpRig{host: host, vm: vm, hostKey: hk, target: sshexec.Target{
 		VMName: name, Hypervisor: hypervisors.KVM, LinkLocalControl: true,
 		HostAddress: host.Host(), HostPort: host.Port(), LinkLocalIP: vm.Host(), Port: vm.Port(),
 	}}
 }
 
-func newExecutor(t testing.TB, cfg Config) *Executor {
+func newExecutor(t testing.TB, cfg sshexec.Config) *sshexec.Executor {
 	t.Helper()
 	if cfg.Signer == nil && len(cfg.Key.PrivatePEM) == 0 {
 		cfg.Key = testKey(t)
 	}
 	if cfg.HostKeys == nil {
-		cfg.HostKeys = &MemoryHostKeyStore{}
+		cfg.HostKeys = &sshexec.MemoryHostKeyStore{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	e, err := New(cfg)
+	e, err := sshexec.New(cfg)
 	if err != nil {
 		t.Fatalf("new executor: %v", err)
 	}

@@ -1,4 +1,4 @@
-package sshexec
+package sshexec_test
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 )
 
 func TestGenerateKeyPair(t *testing.T) {
@@ -25,10 +27,10 @@ func TestGenerateKeyPair(t *testing.T) {
 	if pub.Type() != ssh.KeyAlgoRSA {
 		t.Fatalf("key type %s", pub.Type())
 	}
-	if n := pub.(ssh.CryptoPublicKey).CryptoPublicKey().(*rsa.PublicKey).N.BitLen(); n != RSAKeyBits {
+	if n := pub.(ssh.CryptoPublicKey).CryptoPublicKey().(*rsa.PublicKey).N.BitLen(); n != sshexec.RSAKeyBits {
 		t.Fatalf("RSA key of %d bits", n)
 	}
-	if !strings.HasPrefix(kp.AuthorizedKey, "ssh-rsa AAAA") || !strings.HasSuffix(kp.AuthorizedKey, " "+KeyComment) ||
+	if !strings.HasPrefix(kp.AuthorizedKey, "ssh-rsa AAAA") || !strings.HasSuffix(kp.AuthorizedKey, " "+sshexec.KeyComment) ||
 		strings.ContainsAny(kp.AuthorizedKey, "\n") {
 		t.Fatalf("authorized key line %q", kp.AuthorizedKey)
 	}
@@ -76,7 +78,7 @@ func TestPrivateKeyWorksWithOpenSSH(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ssh-keygen -y: %v", err)
 	}
-	want := strings.TrimSuffix(kp.AuthorizedKey, " "+KeyComment)
+	want := strings.TrimSuffix(kp.AuthorizedKey, " "+sshexec.KeyComment)
 	if got := strings.Fields(string(out)); len(got) < 2 || got[0]+" "+got[1] != want {
 		t.Fatalf("ssh-keygen derived %q, want %q", out, want)
 	}
@@ -84,7 +86,7 @@ func TestPrivateKeyWorksWithOpenSSH(t *testing.T) {
 
 func TestBootArg(t *testing.T) {
 	kp := testKey(t)
-	k, v := BootArg(kp.AuthorizedKey)
+	k, v := sshexec.BootArg(kp.AuthorizedKey)
 	if k != "authorized_key" {
 		t.Fatalf("boot arg key %q", k)
 	}
@@ -104,19 +106,19 @@ func TestBootArg(t *testing.T) {
 		t.Fatalf("decoded key does not parse back: %v", err)
 	}
 	// A line with a trailing newline already is not doubled.
-	if _, v2 := BootArg(kp.AuthorizedKey + "\n"); v2 != v {
+	if _, v2 := sshexec.BootArg(kp.AuthorizedKey + "\n"); v2 != v {
 		t.Error("trailing newline changed the boot arg")
 	}
 }
 
-type failingStore struct{ MemorySecretStore }
+type failingStore struct{ sshexec.MemorySecretStore }
 
 func (*failingStore) GetSecret(context.Context, string) ([]byte, error) {
 	return nil, errors.New("store offline")
 }
 
 type countingStore struct {
-	MemorySecretStore
+	sshexec.MemorySecretStore
 	puts int
 }
 
@@ -128,14 +130,14 @@ func (c *countingStore) PutSecret(ctx context.Context, name string, v []byte) er
 func TestEnsureKeyPair(t *testing.T) {
 	ctx := context.Background()
 	store := &countingStore{}
-	first, err := EnsureKeyPair(ctx, store, "systemvm.ssh")
+	first, err := sshexec.EnsureKeyPair(ctx, store, "systemvm.ssh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if store.puts != 1 || pubKey(t, first).Type() != ssh.KeyAlgoRSA {
 		t.Fatalf("first call: %d puts, %v", store.puts, first)
 	}
-	again, err := EnsureKeyPair(ctx, store, "systemvm.ssh")
+	again, err := sshexec.EnsureKeyPair(ctx, store, "systemvm.ssh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,17 +148,17 @@ func TestEnsureKeyPair(t *testing.T) {
 	if err != nil || string(raw) != string(first.PrivatePEM) {
 		t.Fatalf("stored secret is not the private key PEM: %v", err)
 	}
-	if _, err := store.GetSecret(ctx, "other"); !errors.Is(err, ErrSecretNotFound) {
+	if _, err := store.GetSecret(ctx, "other"); !errors.Is(err, sshexec.ErrSecretNotFound) {
 		t.Fatalf("missing secret: %v", err)
 	}
 	// A store error other than not-found is not papered over with a new key.
-	if _, err := EnsureKeyPair(ctx, &failingStore{}, "systemvm.ssh"); err == nil || !strings.Contains(err.Error(), "store offline") {
+	if _, err := sshexec.EnsureKeyPair(ctx, &failingStore{}, "systemvm.ssh"); err == nil || !strings.Contains(err.Error(), "store offline") {
 		t.Fatalf("failing store: %v", err)
 	}
 	// A corrupt stored key is an error, not silently replaced.
-	bad := &MemorySecretStore{}
+	bad := &sshexec.MemorySecretStore{}
 	_ = bad.PutSecret(ctx, "k", []byte("not a key"))
-	if _, err := EnsureKeyPair(ctx, bad, "k"); err == nil {
+	if _, err := sshexec.EnsureKeyPair(ctx, bad, "k"); err == nil {
 		t.Fatal("corrupt key accepted")
 	}
 }

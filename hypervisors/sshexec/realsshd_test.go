@@ -1,4 +1,4 @@
-package sshexec
+package sshexec_test
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 )
 
 // realSSHD starts OpenSSH's sshd on 127.0.0.1 and 127.0.0.2 (two free ports), accepting the
@@ -121,10 +122,10 @@ func freePort(t *testing.T, ip string) int {
 func TestRealOpenSSH(t *testing.T) {
 	hostPort, vmPort, sshdKey := realSSHD(t)
 	ctx := context.Background()
-	store := &MemoryHostKeyStore{}
-	e := newExecutor(t, Config{HostKeys: store, RunTimeout: 5 * time.Second})
-	direct := Target{VMName: "v-100-VM", Hypervisor: hypervisors.VMware, PrivateIP: "127.0.0.2", Port: vmPort}
-	jump := Target{VMName: "r-100-VM", Hypervisor: hypervisors.KVM, LinkLocalControl: true,
+	store := &sshexec.MemoryHostKeyStore{}
+	e := newExecutor(t, sshexec.Config{HostKeys: store, RunTimeout: 5 * time.Second})
+	direct := sshexec.Target{VMName: "v-100-VM", Hypervisor: hypervisors.VMware, PrivateIP: "127.0.0.2", Port: vmPort}
+	jump := sshexec.Target{VMName: "r-100-VM", Hypervisor: hypervisors.KVM, LinkLocalControl: true,
 		HostAddress: "127.0.0.1", HostPort: hostPort, LinkLocalIP: "127.0.0.2", Port: vmPort}
 
 	marker := filepath.Join(t.TempDir(), "executed")
@@ -133,7 +134,7 @@ func TestRealOpenSSH(t *testing.T) {
 		"| touch " + marker, "\ntouch " + marker + "\n", "'; touch " + marker + "; '", `"; touch ` + marker + `; "`,
 		"it's", `\`, "", "  spaced  ", "*", "~", "#x", "$HOME", "ünï ✓",
 	}
-	for _, tgt := range []Target{direct, jump} {
+	for _, tgt := range []sshexec.Target{direct, jump} {
 		res, err := e.Run(ctx, tgt, append([]string{"printf", `%s\0`}, args...), nil)
 		if err != nil {
 			t.Fatalf("%s: %v", tgt, err)
@@ -174,13 +175,13 @@ func TestRealOpenSSH(t *testing.T) {
 		out, _ := exec.Command(pgrep, "-f", pattern).Output()
 		return len(bytes.TrimSpace(out)) > 0
 	}
-	plain := newExecutor(t, Config{HostKeys: store, RunTimeout: time.Second})
+	plain := newExecutor(t, sshexec.Config{HostKeys: store, RunTimeout: time.Second})
 	if _, err := plain.Run(ctx, direct, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	// sshd confirms the session close only when the command ends; Run must not wait for it.
-	if _, err := plain.Run(ctx, direct, []string{"sleep", "3.17"}, nil); !errors.Is(err, ErrRunTimeout) || time.Since(start) > 2*time.Second {
+	if _, err := plain.Run(ctx, direct, []string{"sleep", "3.17"}, nil); !errors.Is(err, sshexec.ErrRunTimeout) || time.Since(start) > 2*time.Second {
 		t.Fatalf("timeout: %v after %v", err, time.Since(start))
 	}
 	t.Logf("without RemoteKill, remote command still running after the run timeout: %v", running("sleep 3.17"))
@@ -192,10 +193,10 @@ func TestRealOpenSSH(t *testing.T) {
 		t.Fatalf("run after a timeout: %v reused=%v", err, res.Reused)
 	}
 
-	killing := newExecutor(t, Config{HostKeys: store, RunTimeout: 300 * time.Millisecond, RemoteKill: true})
-	for _, tgt := range []Target{direct, jump} {
+	killing := newExecutor(t, sshexec.Config{HostKeys: store, RunTimeout: 300 * time.Millisecond, RemoteKill: true})
+	for _, tgt := range []sshexec.Target{direct, jump} {
 		start = time.Now()
-		if _, err := killing.Run(ctx, tgt, []string{"sleep", "9.71"}, nil); !errors.Is(err, ErrRunTimeout) {
+		if _, err := killing.Run(ctx, tgt, []string{"sleep", "9.71"}, nil); !errors.Is(err, sshexec.ErrRunTimeout) {
 			t.Fatalf("%s: %v", tgt, err)
 		}
 		if !running("sleep 9.71") {

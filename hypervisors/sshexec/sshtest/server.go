@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 )
 
 // ExecHandler runs one "exec" request: argv is the command line split as a POSIX shell splits
-// a simple command; it reads stdin, writes stdout and stderr, and returns the exit status.
+// a simple command (sshexec.Split); it reads stdin, writes stdout and stderr, and returns the exit status.
 // SessionDone(stdout) tells it when the client went away or sent a signal.
 type ExecHandler func(argv []string, stdin io.Reader, stdout, stderr io.Writer) int
 
@@ -379,7 +381,7 @@ func (s *Server) session(user string, nc ssh.NewChannel) {
 			return
 		}
 	}
-	argv, splitErr := SplitCommand(command)
+	argv, splitErr := sshexec.Split(command)
 	s.mu.Lock()
 	s.stats.Execs++
 	if len(s.execs) >= maxExecRecords {
