@@ -277,7 +277,15 @@ func (h *Health) checkRouter(ctx context.Context, vm models.SystemVM, in BatchIn
 	if st.recovered {
 		sum.Recovered = 1
 	}
-	best, found, failing := recreateCandidate(st.results, in.Settings.RecreateChecks, in.Settings.FailuresBeforeRecreate)
+	// Only the checks this visit ran (or read) decide recreation: a stored result it did not
+	// refresh may describe the VM as it was before a recreation (an advanced or fetch sweep
+	// right after one still holds the old VM's basic failure) and must not recreate it again.
+	ran := make(map[string]bool, len(c.results))
+	for _, r := range c.results {
+		ran[r.CheckName] = true
+	}
+	current := slices.DeleteFunc(slices.Clone(st.results), func(r models.HealthCheckResult) bool { return !ran[r.CheckName] })
+	best, found, failing := recreateCandidate(current, in.Settings.RecreateChecks, in.Settings.FailuresBeforeRecreate)
 	if failing {
 		sum.RecreateFailing = 1
 	}
