@@ -105,7 +105,10 @@ func (w *lifecycle) run(ctx workflow.Context) (LifecycleResult, error) {
 			}
 		}
 		var out activities.HypervisorStepResult
-		err := workflow.ExecuteActivity(long, a.HypervisorStep, activities.HypervisorStepInput{
+		// The Web UI shows the step and the VM on the activity, not just "HypervisorStep".
+		opts := workflow.GetActivityOptions(long)
+		opts.Summary = step + " " + w.vm.Name
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(long, opts), a.HypervisorStep, activities.HypervisorStepInput{
 			OperationID: w.in.OperationID, VMID: w.vm.ID, Step: step}).Get(ctx, &out)
 		if err != nil {
 			return res, fmt.Errorf("%s %s: %w", step, w.vm.Name, err)
