@@ -115,7 +115,9 @@ type TemplateSpec struct {
 	// SizeBytes, used by simulators.
 	URL    string `json:"url"`
 	Format string `json:"format"`
-	// Checksum is "<algo>:<hex>" (md5, sha1, sha256, sha512) or bare hex (md5); empty skips it.
+	// Checksum is "<algo>:<hex>" or "{algo}hex" (md5, sha1, sha256, sha512), or bare hex: md5
+	// (32 digits; 40, 64 or 128 digits are sha1, sha256, sha512); empty skips it. ParseChecksum
+	// reads it and FetchTemplate verifies it before a driver creates anything.
 	Checksum  string `json:"checksum"`
 	SizeBytes int64  `json:"sizeBytes"`
 	Pool      string `json:"pool"`

@@ -3,7 +3,6 @@ package kvm
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,41 +17,6 @@ import (
 
 	"github.com/sysvm/sysvm/hypervisors"
 )
-
-func TestParseChecksum(t *testing.T) {
-	data := []byte("systemvm")
-	s := sha256.Sum256(data)
-	m := md5.Sum(data)
-	for _, c := range []struct {
-		in string
-		ok bool
-	}{
-		{"sha256:" + hex.EncodeToString(s[:]), true},
-		{"{SHA-256}" + hex.EncodeToString(s[:]), true},
-		{"SHA256:" + hex.EncodeToString(s[:]), true},
-		{hex.EncodeToString(m[:]), true}, // bare hex is md5, as CloudStack takes it
-		{"md5:" + hex.EncodeToString(m[:]), true},
-		{"sha256:" + hex.EncodeToString(m[:]), false}, // wrong length for the algorithm
-		{"crc32:1234abcd", false},
-		{"sha1:zz", false},
-	} {
-		h, want, err := parseChecksum(c.in)
-		if (err == nil) != c.ok {
-			t.Errorf("parseChecksum(%q) err = %v, want ok=%v", c.in, err, c.ok)
-			continue
-		}
-		if c.ok {
-			hh := h()
-			hh.Write(data)
-			if !bytes.Equal(hh.Sum(nil), want) {
-				t.Errorf("parseChecksum(%q) does not verify its own data", c.in)
-			}
-		}
-	}
-	if h, _, err := parseChecksum(""); h != nil || err != nil {
-		t.Errorf("empty checksum: hash set=%v err %v, want nothing to verify", h != nil, err)
-	}
-}
 
 func TestQcow2VirtualSize(t *testing.T) {
 	dir := t.TempDir()

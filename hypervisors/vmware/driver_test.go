@@ -198,6 +198,14 @@ func TestSeedTemplate(t *testing.T) {
 	var reports []int64
 	var lastDone, lastTotal int64
 	spec := hypervisors.TemplateSpec{Name: "sysvm-http", URL: ts.URL + "/systemvm.ova", Format: "ova", Checksum: "sha256:" + sum, Pool: "LocalDS_0"}
+	// A wrong checksum creates nothing in vCenter, not even the template folder.
+	early := hypervisors.TemplateSpec{Name: "sysvm-early", URL: "file://" + ova, Checksum: "md5:0123456789abcdef0123456789abcdef", Pool: "LocalDS_0"}
+	if _, err := d.SeedTemplate(ctx, early, nil); !errors.Is(err, hypervisors.ErrInvalid) {
+		t.Errorf("seed with a wrong checksum = %v, want ErrInvalid", err)
+	}
+	if _, err := find.NewFinder(d.c).Folder(ctx, "/DC0/vm/"+TemplateFolder); err == nil {
+		t.Errorf("a seed with a wrong checksum created the template folder")
+	}
 	tpl, err := d.SeedTemplate(ctx, spec, func(done, total int64) {
 		reports = append(reports, done)
 		lastDone, lastTotal = done, total
@@ -336,31 +344,6 @@ func TestFacts(t *testing.T) {
 	}
 	if d.Type() != hypervisors.VMware {
 		t.Errorf("Type() = %s", d.Type())
-	}
-}
-
-func TestParseChecksum(t *testing.T) {
-	md5hex := strings.Repeat("a", 32)
-	for _, tc := range []struct {
-		in, algo string
-		ok       bool
-	}{
-		{"", "", true},
-		{md5hex, "md5", true},
-		{strings.Repeat("b", 40), "sha1", true},
-		{strings.Repeat("c", 64), "sha256", true},
-		{strings.Repeat("d", 128), "sha512", true},
-		{"SHA-256:" + strings.Repeat("C", 64), "sha256", true},
-		{"md5:" + md5hex, "md5", true},
-		{"sha256:" + md5hex, "", false}, // wrong length for the algorithm
-		{"crc32:deadbeef", "", false},
-		{"abc", "", false},
-		{"md5:" + strings.Repeat("z", 32), "", false},
-	} {
-		c, err := parseChecksum(tc.in)
-		if (err == nil) != tc.ok || (tc.ok && c.algo != tc.algo) {
-			t.Errorf("parseChecksum(%q) = %+v, %v; want algo %q ok=%v", tc.in, c, err, tc.algo, tc.ok)
-		}
 	}
 }
 

@@ -2,18 +2,8 @@ package vmware
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
-	"net/http"
-	"net/url"
-	"os"
 	"strings"
 
 	"github.com/vmware/govmomi/find"
@@ -35,8 +25,8 @@ const TemplateFolder = "sysvm-templates"
 //   - spec.URL empty: an empty template VM with one thin disk of spec.SizeBytes (simulators);
 //     a checksum is then ErrInvalid, as there is nothing to verify.
 //   - spec.URL file:///path.ova or http(s)://…/x.ova: the OVA is read (downloaded to a
-//     temporary file first) while its checksum is computed; a mismatch is ErrInvalid and
-//     nothing is imported. The OVA is then imported through an NFC lease and marked as a
+//     temporary file first) while its checksum is computed (hypervisors.FetchTemplate); a
+//     mismatch is ErrInvalid and nothing is created in vCenter. The OVA is then imported through an NFC lease and marked as a
 //     template. progress sees the bytes hashed (total: the OVA size), then the bytes uploaded
 //     (total: the sum of the OVA's disk files).
 //
@@ -60,7 +50,7 @@ func (d *Driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 		return hypervisors.Template{}, hypervisors.Errorf(hypervisors.ErrInvalid, op, spec.Name,
 			"an empty template needs a positive size, got %d", spec.SizeBytes)
 	}
-	sum, err := parseChecksum(spec.Checksum)
+	sum, err := hypervisors.ParseChecksum(spec.Checksum)
 	if err != nil {
 		return hypervisors.Template{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
 	}
@@ -74,23 +64,40 @@ func (d *Driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 	if err != nil {
 		return hypervisors.Template{}, d.fail(ctx, op, spec.Name, err)
 	}
-	folder, err := d.templateFolder(ctx, dc, rec.ds.Name)
+	// Nothing is created in vCenter until the image is verified: look the template up first.
+	folder, found, err := d.findTemplateFolder(ctx, dc, rec.ds.Name)
 	if err != nil {
 		return hypervisors.Template{}, d.fail(ctx, op, spec.Name, err)
 	}
-	if tpl, ok, err := d.existingTemplate(ctx, folder, spec); err != nil || ok {
-		return tpl, err
+	if found {
+		if tpl, ok, err := d.existingTemplate(ctx, folder, spec); err != nil || ok {
+			return tpl, err
+		}
 	}
 
 	host, rp, err := d.placement(ctx, rec)
 	if err != nil {
 		return hypervisors.Template{}, err
 	}
+	var local string
+	if spec.URL != "" {
+		path, _, cleanup, err := hypervisors.FetchTemplate(ctx, spec.URL, sum, progress)
+		if err != nil {
+			return hypervisors.Template{}, fmt.Errorf("%s %s: %w", op, spec.Name, err)
+		}
+		defer cleanup()
+		local = path
+	}
+	if !found {
+		if folder, err = d.templateFolder(ctx, dc, rec.ds.Name); err != nil {
+			return hypervisors.Template{}, d.fail(ctx, op, spec.Name, err)
+		}
+	}
 	var ref types.ManagedObjectReference
 	if spec.URL == "" {
 		ref, err = d.createEmpty(ctx, spec, folder, rec.ds, host, rp)
 	} else {
-		ref, err = d.importOVA(ctx, spec, sum, progress, folder, dc, rec.ds, host, rp)
+		ref, err = d.importOVA(ctx, spec, local, progress, folder, dc, rec.ds, host, rp)
 	}
 	if err != nil {
 		return hypervisors.Template{}, err
@@ -165,6 +172,15 @@ func (d *Driver) templateInfo(ctx context.Context, ref types.ManagedObjectRefere
 		}
 	}
 	return hypervisors.Template{Name: spec.Name, Pool: spec.Pool, SizeBytes: size, Ref: path}, nil
+}
+
+// findTemplateFolder looks up <dc vm folder>/sysvm-templates/<datastore> without creating it.
+func (d *Driver) findTemplateFolder(ctx context.Context, dc mo.Datacenter, datastore string) (types.ManagedObjectReference, bool, error) {
+	top, ok, err := d.childNamed(ctx, dc.VmFolder, "Folder", TemplateFolder)
+	if err != nil || !ok {
+		return top, ok, err
+	}
+	return d.childNamed(ctx, top, "Folder", datastore)
 }
 
 // templateFolder returns (creating as needed) <dc vm folder>/sysvm-templates/<datastore>.
@@ -308,16 +324,10 @@ func (d *Driver) destroyQuietly(ctx context.Context, ref types.ManagedObjectRefe
 	}
 }
 
-// importOVA fetches and verifies the OVA, then imports it through an NFC lease.
-func (d *Driver) importOVA(ctx context.Context, spec hypervisors.TemplateSpec, sum checksum, progress hypervisors.ProgressFunc,
+// importOVA imports the verified OVA at the local path through an NFC lease.
+func (d *Driver) importOVA(ctx context.Context, spec hypervisors.TemplateSpec, local string, progress hypervisors.ProgressFunc,
 	folder types.ManagedObjectReference, dc mo.Datacenter, ds mo.Datastore, host mo.HostSystem, rp types.ManagedObjectReference) (types.ManagedObjectReference, error) {
 	const op = "seed template"
-	local, cleanup, err := fetchVerified(ctx, spec, sum, progress)
-	if err != nil {
-		return types.ManagedObjectReference{}, err
-	}
-	defer cleanup()
-
 	archive := &importer.TapeArchive{Path: local, Opener: importer.Opener{Client: d.c}}
 	imp := importer.Importer{
 		Client:       d.c,
@@ -370,9 +380,10 @@ func (d *Driver) importOVA(ctx context.Context, spec hypervisors.TemplateSpec, s
 			if err != nil {
 				return fmt.Errorf("open %s in OVA: %w", item.Path, err)
 			}
-			r := &countingReader{r: f, fn: func(n int64) { done += n; progress(done, total) }}
+			r := hypervisors.NewProgressReader(ctx, f, done, total, progress)
 			err = lease.Upload(ctx, item, r, soap.Upload{ContentLength: size})
 			_ = f.Close()
+			done += r.N()
 			if err != nil {
 				return fmt.Errorf("upload %s: %w", item.Path, err)
 			}
@@ -400,164 +411,4 @@ func (d *Driver) cleanupImport(ctx context.Context, folder types.ManagedObjectRe
 	if ref, ok, err := d.childNamed(ctx, folder, "VirtualMachine", name); err == nil && ok {
 		d.destroyQuietly(ctx, ref, name)
 	}
-}
-
-// fetchVerified returns a local path of the image named by spec.URL, its checksum
-// verified. Remote images are downloaded to a temporary file that cleanup removes.
-func fetchVerified(ctx context.Context, spec hypervisors.TemplateSpec, sum checksum, progress hypervisors.ProgressFunc) (string, func(), error) {
-	const op = "seed template"
-	u, err := url.Parse(spec.URL)
-	if err != nil {
-		return "", nil, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, fmt.Errorf("parse URL: %w", err))
-	}
-	switch u.Scheme {
-	case "file":
-		f, err := os.Open(u.Path)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return "", nil, hypervisors.Wrap(hypervisors.ErrNotFound, op, spec.Name, err)
-			}
-			return "", nil, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
-		}
-		defer f.Close()
-		var size int64
-		if st, err := f.Stat(); err == nil {
-			size = st.Size()
-		}
-		h := sum.new()
-		if _, err := io.Copy(h, &countingReader{r: f, fn: progressFn(progress, size)}); err != nil {
-			return "", nil, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, fmt.Errorf("read %s: %w", u.Path, err))
-		}
-		if err := sum.verify(h); err != nil {
-			return "", nil, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
-		}
-		return u.Path, func() {}, nil
-	case "http", "https":
-		return download(ctx, spec, u, sum, progress)
-	}
-	return "", nil, hypervisors.Errorf(hypervisors.ErrInvalid, op, spec.Name, "URL scheme %q: want file, http or https", u.Scheme)
-}
-
-func download(ctx context.Context, spec hypervisors.TemplateSpec, u *url.URL, sum checksum, progress hypervisors.ProgressFunc) (string, func(), error) {
-	const op = "seed template"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return "", nil, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", nil, mapErr(op, spec.Name, fmt.Errorf("download %s: %w", u.Redacted(), err))
-	}
-	defer res.Body.Close()
-	switch {
-	case res.StatusCode == http.StatusOK:
-	case res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusGone:
-		return "", nil, hypervisors.Errorf(hypervisors.ErrNotFound, op, spec.Name, "download %s: %s", u.Redacted(), res.Status)
-	case res.StatusCode >= 400 && res.StatusCode < 500:
-		return "", nil, hypervisors.Errorf(hypervisors.ErrInvalid, op, spec.Name, "download %s: %s", u.Redacted(), res.Status)
-	default:
-		return "", nil, fmt.Errorf("%s %s: download %s: %s", op, spec.Name, u.Redacted(), res.Status)
-	}
-	tmp, err := os.CreateTemp("", "sysvm-template-*.ova")
-	if err != nil {
-		return "", nil, fmt.Errorf("%s %s: temporary file: %w", op, spec.Name, err)
-	}
-	cleanup := func() { _ = os.Remove(tmp.Name()) }
-	h := sum.new()
-	r := &countingReader{r: res.Body, fn: progressFn(progress, max(res.ContentLength, 0))}
-	_, err = io.Copy(io.MultiWriter(tmp, h), r)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		cleanup()
-		return "", nil, mapErr(op, spec.Name, fmt.Errorf("download %s: %w", u.Redacted(), err))
-	}
-	if err := sum.verify(h); err != nil {
-		cleanup()
-		return "", nil, hypervisors.Wrap(hypervisors.ErrInvalid, op, spec.Name, err)
-	}
-	return tmp.Name(), cleanup, nil
-}
-
-func progressFn(progress hypervisors.ProgressFunc, total int64) func(int64) {
-	var done int64
-	return func(n int64) { done += n; progress(done, total) }
-}
-
-type countingReader struct {
-	r  io.Reader
-	fn func(n int64)
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		c.fn(int64(n))
-	}
-	return n, err
-}
-
-// checksum is a parsed TemplateSpec.Checksum; the zero value verifies nothing.
-type checksum struct {
-	algo string
-	want string
-}
-
-// parseChecksum reads "<algo>:<hex>" (md5, sha1, sha256, sha512) or bare hex, whose
-// algorithm follows from its length (32 md5, 40 sha1, 64 sha256, 128 sha512).
-func parseChecksum(s string) (checksum, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return checksum{}, nil
-	}
-	algo, hexsum, ok := strings.Cut(s, ":")
-	if !ok {
-		hexsum = s
-		switch len(s) {
-		case 32:
-			algo = "md5"
-		case 40:
-			algo = "sha1"
-		case 64:
-			algo = "sha256"
-		case 128:
-			algo = "sha512"
-		default:
-			return checksum{}, fmt.Errorf("checksum %q: bare hex must be 32, 40, 64 or 128 digits", s)
-		}
-	}
-	algo = strings.ToLower(strings.ReplaceAll(algo, "-", ""))
-	c := checksum{algo: algo, want: strings.ToLower(hexsum)}
-	if c.new() == nil {
-		return checksum{}, fmt.Errorf("checksum algorithm %q: want md5, sha1, sha256 or sha512", algo)
-	}
-	if _, err := hex.DecodeString(c.want); err != nil || len(c.want) != 2*c.new().Size() {
-		return checksum{}, fmt.Errorf("checksum %q is not %d hex digits of %s", hexsum, 2*c.new().Size(), algo)
-	}
-	return c, nil
-}
-
-func (c checksum) new() hash.Hash {
-	switch c.algo {
-	case "", "md5":
-		return md5.New()
-	case "sha1":
-		return sha1.New()
-	case "sha256":
-		return sha256.New()
-	case "sha512":
-		return sha512.New()
-	}
-	return nil
-}
-
-func (c checksum) verify(h hash.Hash) error {
-	if c.want == "" {
-		return nil
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != c.want {
-		return fmt.Errorf("checksum mismatch: %s is %s, want %s", c.algo, got, c.want)
-	}
-	return nil
 }

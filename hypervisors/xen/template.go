@@ -3,17 +3,10 @@ package xen
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -129,7 +122,10 @@ func (d *driver) SeedTemplate(ctx context.Context, spec hypervisors.TemplateSpec
 				if err != nil {
 					return nil, err
 				}
-				return &progressReader{r: f, c: f, total: src.size, fn: progress}, nil
+				return struct {
+					io.Reader
+					io.Closer
+				}{hypervisors.NewProgressReader(ctx, f, 0, src.size, progress), f}, nil
 			})
 		if err != nil {
 			undo()
@@ -214,8 +210,8 @@ type source struct {
 	cleanup func()
 }
 
-// fetch makes the template image local (downloading http(s) URLs to a temporary file),
-// verifies its checksum and reads its VHD footer.
+// fetch makes the template image local and verifies its checksum (hypervisors.FetchTemplate),
+// then reads its VHD footer. The fetch reports no progress: progress follows the upload.
 func (d *driver) fetch(ctx context.Context, spec hypervisors.TemplateSpec) (*source, error) {
 	if spec.URL == "" {
 		if spec.Checksum != "" {
@@ -226,116 +222,20 @@ func (d *driver) fetch(ctx context.Context, spec hypervisors.TemplateSpec) (*sou
 		}
 		return &source{virtual: spec.SizeBytes, cleanup: func() {}}, nil
 	}
-	h, want, err := parseChecksum(spec.Checksum)
+	sum, err := hypervisors.ParseChecksum(spec.Checksum)
 	if err != nil {
 		return nil, hypervisors.Wrap(hypervisors.ErrInvalid, "fetch template", spec.Name, err)
 	}
-	u, err := url.Parse(spec.URL)
+	path, size, cleanup, err := hypervisors.FetchTemplate(ctx, spec.URL, sum, nil)
 	if err != nil {
-		return nil, hypervisors.Wrap(hypervisors.ErrInvalid, "fetch template", spec.Name, err)
+		return nil, fmt.Errorf("template %s: %w", spec.Name, err)
 	}
-	src := &source{cleanup: func() {}}
-	switch u.Scheme {
-	case "file":
-		src.path = u.Path
-		f, err := os.Open(src.path)
-		if err != nil {
-			kind := hypervisors.ErrInvalid
-			if errors.Is(err, os.ErrNotExist) {
-				kind = hypervisors.ErrNotFound
-			}
-			return nil, hypervisors.Wrap(kind, "fetch template", spec.Name, err)
-		}
-		defer f.Close()
-		if src.size, err = io.Copy(h, f); err != nil {
-			return nil, hypervisors.Wrap(hypervisors.ErrInvalid, "fetch template", spec.Name, err)
-		}
-	case "http", "https":
-		if err := download(ctx, spec.URL, h, src); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, hypervisors.Errorf(hypervisors.ErrInvalid, "fetch template", spec.Name, "URL scheme %q: want file, http or https", u.Scheme)
-	}
-	if want != "" {
-		if got := hex.EncodeToString(h.Sum(nil)); got != want {
-			src.cleanup()
-			return nil, hypervisors.Errorf(hypervisors.ErrInvalid, "fetch template", spec.Name, "checksum mismatch: want %s, got %s", want, got)
-		}
-	}
+	src := &source{path: path, size: size, cleanup: cleanup}
 	if src.virtual, err = vhdVirtualSize(src.path); err != nil {
 		src.cleanup()
 		return nil, hypervisors.Wrap(hypervisors.ErrInvalid, "fetch template", spec.Name, err)
 	}
 	return src, nil
-}
-
-// download fetches url into a temporary file, hashing it on the way.
-func download(ctx context.Context, rawURL string, h hash.Hash, src *source) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return hypervisors.Wrap(hypervisors.ErrInvalid, "download template", rawURL, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return hypervisors.Wrap(hypervisors.ErrUnreachable, "download template", rawURL, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		kind := hypervisors.ErrUnreachable
-		switch {
-		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
-			kind = hypervisors.ErrNotFound
-		case resp.StatusCode >= 400 && resp.StatusCode < 500:
-			kind = hypervisors.ErrInvalid
-		}
-		return hypervisors.Errorf(kind, "download template", rawURL, "HTTP %s", resp.Status)
-	}
-	f, err := os.CreateTemp("", "sysvm-xen-template-*.vhd")
-	if err != nil {
-		return fmt.Errorf("download template %s: %w", rawURL, err)
-	}
-	src.path = f.Name()
-	src.cleanup = func() { os.Remove(f.Name()) }
-	n, err := io.Copy(io.MultiWriter(f, h), resp.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		src.cleanup()
-		return hypervisors.Wrap(hypervisors.ErrUnreachable, "download template", rawURL, err)
-	}
-	src.size = n
-	return nil
-}
-
-// parseChecksum reads "<algo>:<hex>" (md5, sha1, sha256, sha512) or bare hex (md5).
-func parseChecksum(s string) (hash.Hash, string, error) {
-	if s == "" {
-		return md5.New(), "", nil
-	}
-	algo, sum, ok := strings.Cut(s, ":")
-	if !ok {
-		algo, sum = "md5", s
-	}
-	sum = strings.ToLower(strings.TrimSpace(sum))
-	var h hash.Hash
-	switch strings.ToLower(algo) {
-	case "md5":
-		h = md5.New()
-	case "sha1":
-		h = sha1.New()
-	case "sha256":
-		h = sha256.New()
-	case "sha512":
-		h = sha512.New()
-	default:
-		return nil, "", fmt.Errorf("unknown checksum algorithm %q", algo)
-	}
-	if _, err := hex.DecodeString(sum); err != nil || len(sum) != 2*h.Size() {
-		return nil, "", fmt.Errorf("checksum %q is not %d hex digits of %s", sum, 2*h.Size(), algo)
-	}
-	return h, sum, nil
 }
 
 // vhdVirtualSize reads the VHD footer (the file's last 512 bytes) and returns the disk's
@@ -371,23 +271,3 @@ func vhdVirtualSize(path string) (int64, error) {
 	}
 	return int64(binary.BigEndian.Uint64(foot[48:56])), nil
 }
-
-// progressReader reports bytes read to a ProgressFunc.
-type progressReader struct {
-	r     io.Reader
-	c     io.Closer
-	done  int64
-	total int64
-	fn    hypervisors.ProgressFunc
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.done += int64(n)
-		p.fn(p.done, p.total)
-	}
-	return n, err
-}
-
-func (p *progressReader) Close() error { return p.c.Close() }
