@@ -1,6 +1,8 @@
 package hypervisors
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 )
@@ -93,4 +95,17 @@ func KindName(err error) string {
 		return "Unsupported"
 	}
 	return ""
+}
+
+// IsCertificateError reports whether err says a TLS server certificate did not verify
+// (unknown authority, wrong host name, expired or otherwise invalid). Drivers report it as
+// ErrInvalid: the URL or the trust settings are wrong, and retrying will not help.
+func IsCertificateError(err error) bool {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify)
 }

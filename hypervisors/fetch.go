@@ -7,8 +7,6 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -206,7 +204,11 @@ func download(ctx context.Context, u *url.URL, sum Checksum, progress ProgressFu
 	}
 	resp, err := http.DefaultClient.Do(req) // its errors name the URL without its password
 	if err != nil {
-		return "", 0, Wrap(transportKind(err), fetchOp, obj, err)
+		kind := ErrUnreachable
+		if IsCertificateError(err) {
+			kind = ErrInvalid // the URL or the trust store is wrong; retrying will not help
+		}
+		return "", 0, Wrap(kind, fetchOp, obj, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	switch {
@@ -257,22 +259,6 @@ func download(ctx context.Context, u *url.URL, sum Checksum, progress ProgressFu
 	}
 	done = true
 	return tmp.Name(), n, nil
-}
-
-// transportKind classifies a failed HTTP exchange: a server certificate that does not verify
-// is ErrInvalid (the URL or the trust store is wrong; retrying will not help), anything else
-// (refused, reset, timed out, ctx ended) ErrUnreachable.
-func transportKind(err error) error {
-	var (
-		unknownCA x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		invalid   x509.CertificateInvalidError
-		verify    *tls.CertificateVerificationError
-	)
-	if errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify) {
-		return ErrInvalid
-	}
-	return ErrUnreachable
 }
 
 // tempSuffix keeps a short extension of the URL's path (".ova", ".qcow2") on the temporary

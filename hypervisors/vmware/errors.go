@@ -2,8 +2,6 @@ package vmware
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -84,15 +82,8 @@ func faultTypeKind(f types.BaseMethodFault) error {
 // answer in time is ErrUnreachable; a TLS certificate we do not trust is ErrInvalid (the
 // connection settings are wrong; retrying will not help).
 func transportKind(err error) error {
-	var (
-		unknownCA x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		invalid   x509.CertificateInvalidError
-		verify    *tls.CertificateVerificationError
-	)
 	switch {
-	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid),
-		errors.As(err, &verify):
+	case hypervisors.IsCertificateError(err):
 		return hypervisors.ErrInvalid
 	case errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
