@@ -92,11 +92,11 @@ type router struct {
 	root string
 	sys  *agent.SandboxSystem
 
-	mu          sync.Mutex
-	spec        RouterSpec
-	faults      faultSet
-	unreachable bool
-	conns       map[net.Conn]struct{}
+	mu     sync.Mutex
+	spec   RouterSpec
+	faults faultSet
+	// conns are the router's SSH connections; it refuses them while unreachable.
+	conns connSet
 }
 
 // host is one simulated hypervisor host: an SSH listener forwarding to its routers.
@@ -104,10 +104,8 @@ type host struct {
 	name        string
 	ln          net.Listener
 	byLinkLocal map[string]*router // guarded by Fleet.mu
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
+	// conns are the host's SSH connections; it refuses them once the host is shut down.
+	conns connSet
 }
 
 // New starts an empty fleet.
@@ -202,7 +200,7 @@ func (f *Fleet) hostLocked(name string) (*host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start simulated host %s: %w", name, err)
 	}
-	h := &host{name: name, ln: ln, byLinkLocal: map[string]*router{}, conns: map[net.Conn]struct{}{}}
+	h := &host{name: name, ln: ln, byLinkLocal: map[string]*router{}}
 	f.hosts[name] = h
 	f.wg.Go(func() { f.acceptHost(h) })
 	f.log.Debug("simulated host started", "host", name, "addr", ln.Addr().String())
@@ -243,7 +241,7 @@ func (f *Fleet) Add(spec RouterSpec) error {
 	f.mu.Unlock()
 	// The sequence number keeps directories apart when IDs differ only in unsafe characters.
 	root := filepath.Join(f.dir, fmt.Sprintf("%06d-%s", seq, safeName(spec.ID)))
-	r := &router{root: root, sys: agent.NewSandboxSystem(root), spec: spec, conns: map[net.Conn]struct{}{}}
+	r := &router{root: root, sys: agent.NewSandboxSystem(root), spec: spec}
 
 	f.mu.Lock()
 	if f.closed {
@@ -357,7 +355,7 @@ func (f *Fleet) Update(spec RouterSpec) error {
 	}
 	if old.linkLocal() != spec.linkLocal() || old.HostName != spec.HostName ||
 		old.LinkLocalIP != spec.LinkLocalIP || old.PrivateIP != spec.PrivateIP {
-		r.closeConns() // moved: sessions on the old path end
+		r.conns.closeAll(false) // moved: sessions on the old path end
 	}
 	if err := r.render(f.opts.NoSampleCheck); err != nil {
 		return fmt.Errorf("update router %s: %w", spec.ID, err)
@@ -380,7 +378,7 @@ func (f *Fleet) Remove(id string) error {
 	r.mu.Unlock()
 	f.unindexLocked(r, spec)
 	f.mu.Unlock()
-	r.closeConns()
+	r.conns.closeAll(false)
 	if err := os.RemoveAll(r.root); err != nil {
 		return fmt.Errorf("remove router %s: %w", id, err)
 	}
@@ -495,8 +493,8 @@ func (f *Fleet) Clear(id string) error {
 	}
 	r.mu.Lock()
 	r.faults = nil
-	r.unreachable = false
 	r.mu.Unlock()
+	r.conns.accept()
 	if err := r.render(f.opts.NoSampleCheck); err != nil {
 		return fmt.Errorf("clear faults of router %s: %w", id, err)
 	}
@@ -539,10 +537,10 @@ func (f *Fleet) Close() error {
 	f.cancel()
 	for _, h := range hosts {
 		_ = h.ln.Close()
-		h.shutdown()
+		h.conns.closeAll(true)
 	}
 	for _, r := range routers {
-		r.closeConns()
+		r.conns.closeAll(false)
 	}
 	f.wg.Wait()
 	if f.ownDir {
@@ -621,82 +619,14 @@ func (r *router) apply(fault Fault, noSample bool) error {
 	case FaultGatewayUnreachable:
 		r.applyNetwork()
 	case FaultUnreachable:
-		r.mu.Lock()
-		r.unreachable = true
-		r.mu.Unlock()
-		r.closeConns()
+		r.conns.closeAll(true)
 	case FaultDNSEntryMissing, FaultDHCPEntryMissing, FaultPortForwardMissing, FaultLBRuleMissing, FaultVersionMismatch:
 		return r.render(noSample)
 	}
 	return nil
 }
 
-func (r *router) isUnreachable() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.unreachable
-}
-
-// track records an open connection to the router; it returns false when the router is
-// unreachable (the connection must be dropped).
-func (r *router) track(c net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.unreachable {
-		return false
-	}
-	r.conns[c] = struct{}{}
-	return true
-}
-
-func (r *router) untrack(c net.Conn) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.conns, c)
-}
-
-func (r *router) closeConns() {
-	r.mu.Lock()
-	conns := make([]net.Conn, 0, len(r.conns))
-	for c := range r.conns {
-		conns = append(conns, c)
-	}
-	r.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
-
-// track records an open connection; false means the host is shut down.
-func (h *host) track(c net.Conn) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.down {
-		return false
-	}
-	h.conns[c] = struct{}{}
-	return true
-}
-
-func (h *host) untrack(c net.Conn) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.conns, c)
-}
-
-// shutdown closes every connection and refuses new ones.
-func (h *host) shutdown() {
-	h.mu.Lock()
-	h.down = true
-	conns := make([]net.Conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
-	h.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
+func (r *router) isUnreachable() bool { return r.conns.refusing() }
 
 // writeFile replaces a sandbox file atomically, so an agent reading it never sees half.
 func writeFile(path string, data []byte, perm os.FileMode) error {

@@ -34,12 +34,12 @@ func (f *Fleet) acceptHost(h *host) {
 			}
 			return
 		}
-		if !h.track(c) {
+		if !h.conns.add(c) {
 			_ = c.Close()
 			return
 		}
 		f.wg.Go(func() {
-			defer h.untrack(c)
+			defer h.conns.remove(c)
 			f.serveHost(h, c)
 		})
 	}
@@ -153,10 +153,10 @@ func (f *Fleet) DialContext(ctx context.Context, network, address string) (net.C
 // serveRouter runs one SSH connection to a router's own SSH server.
 func (f *Fleet) serveRouter(r *router, c net.Conn) {
 	defer c.Close()
-	if !r.track(c) {
+	if !r.conns.add(c) {
 		return
 	}
-	defer r.untrack(c)
+	defer r.conns.remove(c)
 	sconn, chans, reqs, err := handshake(c, f.serverCfg)
 	if err != nil {
 		f.log.Debug("router handshake failed", "router", r.id(), "err", err)
