@@ -86,13 +86,30 @@ func powerState(s libvirt.DomainState) hypervisors.PowerState {
 	return hypervisors.PowerUnknown
 }
 
-func (loc located) state(op string) (libvirt.DomainState, error) {
+// power reads the domain's power state.
+func (loc located) power(op string) (hypervisors.PowerState, error) {
 	st, _, err := loc.l.DomainGetState(loc.dom, 0)
 	if err != nil {
-		return 0, classify(op, loc.dom.Name, err)
+		return "", classify(op, loc.dom.Name, err)
 	}
-	return libvirt.DomainState(st), nil
+	return powerState(libvirt.DomainState(st)), nil
 }
+
+// lockVM takes a VM's lock, finds the VM and reads its power state. On success the caller
+// must call unlock; on error the lock is already released.
+func (d *Driver) lockVM(ctx context.Context, op, name string) (loc located, ps hypervisors.PowerState, unlock func(), err error) {
+	unlock = d.locks.Lock(vmLockKey(name))
+	if loc, err = d.find(ctx, op, name); err == nil {
+		if ps, err = loc.power(op); err == nil {
+			return loc, ps, unlock, nil
+		}
+	}
+	unlock()
+	return located{}, "", nil, err
+}
+
+// vmLockKey is the KeyedMutex key of a VM's name.
+func vmLockKey(name string) string { return "vm\x00" + name }
 
 // domainXML reads and parses a domain's XML (flags as for virDomainGetXMLDesc).
 func (loc located) domainXML(op string, flags libvirt.DomainXMLFlags) (*libvirtxml.Domain, string, error) {
@@ -116,11 +133,11 @@ func (d *Driver) info(op string, loc located) (hypervisors.VMInfo, error) {
 	if err != nil {
 		return hypervisors.VMInfo{}, hypervisors.Wrap(hypervisors.ErrInvalid, op, loc.dom.Name, err)
 	}
-	st, err := loc.state(op)
+	ps, err := loc.power(op)
 	if err != nil {
 		return hypervisors.VMInfo{}, err
 	}
-	vi.State = powerState(st)
+	vi.State = ps
 	vi.Host = loc.h.name
 	return vi, nil
 }
@@ -146,7 +163,7 @@ func (d *Driver) CreateVM(ctx context.Context, spec hypervisors.VMSpec) (hypervi
 	if !ok {
 		return hypervisors.VMInfo{}, hypervisors.Errorf(hypervisors.ErrNotFound, op, spec.Name, "no host %q in this cluster", host)
 	}
-	unlock := d.locks.Lock("vm\x00" + spec.Name)
+	unlock := d.locks.Lock(vmLockKey(spec.Name))
 	defer unlock()
 
 	if _, err := d.find(ctx, op, spec.Name); err == nil {
@@ -263,17 +280,12 @@ func (d *Driver) dropVolume(l *libvirt.Libvirt, vol libvirt.StorageVol) {
 // StartVM powers a VM on (resumes a paused one); a running VM is left alone.
 func (d *Driver) StartVM(ctx context.Context, name string) error {
 	const op = "start"
-	unlock := d.locks.Lock("vm\x00" + name)
+	loc, ps, unlock, err := d.lockVM(ctx, op, name)
+	if err != nil {
+		return err
+	}
 	defer unlock()
-	loc, err := d.find(ctx, op, name)
-	if err != nil {
-		return err
-	}
-	st, err := loc.state(op)
-	if err != nil {
-		return err
-	}
-	switch powerState(st) {
+	switch ps {
 	case hypervisors.PowerRunning:
 		return nil
 	case hypervisors.PowerPaused:
@@ -293,17 +305,12 @@ func (d *Driver) StartVM(ctx context.Context, name string) error {
 // powers it off when it has not stopped within the shutdown timeout. A stopped VM is left alone.
 func (d *Driver) StopVM(ctx context.Context, name string, force bool) error {
 	const op = "stop"
-	unlock := d.locks.Lock("vm\x00" + name)
+	loc, ps, unlock, err := d.lockVM(ctx, op, name)
+	if err != nil {
+		return err
+	}
 	defer unlock()
-	loc, err := d.find(ctx, op, name)
-	if err != nil {
-		return err
-	}
-	st, err := loc.state(op)
-	if err != nil {
-		return err
-	}
-	switch powerState(st) {
+	switch ps {
 	case hypervisors.PowerStopped:
 		return nil
 	case hypervisors.PowerPaused:
@@ -341,11 +348,11 @@ func (d *Driver) shutdown(ctx context.Context, loc located) (bool, error) {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		st, err := loc.state(op)
+		ps, err := loc.power(op)
 		if err != nil {
 			return false, err
 		}
-		if powerState(st) == hypervisors.PowerStopped {
+		if ps == hypervisors.PowerStopped {
 			return true, nil
 		}
 		select {
@@ -361,17 +368,12 @@ func (d *Driver) shutdown(ctx context.Context, loc located) (bool, error) {
 // RebootVM restarts a running VM; a VM that is not running is ErrBadState.
 func (d *Driver) RebootVM(ctx context.Context, name string) error {
 	const op = "reboot"
-	unlock := d.locks.Lock("vm\x00" + name)
+	loc, ps, unlock, err := d.lockVM(ctx, op, name)
+	if err != nil {
+		return err
+	}
 	defer unlock()
-	loc, err := d.find(ctx, op, name)
-	if err != nil {
-		return err
-	}
-	st, err := loc.state(op)
-	if err != nil {
-		return err
-	}
-	if ps := powerState(st); ps != hypervisors.PowerRunning {
+	if ps != hypervisors.PowerRunning {
 		return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s, not Running", ps)
 	}
 	if err := loc.l.DomainReboot(loc.dom, 0); err != nil {
@@ -384,7 +386,7 @@ func (d *Driver) RebootVM(ctx context.Context, name string) error {
 // DestroyVM powers the VM off, undefines it and removes the root volume CreateVM made for it.
 func (d *Driver) DestroyVM(ctx context.Context, name string) error {
 	const op = "destroy"
-	unlock := d.locks.Lock("vm\x00" + name)
+	unlock := d.locks.Lock(vmLockKey(name))
 	defer unlock()
 	all, err := d.findAll(ctx, op, name)
 	if err != nil {
@@ -399,11 +401,11 @@ func (d *Driver) DestroyVM(ctx context.Context, name string) error {
 		if md, ok, err := decodeMetadata(dom.Metadata); err == nil && ok && md.RootVolume != "" {
 			rootVolume = md.RootVolume
 		}
-		st, err := loc.state(op)
+		ps, err := loc.power(op)
 		if err != nil {
 			return err
 		}
-		if powerState(st) != hypervisors.PowerStopped {
+		if ps != hypervisors.PowerStopped {
 			if err := loc.l.DomainDestroy(loc.dom); err != nil && !isCode(err, libvirt.ErrOperationInvalid) {
 				return classify(op, name, fmt.Errorf("power off: %w", err))
 			}
@@ -459,7 +461,7 @@ func (d *Driver) MigrateVM(ctx context.Context, name, targetHost string) error {
 	if !ok {
 		return hypervisors.Errorf(hypervisors.ErrNotFound, op, name, "no host %q in this cluster", targetHost)
 	}
-	unlock := d.locks.Lock("vm\x00" + name)
+	unlock := d.locks.Lock(vmLockKey(name))
 	defer unlock()
 	all, err := d.findAll(ctx, op, name)
 	if err != nil {
@@ -478,11 +480,11 @@ func (d *Driver) MigrateVM(ctx context.Context, name, targetHost string) error {
 		return nil // already there
 	}
 	for _, loc := range all {
-		st, err := loc.state(op)
+		ps, err := loc.power(op)
 		if err != nil {
 			return err
 		}
-		if ps := powerState(st); ps != hypervisors.PowerStopped {
+		if ps != hypervisors.PowerStopped {
 			return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s on %s; KVM migration here is cold: stop it first", ps, loc.h.name)
 		}
 	}
@@ -515,7 +517,7 @@ func (d *Driver) MigrateVM(ctx context.Context, name, targetHost string) error {
 // ErrBadState). CPU shares keep their per-CPU speed.
 func (d *Driver) ScaleVM(ctx context.Context, name string, cpus, memoryMB int) error {
 	const op = "scale"
-	unlock := d.locks.Lock("vm\x00" + name)
+	unlock := d.locks.Lock(vmLockKey(name))
 	defer unlock()
 	loc, err := d.find(ctx, op, name)
 	if err != nil {
@@ -524,11 +526,11 @@ func (d *Driver) ScaleVM(ctx context.Context, name string, cpus, memoryMB int) e
 	if cpus <= 0 || memoryMB <= 0 {
 		return hypervisors.Errorf(hypervisors.ErrInvalid, op, name, "need CPUs and memory (got %d CPUs, %d MB)", cpus, memoryMB)
 	}
-	st, err := loc.state(op)
+	ps, err := loc.power(op)
 	if err != nil {
 		return err
 	}
-	if ps := powerState(st); ps != hypervisors.PowerStopped {
+	if ps != hypervisors.PowerStopped {
 		return hypervisors.Errorf(hypervisors.ErrBadState, op, name, "VM is %s; KVM scaling here needs it stopped", ps)
 	}
 	dom, _, err := loc.domainXML(op, libvirt.DomainXMLInactive|libvirt.DomainXMLSecure)
