@@ -21,10 +21,11 @@ import (
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/hypervisors/sshexec"
+	"github.com/sysvm/sysvm/hypervisors/sshexec/sshtest"
 )
 
 func TestKVMRouterThroughHostRunsRealAgent(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(1, "kvm-host-1")
 	require.NoError(t, f.Add(spec))
@@ -70,7 +71,7 @@ func TestKVMRouterThroughHostRunsRealAgent(t *testing.T) {
 }
 
 func TestVMwareRouterDirectOnPrivateIP(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := vmwareSpec(7)
 	require.NoError(t, f.Add(spec))
@@ -88,11 +89,11 @@ func TestVMwareRouterDirectOnPrivateIP(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(1, "h1")
 	require.NoError(t, f.Add(spec))
-	stranger := newSigner(t)
+	stranger := sshtest.NewSigner(t)
 
 	_, err := ssh.Dial("tcp", f.HostAddr("h1"), clientConfig(f, stranger, "root"))
 	require.Error(t, err)
@@ -120,7 +121,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestHostForwardsOnlyToItsRoutersOn3922(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	a, b := kvmSpec(1, "h1"), kvmSpec(2, "h2")
 	require.NoError(t, f.Add(a))
@@ -144,7 +145,7 @@ func TestHostForwardsOnlyToItsRoutersOn3922(t *testing.T) {
 // Every fault makes exactly the right check fail, with details naming what is wrong, and
 // Clear brings the router back to passing everything.
 func TestFaultsFailTheRightCheckAndClearRestores(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(3, "h1")
 	require.NoError(t, f.Add(spec))
@@ -203,7 +204,7 @@ func TestFaultsFailTheRightCheckAndClearRestores(t *testing.T) {
 }
 
 func TestServiceMonitoringOverSSH(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(4, "h1")
 	require.NoError(t, f.Add(spec))
@@ -233,7 +234,7 @@ func TestServiceMonitoringOverSSH(t *testing.T) {
 }
 
 func TestUnreachableFault(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	kvm, vmw := kvmSpec(5, "h1"), vmwareSpec(6)
 	require.NoError(t, f.Add(kvm))
@@ -269,7 +270,7 @@ func TestUnreachableFault(t *testing.T) {
 }
 
 func TestUpdateKeepsFilesInLineAndMovesRouter(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(8, "h1")
 	require.NoError(t, f.Add(spec))
@@ -306,7 +307,7 @@ func TestUpdateKeepsFilesInLineAndMovesRouter(t *testing.T) {
 }
 
 func TestAddValidatesAndRemoveCleansUp(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(9, "h1")
 	require.NoError(t, f.Add(spec))
@@ -347,7 +348,7 @@ func TestAddValidatesAndRemoveCleansUp(t *testing.T) {
 }
 
 func TestExecCommandLineHandling(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{Commands: map[string]CommandFunc{
 		"ping": func(ctx context.Context, id string, argv []string, _ io.Reader, stdout, _ io.Writer) int {
 			_, _ = io.WriteString(stdout, id+": "+strings.Join(argv, "|")+"\n")
@@ -384,7 +385,7 @@ func TestExecCommandLineHandling(t *testing.T) {
 
 // A signal from the client (sshexec sends KILL on its run timeout) stops the command.
 func TestSignalStopsCommand(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{})
 	spec := kvmSpec(2, "h1")
 	require.NoError(t, f.Add(spec))
@@ -471,7 +472,7 @@ func TestPlatformExecutorReachesRouters(t *testing.T) {
 }
 
 func TestCloseRemovesSandboxesAndConnections(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f, err := New(Options{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}})
 	require.NoError(t, err)
 	spec := kvmSpec(1, "h1")
@@ -500,7 +501,7 @@ func names(run agent.Run) []string {
 // The platform wraps commands in coreutils' timeout (sshexec RemoteKill), as a real system VM
 // has it: the simulated router runs the command inside, and ends it when the time is up.
 func TestTimeoutWrapper(t *testing.T) {
-	key := newSigner(t)
+	key := sshtest.NewSigner(t)
 	f := testFleet(t, key, Options{Commands: map[string]CommandFunc{
 		"sleep": func(ctx context.Context, _ string, _ []string, _ io.Reader, _, _ io.Writer) int {
 			<-ctx.Done()

@@ -3,8 +3,6 @@ package fleet
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,19 +16,6 @@ import (
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/hypervisors"
 )
-
-func newSigner(t testing.TB) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // testFleet starts a fleet accepting key and closes it at the end of the test.
 func testFleet(t testing.TB, key ssh.Signer, opts Options) *Fleet {

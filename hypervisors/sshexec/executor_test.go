@@ -453,7 +453,7 @@ func TestHostKeyTrustOnFirstUse(t *testing.T) {
 func TestWrongKeyIsAuthError(t *testing.T) {
 	ctx := context.Background()
 	srv := vmServer(t, "127.0.0.1:0", nil)
-	wrong := newExecutor(t, sshexec.Config{Signer: ed25519Signer(t)})
+	wrong := newExecutor(t, sshexec.Config{Signer: sshtest.NewSigner(t)})
 	_, err := wrong.Run(ctx, directTarget("v-10-VM", srv), []string{"true"}, nil)
 	se := asError(t, err)
 	if !errors.Is(err, hypervisors.ErrAuth) || errors.Is(err, sshexec.ErrHostKeyChanged) || se.Stage != sshexec.StageHandshake || se.Hop != sshexec.HopVM {
@@ -671,7 +671,7 @@ func TestHostKeyTypeOfRecordedKeyIsPreferred(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edHostKey := ed25519Signer(t)
+	edHostKey := sshtest.NewSigner(t)
 	// A server with two host key types, as sshd has. Left alone the client would negotiate the
 	// RSA one; the recorded ed25519 key must be the one checked.
 	srv := sshtest.NewServer(t, sshtest.Options{

@@ -1,8 +1,6 @@
 package sshexec_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"log/slog"
 	"net"
 	"sync"
@@ -37,20 +35,6 @@ func pubKey(t testing.TB, kp sshexec.KeyPair) ssh.PublicKey {
 	return pub
 }
 
-// ed25519Signer makes a throwaway key (a "wrong" key, or a host jump key).
-func ed25519Signer(t testing.TB) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // vmServer starts an SSH server standing for a system VM that accepts the system VM key as root.
 func vmServer(t testing.TB, addr string, exec sshtest.ExecHandler) *sshtest.Server {
 	t.Helper()
@@ -79,7 +63,7 @@ type jumpRig struct {
 
 func newJumpRig(t testing.TB, name string) *jumpRig {
 	t.Helper()
-	hk := ed25519Signer(t)
+	hk := sshtest.NewSigner(t)
 	host := sshtest.NewServer(t, sshtest.Options{
 		AuthorizedKeys: []ssh.PublicKey{hk.PublicKey()},
 		Users:          []string{"root"},

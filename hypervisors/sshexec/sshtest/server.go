@@ -108,11 +108,7 @@ func Listen(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("sshtest: listen address %q is not loopback", opts.Addr)
 	}
 	if opts.HostKey == nil {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("sshtest: host key: %w", err)
-		}
-		if opts.HostKey, err = ssh.NewSignerFromKey(priv); err != nil {
+		if opts.HostKey, err = generateSigner(); err != nil {
 			return nil, fmt.Errorf("sshtest: host key: %w", err)
 		}
 	}
@@ -141,6 +137,25 @@ func Listen(opts Options) (*Server, error) {
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
+}
+
+// NewSigner makes a throwaway ed25519 key for a test (a client key, a host key, a key the
+// server must refuse); it fails the test if it cannot.
+func NewSigner(t testing.TB) ssh.Signer {
+	t.Helper()
+	s, err := generateSigner()
+	if err != nil {
+		t.Fatalf("generate ed25519 key: %v", err)
+	}
+	return s
+}
+
+func generateSigner() (ssh.Signer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(priv)
 }
 
 // NewServer starts a server for a test and closes it when the test ends.

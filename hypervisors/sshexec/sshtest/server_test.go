@@ -27,19 +27,6 @@ func TestListenRefusesNonLoopback(t *testing.T) {
 	}
 }
 
-func clientKey(t *testing.T) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func dial(t *testing.T, s *Server, user string, key ssh.Signer) (*ssh.Client, error) {
 	t.Helper()
 	return ssh.Dial("tcp", s.Addr(), &ssh.ClientConfig{
@@ -49,14 +36,14 @@ func dial(t *testing.T, s *Server, user string, key ssh.Signer) (*ssh.Client, er
 }
 
 func TestServerAuthExecAndForwardPolicy(t *testing.T) {
-	key := clientKey(t)
+	key := NewSigner(t)
 	target := NewServer(t, Options{Addr: "127.0.0.2:0", AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}})
 	s := NewServer(t, Options{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}, Users: []string{"root"}})
 
 	if _, err := dial(t, s, "admin", key); err == nil {
 		t.Fatal("user outside Users accepted")
 	}
-	if _, err := dial(t, s, "root", clientKey(t)); err == nil {
+	if _, err := dial(t, s, "root", NewSigner(t)); err == nil {
 		t.Fatal("unknown key accepted")
 	}
 	if s.Stats().AuthRejects < 2 {
@@ -105,7 +92,7 @@ func TestServerAuthExecAndForwardPolicy(t *testing.T) {
 }
 
 func TestCloseEndsRunningHandlers(t *testing.T) {
-	key := clientKey(t)
+	key := NewSigner(t)
 	s, err := Listen(Options{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}})
 	if err != nil {
 		t.Fatal(err)
