@@ -74,7 +74,8 @@ func (h *Health) storeResults(ctx context.Context, vm models.SystemVM, fresh []m
 			return fmt.Errorf("read results of %s: %w", vm.Name, err)
 		}
 		state := make(map[string]models.HealthCheckResult, len(prev)+len(fresh))
-		prevFailed := false
+		// A recreated router has no results yet but still carries its flag and open alert.
+		prevFailed := vm.HealthChecksFailed
 		for _, p := range prev {
 			state[p.CheckName] = p
 			prevFailed = prevFailed || !p.Success

@@ -274,6 +274,12 @@ func (a *Activities) createVM(ctx context.Context, d hypervisors.Driver, vm *mod
 		Updates(map[string]any{"template_id": tpl.ID, "version": tpl.Version, "host_id": host.ID, "storage_pool_id": pool.ID}).Error; err != nil {
 		return "", err
 	}
+	// The rebuilt VM has run no check yet: the old VM's results must not count against it
+	// (they would make the next fetch recreate it again). healthchecksfailed and its alert stay
+	// until a check of the new VM passes.
+	if err := a.Store.DB.WithContext(ctx).Where("router_id = ?", vm.ID).Delete(&models.HealthCheckResult{}).Error; err != nil {
+		return "", err
+	}
 	return detail, nil
 }
 

@@ -249,7 +249,18 @@ func (o *observed) CreateVM(ctx context.Context, spec hypervisors.VMSpec) (hyper
 		return info, err
 	}
 	return info, o.follow(spec.Name, err, func(id string) error {
-		if err := o.r.Fleet.Clear(id); err != nil {
+		// A new VM has a new disk: a fresh sandbox, no faults, no old results or configuration.
+		var vm models.SystemVM
+		if err := o.r.store.Get(ctx, &vm, id); err != nil {
+			return err
+		}
+		if err := o.r.Fleet.Remove(id); err != nil {
+			return err
+		}
+		o.r.mu.Lock()
+		delete(o.r.names, spec.Name)
+		o.r.mu.Unlock()
+		if err := o.r.Sync(ctx, vm); err != nil {
 			return err
 		}
 		return o.r.setReachable(id, false)

@@ -218,9 +218,18 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 	}
 	res.Summary, res.Batches, res.Runs = st.Summary, st.Batches, st.Runs
 	progress.Step, progress.Percent = "checked", 100
-	if !in.Kind.ProducesResults() || len(st.Settings.RecreateChecks) == 0 {
+	if !in.Kind.ProducesResults() {
 		progress.Step = "done"
 		return res, nil
+	}
+	if len(st.Settings.RecreateChecks) == 0 {
+		// Nothing is recreated, but the rules still run (with no candidates) so a circuit
+		// breaker tripped while the list was set is closed once the zone is healthy.
+		// Runs recorded before this change ended here.
+		if workflow.GetVersion(ctx, "rules-without-recreate-list", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			progress.Step = "done"
+			return res, nil
+		}
 	}
 	progress.Step = "recreation rules"
 	info := workflow.GetInfo(ctx)
