@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sysvm/sysvm/devcloud/bench"
+	"github.com/sysvm/sysvm/internal/testenv"
+)
+
+// TestHealthBenchSmoke runs the whole benchmark on a fleet of 50 routers: Temporal dev server,
+// SQLite, simulated routers over real SSH, `sysvm worker` as its own process, a cold and a warm
+// sweep. It asserts that each sweep checked every router (the benchmark verifies the database
+// itself and fails otherwise) and that the figures are measured, not zero.
+func TestHealthBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Temporal dev server and builds the sysvm worker")
+	}
+	bin, err := testenv.TemporalBinary()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	require.NoError(t, runHealth(ctx, logger, []string{"--routers", "50", "--per-host", "10", "--json",
+		"--temporal-bin", bin, "--timeout", "2m"}, &out))
+
+	var rep healthReport
+	require.NoError(t, json.Unmarshal(out.Bytes(), &rep), out.String())
+	require.Len(t, rep.Results, 1)
+	r := rep.Results[0]
+	assert.Equal(t, 50, r.Routers)
+	assert.Equal(t, 5, r.Hosts)
+	assert.Equal(t, "sqlite", r.Database)
+	require.Len(t, r.Sweeps, 2)
+	assert.Equal(t, bench.PhaseCold, r.Sweeps[0].Phase)
+	assert.Equal(t, bench.PhaseWarm, r.Sweeps[1].Phase)
+	for _, s := range r.Sweeps {
+		assert.Equal(t, 50, s.Checked, s.Phase)
+		assert.Equal(t, 50, s.Summary.Routers, s.Phase)
+		assert.Equal(t, 50, s.Summary.Reachable, s.Phase)
+		assert.Zero(t, s.Summary.Errors, s.Phase)
+		assert.Greater(t, s.WallSeconds, 0.0, s.Phase)
+		assert.InDelta(t, 50/s.WallSeconds, s.RoutersPerSecond, 1e-6, s.Phase)
+		// A one-batch sweep: started, settings, a page of IDs, a batch, completed.
+		assert.Greater(t, s.HistoryEvents, 10, s.Phase)
+		assert.Equal(t, 1, s.Runs, s.Phase)
+		assert.Equal(t, 1, s.Batches, s.Phase)
+	}
+	// The cold sweep makes 100 SSH connections with RSA sign-ins in the worker and serves them
+	// in this process: both use measurable CPU.
+	assert.Greater(t, r.Sweeps[0].WorkerCPU, 0.0)
+	assert.Greater(t, r.Sweeps[0].FleetCPU, 0.0)
+}
+
+func TestParseSizes(t *testing.T) {
+	got, err := parseSizes("1000, 10000,")
+	require.NoError(t, err)
+	assert.Equal(t, []int{1000, 10000}, got)
+	for _, bad := range []string{"", "0", "x", "-5", "70000"} {
+		_, err := parseSizes(bad)
+		assert.Error(t, err, bad)
+	}
+}
+
+func TestRunHealthRefusesBadFlags(t *testing.T) {
+	ctx := context.Background()
+	logger := slog.New(slog.DiscardHandler)
+	var out bytes.Buffer
+	assert.ErrorContains(t, runHealth(ctx, logger, []string{"--routers", "abc"}, &out), "--routers")
+	assert.ErrorContains(t, runHealth(ctx, logger, []string{"--warm", "-1"}, &out), "negative")
+	assert.ErrorContains(t, runHealth(ctx, logger, []string{"--key", "dsa"}, &out), "--key")
+	assert.ErrorContains(t, runHealth(ctx, logger, []string{"extra"}, &out), "unexpected arguments")
+	assert.Empty(t, out.String())
+}
+
+// testWriter sends the benchmark's logs to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
