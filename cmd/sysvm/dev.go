@@ -14,6 +14,7 @@ import (
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
 
@@ -80,13 +81,13 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return fmt.Errorf("start simulated routers: %w", err)
 	}
 	defer routers.Close()
-	p, err := buildPlatform(ctx, store, logger, routers.Observe(registry()), routers.Fleet.DialContext)
+	p, err := worker.BuildPlatform(ctx, store, logger, routers.Observe(worker.Drivers()), routers.Fleet.DialContext)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	p.health.Expected = expected
-	if err := devcloud.Materialize(ctx, store, p.acts.Drivers, logger); err != nil {
+	defer p.Close()
+	p.Health.Expected = expected
+	if err := devcloud.Materialize(ctx, store, p.Activities.Drivers, logger); err != nil {
 		return fmt.Errorf("materialize demo cloud: %w", err)
 	}
 

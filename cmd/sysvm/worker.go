@@ -28,11 +28,11 @@ func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer tc.Close()
-	p, err := buildPlatform(ctx, store, logger, registry(), nil)
+	p, err := worker.BuildPlatform(ctx, store, logger, worker.Drivers(), nil)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 	stop, err := startWorker(ctx, tc, c.TemporalNamespace, store, p, logger)
 	if err != nil {
 		return err
@@ -46,12 +46,12 @@ func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
 // startWorker registers the search attributes, starts a worker with every workflow and
 // activity, and keeps the health check schedules in line with the settings (at once, then
 // every minute, as zones come and go) until ctx ends. stop stops the worker.
-func startWorker(ctx context.Context, tc client.Client, namespace string, store *models.Store, p *platform,
+func startWorker(ctx context.Context, tc client.Client, namespace string, store *models.Store, p *worker.Platform,
 	logger *slog.Logger) (stop func(), err error) {
 	if err := worker.EnsureSearchAttributes(ctx, tc, namespace); err != nil {
 		return nil, err
 	}
-	w := worker.New(worker.Config{Client: tc, Activities: p.acts, Health: p.health, Logger: logger})
+	w := worker.New(worker.Config{Client: tc, Activities: p.Activities, Health: p.Health, Logger: logger})
 	if err := w.Start(); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}

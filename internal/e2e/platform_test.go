@@ -15,11 +15,6 @@ import (
 	"github.com/sysvm/sysvm/api"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
-	"github.com/sysvm/sysvm/hypervisors"
-	"github.com/sysvm/sysvm/hypervisors/kvm"
-	"github.com/sysvm/sysvm/hypervisors/sshexec"
-	"github.com/sysvm/sysvm/hypervisors/vmware"
-	"github.com/sysvm/sysvm/hypervisors/xen"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/worker"
@@ -46,14 +41,6 @@ type platform struct {
 	kvmReason string
 	health    *activities.Health
 	routers   *devcloud.Routers // nil without the fleet
-}
-
-// allDrivers is the registry of the three hypervisor drivers, as `sysvm` registers them.
-func allDrivers() *hypervisors.Registry {
-	return hypervisors.NewRegistry().
-		Register(hypervisors.KVM, kvm.Connect).
-		Register(hypervisors.VMware, vmware.Connect).
-		Register(hypervisors.XenServer, xen.Connect)
 }
 
 // newPlatform starts the chosen simulators (one cluster each), seeds a one-zone demo cloud on
@@ -103,7 +90,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	expected := func(ctx context.Context, vm models.SystemVM) (activities.ExpectedState, error) {
 		return devcloud.Expected(ctx, store, vm)
 	}
-	reg := allDrivers()
+	reg := worker.Drivers()
 	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	if o.fleet {
 		pub, err := kp.PublicKey()
@@ -119,19 +106,14 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 		reg = p.routers.Observe(reg)
 		dial = p.routers.Fleet.DialContext
 	}
-	exec, err := sshexec.New(sshexec.Config{Key: kp, HostKeys: store.Secrets, RemoteKill: true, Dialer: dial, Logger: logger()})
+	// The same wiring as sysvm worker and dev.
+	built, err := worker.BuildPlatform(ctx, store, logger(), reg, dial)
 	if err != nil {
-		t.Fatalf("SSH executor: %v", err)
+		t.Fatalf("build platform: %v", err)
 	}
-	t.Cleanup(func() { _ = exec.Close() })
-	if p.health, err = activities.NewHealth(ctx, store, exec, logger()); err != nil {
-		t.Fatalf("health activities: %v", err)
-	}
+	t.Cleanup(built.Close)
+	p.acts, p.health = built.Activities, built.Health
 	p.health.Expected = expected
-	_, bootKey := sshexec.BootArg(kp.AuthorizedKey)
-	p.acts = &activities.Activities{Store: store, Drivers: activities.NewDriverPool(store, reg), Logger: logger(),
-		SystemVMKey: func(context.Context) (string, error) { return bootKey, nil }}
-	t.Cleanup(p.acts.Drivers.Close)
 	if err := devcloud.Materialize(ctx, store, p.acts.Drivers, logger()); err != nil {
 		t.Fatalf("materialize: %v", err)
 	}
