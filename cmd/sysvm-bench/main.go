@@ -259,6 +259,8 @@ func printTable(w io.Writer, rep healthReport) error {
 	fmt.Fprintf(w, "settings: batch size %d routers per activity, sweep concurrency %d routers at once\n", r0.BatchSize, r0.Concurrency)
 	fmt.Fprintln(w, "cpu columns: CPU seconds used during the sweep by the `sysvm worker` process, the Temporal dev server,")
 	fmt.Fprintln(w, "the simulated routers (the bench process) and everything else on the machine (other users)")
+	fmt.Fprintln(w, "cold: the first sweep after the worker starts (no pooled SSH connection, host keys recorded on first use,")
+	fmt.Fprintln(w, "each router sent its configuration before its checks); warm: the sweeps after it (the steady state)")
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "routers\thosts\tsweep\twall s\trouters/s\tworker cpu\ttemporal cpu\tfleet cpu\tother cpu\tload\tevents\truns\tbatches\tchecked\t")

@@ -277,7 +277,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		if serr := w.stop(); serr != nil && err == nil {
 			err = fmt.Errorf("benchmark: %w", serr)
 		}
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			log.Error("worker log (last lines)", "log", w.tail(4096))
 		}
 	}()
