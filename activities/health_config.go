@@ -55,30 +55,17 @@ type SweepSettings struct {
 
 // readSweepSettings reads a zone's sweep settings.
 func readSweepSettings(ctx context.Context, st *models.Settings, zoneID string) (SweepSettings, error) {
-	sc := models.Scope{ZoneID: zoneID}
 	var s SweepSettings
-	var errs []error
-	b := func(name string, dst *bool) {
-		v, err := st.Bool(ctx, name, sc)
-		errs = append(errs, err)
-		*dst = v
-	}
-	i := func(name string, dst *int) {
-		v, err := st.Int(ctx, name, sc)
-		errs = append(errs, err)
-		*dst = v
-	}
-	b(SettingHealthEnabled, &s.Enabled)
-	i(SettingHealthSweepConcurrency, &s.Concurrency)
-	i(SettingHealthFailuresBefore, &s.FailuresBeforeRecreate)
-	i(SettingHealthMaxRecreations, &s.MaxConcurrentRecreations)
-	i(SettingHealthBreakerPercent, &s.CircuitBreakerPercent)
-	i(SettingHealthRecreateLimit, &s.RecreateLimit)
-	i(SettingHealthRecreateWindow, &s.RecreateWindowMinutes)
-	list, err := st.List(ctx, SettingHealthRecreateChecks, sc)
-	errs = append(errs, err)
-	s.RecreateChecks = list
-	if err := errors.Join(errs...); err != nil {
+	r := st.Batch(ctx, models.Scope{ZoneID: zoneID})
+	r.Bool(SettingHealthEnabled, &s.Enabled)
+	r.Int(SettingHealthSweepConcurrency, &s.Concurrency)
+	r.Int(SettingHealthFailuresBefore, &s.FailuresBeforeRecreate)
+	r.Int(SettingHealthMaxRecreations, &s.MaxConcurrentRecreations)
+	r.Int(SettingHealthBreakerPercent, &s.CircuitBreakerPercent)
+	r.Int(SettingHealthRecreateLimit, &s.RecreateLimit)
+	r.Int(SettingHealthRecreateWindow, &s.RecreateWindowMinutes)
+	r.List(SettingHealthRecreateChecks, &s.RecreateChecks)
+	if err := r.Err(); err != nil {
 		return SweepSettings{}, fmt.Errorf("read health check settings of zone %s: %w", zoneID, err)
 	}
 	s.Concurrency = max(s.Concurrency, 1)
@@ -100,30 +87,17 @@ type checkSettings struct {
 }
 
 func readCheckSettings(ctx context.Context, st *models.Settings, zoneID string) (checkSettings, error) {
-	sc := models.Scope{ZoneID: zoneID}
 	var c checkSettings
-	var errs []error
-	b := func(name string, dst *bool) {
-		v, err := st.Bool(ctx, name, sc)
-		errs = append(errs, err)
-		*dst = v
-	}
-	i := func(name string, dst *int) {
-		v, err := st.Int(ctx, name, sc)
-		errs = append(errs, err)
-		*dst = v
-	}
-	b(SettingHealthEnabled, &c.enabled)
-	i(SettingHealthBasicInterval, &c.basic)
-	i(SettingHealthAdvancedInterval, &c.advanced)
-	i(SettingHealthFreeDisk, &c.freeDiskMB)
-	i(SettingHealthMaxCPU, &c.maxCPU)
-	i(SettingHealthMaxMemory, &c.maxMemory)
-	b(SettingServiceMonitoring, &c.serviceMonitoring)
-	list, err := st.List(ctx, SettingHealthExclude, sc)
-	errs = append(errs, err)
-	c.exclude = list
-	if err := errors.Join(errs...); err != nil {
+	r := st.Batch(ctx, models.Scope{ZoneID: zoneID})
+	r.Bool(SettingHealthEnabled, &c.enabled)
+	r.Int(SettingHealthBasicInterval, &c.basic)
+	r.Int(SettingHealthAdvancedInterval, &c.advanced)
+	r.Int(SettingHealthFreeDisk, &c.freeDiskMB)
+	r.Int(SettingHealthMaxCPU, &c.maxCPU)
+	r.Int(SettingHealthMaxMemory, &c.maxMemory)
+	r.Bool(SettingServiceMonitoring, &c.serviceMonitoring)
+	r.List(SettingHealthExclude, &c.exclude)
+	if err := r.Err(); err != nil {
 		return checkSettings{}, fmt.Errorf("read health check settings of zone %s: %w", zoneID, err)
 	}
 	return c, nil

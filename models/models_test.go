@@ -125,3 +125,24 @@ func TestAPIKeysStoredHashed(t *testing.T) {
 		}
 	})
 }
+
+func TestSettingsBatch(t *testing.T) {
+	s := modelstest.SQLite(t)
+	ctx := context.Background()
+	_, err := s.Settings.Set(ctx, "router.health.checks.to.exclude", models.ScopeZone, "z1", "dns_check.py,iptables_check.py")
+	modelstest.Must(t, err, "set list")
+	var enabled bool
+	var basic int
+	var exclude []string
+	r := s.Settings.Batch(ctx, models.Scope{ZoneID: "z1"})
+	r.Bool("router.health.checks.enabled", &enabled)
+	r.Int("router.health.checks.basic.interval", &basic)
+	r.List("router.health.checks.to.exclude", &exclude)
+	if err := r.Err(); err != nil || !enabled || basic != 3 || len(exclude) != 2 || exclude[1] != "iptables_check.py" {
+		t.Fatalf("batch read = %v %d %v, %v", enabled, basic, exclude, err)
+	}
+	r.Int("no.such.setting", &basic)
+	if err := r.Err(); !errors.Is(err, models.ErrUnknownSetting) {
+		t.Errorf("unknown setting in a batch = %v, want ErrUnknownSetting", err)
+	}
+}

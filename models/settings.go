@@ -297,3 +297,39 @@ func (s *Settings) Overrides(ctx context.Context) ([]Setting, error) {
 	err := s.db.WithContext(ctx).Order("name, scope, scope_id").Find(&rows).Error
 	return rows, err
 }
+
+// Batch reads several settings of one scope, keeping the first error of each, so a caller
+// reads a group of settings in a few lines and checks once.
+type Batch struct {
+	ctx  context.Context
+	s    *Settings
+	sc   Scope
+	errs []error
+}
+
+// Batch starts reading settings for a scope.
+func (s *Settings) Batch(ctx context.Context, sc Scope) *Batch { return &Batch{ctx: ctx, s: s, sc: sc} }
+
+// Bool reads a boolean setting into dst.
+func (b *Batch) Bool(name string, dst *bool) {
+	v, err := b.s.Bool(b.ctx, name, b.sc)
+	b.errs = append(b.errs, err)
+	*dst = v
+}
+
+// Int reads an integer setting into dst.
+func (b *Batch) Int(name string, dst *int) {
+	v, err := b.s.Int(b.ctx, name, b.sc)
+	b.errs = append(b.errs, err)
+	*dst = v
+}
+
+// List reads a list setting into dst.
+func (b *Batch) List(name string, dst *[]string) {
+	v, err := b.s.List(b.ctx, name, b.sc)
+	b.errs = append(b.errs, err)
+	*dst = v
+}
+
+// Err joins the errors of every read.
+func (b *Batch) Err() error { return errors.Join(b.errs...) }
