@@ -17,6 +17,9 @@ import (
 
 // Fixture is what a driver's test provides.
 type Fixture struct {
+	// Name is the driver's subtest name ("kvm", "vmware", "xen"), so
+	// `go test ./hypervisors/... -run Conformance/kvm` runs one driver.
+	Name string
 	// Driver is connected to the peer.
 	Driver hypervisors.Driver
 	// Hosts are at least two host names of one cluster (for migration).
@@ -39,8 +42,16 @@ func spec(f Fixture, name string) hypervisors.VMSpec {
 	}
 }
 
-// Run runs the whole scenario list against f.
+// Run runs the whole scenario list against f, as the subtest f.Name.
 func Run(t *testing.T, f Fixture) {
+	t.Helper()
+	if f.Name == "" {
+		t.Fatal("fixture needs the driver's name")
+	}
+	t.Run(f.Name, func(t *testing.T) { run(t, f) })
+}
+
+func run(t *testing.T, f Fixture) {
 	t.Helper()
 	if len(f.Hosts) < 2 {
 		t.Fatalf("fixture needs at least two hosts, has %d", len(f.Hosts))

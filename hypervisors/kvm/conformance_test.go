@@ -54,6 +54,7 @@ func TestConformance(t *testing.T) {
 	}
 	t.Cleanup(func() { cleanupConformance(t, d, tpl) })
 	conformance.Run(t, conformance.Fixture{
+		Name:     "kvm",
 		Driver:   d,
 		Hosts:    []string{"kvm-host-1", "kvm-host-2"},
 		Pool:     "default-pool",

@@ -15,6 +15,7 @@ func TestConformance(t *testing.T) {
 	d := s.open(t)
 	ova, sum := writeOVA(t, t.TempDir(), 256<<10)
 	conformance.Run(t, conformance.Fixture{
+		Name:   "vmware",
 		Driver: d,
 		Hosts:  []string{"DC0_C0_H0", "DC0_C0_H1"},
 		Pool:   "LocalDS_0",

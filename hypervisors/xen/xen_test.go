@@ -74,6 +74,7 @@ func TestConformance(t *testing.T) {
 	})
 	url, sum, _ := writeVHD(t, 256)
 	conformance.Run(t, conformance.Fixture{
+		Name:   "xen",
 		Driver: s.d,
 		Hosts:  []string{"xen-a", "xen-b"},
 		Pool:   xapisim.DefaultSRName,
