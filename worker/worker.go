@@ -51,6 +51,7 @@ type Registrar interface {
 // Register registers every workflow under its stable name and every activity.
 func Register(r Registrar, acts *activities.Activities) {
 	r.RegisterWorkflowWithOptions(workflows.SystemVMLifecycle, workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.NetworkRestart, workflow.RegisterOptions{Name: workflows.NetworkRestartWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.HealthSweep, workflow.RegisterOptions{Name: workflows.HealthSweepWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.RouterHealthCheck, workflow.RegisterOptions{Name: workflows.RouterHealthCheckWorkflowName})
 	r.RegisterActivity(acts)

@@ -128,26 +128,35 @@ func (w *lifecycle) run(ctx workflow.Context) (LifecycleResult, error) {
 
 // finish records the operation's end in its journal row, also when the run was canceled.
 func (w *lifecycle) finish(ctx workflow.Context, res LifecycleResult, runErr error) error {
-	in := activities.FinishInput{OperationID: w.in.OperationID, Status: models.OpCompleted}
+	if runErr != nil && w.vm.ID != "" {
+		// Record the failure as an event an operator can find next to the VM.
+		dctx, cancel := workflow.NewDisconnectedContext(ctx)
+		defer cancel()
+		_ = workflow.ExecuteActivity(withShortActivity(dctx), a.RecordEvent, activities.EventInput{
+			Type: eventType(w.vm.Type, w.in.Action) + ".FAILED", Level: "ERROR",
+			Description: fmt.Sprintf("%s %s failed: %v", w.in.Action, w.vm.Name, runErr),
+			VMID:        w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(dctx, nil)
+	}
+	if runErr == nil {
+		w.progress.Step, w.progress.Done, w.progress.Percent = "done", w.progress.Total, 100
+	}
+	return finishOperation(ctx, w.in.OperationID, res, runErr)
+}
+
+// finishOperation records an operation's end in its journal row with the FinishOperation
+// activity: completed with res as its JSON result, or failed (canceled) with runErr. It runs on
+// a disconnected context, so a canceled run still records its end, and returns runErr.
+func finishOperation(ctx workflow.Context, operationID string, res any, runErr error) error {
+	in := activities.FinishInput{OperationID: operationID, Status: models.OpCompleted}
 	if runErr != nil {
 		in.Status, in.Error = models.OpFailed, runErr.Error()
 		var canceled *temporal.CanceledError
 		if errors.As(runErr, &canceled) {
 			in.Status = models.OpCanceled
 		}
-		if w.vm.ID != "" {
-			// Record the failure as an event an operator can find next to the VM.
-			dctx, cancel := workflow.NewDisconnectedContext(ctx)
-			defer cancel()
-			_ = workflow.ExecuteActivity(withShortActivity(dctx), a.RecordEvent, activities.EventInput{
-				Type: eventType(w.vm.Type, w.in.Action) + ".FAILED", Level: "ERROR",
-				Description: fmt.Sprintf("%s %s failed: %v", w.in.Action, w.vm.Name, runErr),
-				VMID:        w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(dctx, nil)
-		}
 	} else {
 		b, _ := json.Marshal(res)
 		in.Result = string(b)
-		w.progress.Step, w.progress.Done, w.progress.Percent = "done", w.progress.Total, 100
 	}
 	dctx, cancel := workflow.NewDisconnectedContext(ctx)
 	defer cancel()
