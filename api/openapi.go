@@ -34,6 +34,7 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.apiKeyRoutes()...)
 	out = append(out, s.operationRoutes()...)
 	out = append(out, s.lifecycleRoutes()...)
+	out = append(out, s.networkRoutes()...)
 	out = append(out, s.accessRoutes()...)
 	return out
 }
