@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/devcloud"
+	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
+	"github.com/sysvm/sysvm/workflows"
+)
+
+// TestNetworkRestartCleanup restarts a redundant network with cleanup=true through the API on
+// vcsim and SQLite: both routers are recreated from the current template, BACKUP first and the
+// PRIMARY only once the BACKUP runs again, and the database and vcsim agree they run. Then the
+// refusal to destroy the only router of an isolated network points at this endpoint, and
+// following the pointer (without cleanup) reboots that router.
+func TestNetworkRestartCleanup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal and vcsim")
+	}
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true})
+	ctx := context.Background()
+	var netw models.Network
+	if err := p.store.DB.Where("type = ? AND redundant = ?", models.NetworkIsolated, true).Order("name").First(&netw).Error; err != nil {
+		t.Fatalf("no redundant isolated network: %v", err)
+	}
+	before, err := activities.RoutersOfNetwork(ctx, p.store.DB, netw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) != 2 || before[0].RedundantState != models.RedundantBackup || before[1].RedundantState != models.RedundantPrimary {
+		t.Fatalf("routers of %s: %+v, want BACKUP then PRIMARY", netw.Name, before)
+	}
+	// A recreated VM gets its boot arguments from its row: give the rows new private addresses,
+	// so vcsim shows which VMs were really rebuilt (a reboot keeps the old ones). vcsim applies
+	// a clone's extra config (the boot arguments) but not its memory or CPUs.
+	privateIP := map[string]string{}
+	for i, r := range before {
+		info, err := p.hv(r)
+		if err != nil || info.State != hypervisors.PowerRunning {
+			t.Fatalf("vcsim %s before: %+v %v", r.Name, info, err)
+		}
+		privateIP[r.ID] = fmt.Sprintf("10.99.0.%d", 10+i)
+		if info.BootArgs["privateip"] == privateIP[r.ID] {
+			t.Fatalf("%s already has private IP %s", r.Name, privateIP[r.ID])
+		}
+		if err := p.store.DB.Model(&models.SystemVM{}).Where("id = ?", r.ID).Update("private_ip", privateIP[r.ID]).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tpl models.Template
+	if err := p.store.DB.Where("name = ?", devcloud.TemplateName(hypervisors.VMware, devcloud.CurrentVersion)).First(&tpl).Error; err != nil {
+		t.Fatalf("current VMware template: %v", err)
+	}
+
+	begin := time.Now()
+	op := p.start("/api/v1/networks/" + netw.ID + "/restart?cleanup=true")
+	if op.Kind != "network.restart" || op.WorkflowID != workflows.NetworkRestartWorkflowID(netw.ID) {
+		t.Errorf("started %s as workflow %s", op.Kind, op.WorkflowID)
+	}
+	done := p.wait(op, 3*time.Minute)
+	t.Logf("restartNetwork cleanup=true of 2 routers on vcsim: %s", time.Since(begin).Round(time.Millisecond))
+	if done.Status != models.OpCompleted {
+		t.Fatalf("restart ended %s: %s", done.Status, done.Error)
+	}
+	if !strings.Contains(string(done.Result), `"action":"recreate"`) {
+		t.Errorf("result %s", done.Result)
+	}
+
+	stepTimes := map[string]map[string]time.Time{}
+	for _, r := range before {
+		childOp := workflows.NetworkRestartRouterOperationID(op.ID, r.ID)
+		steps, err := activitiesSteps(p.stack, childOp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "hypervisor.stop,hypervisor.destroy,hypervisor.create,hypervisor.start"; steps != want {
+			t.Errorf("%s journaled %q, want %q", r.Name, steps, want)
+		}
+		var rows []models.OperationStep
+		if err := p.store.DB.Where("operation_id = ?", childOp).Find(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		stepTimes[r.Name] = map[string]time.Time{}
+		for _, row := range rows {
+			stepTimes[r.Name][row.Step] = row.CompletedAt
+		}
+		var ev models.Event
+		if err := p.store.DB.Where("operation_id = ? AND type = ?", childOp, "ROUTER.RECREATE").First(&ev).Error; err != nil {
+			t.Errorf("%s: no ROUTER.RECREATE event of its recreation: %v", r.Name, err)
+		} else if !strings.Contains(ev.Description, "restartNetwork cleanup=true") {
+			t.Errorf("%s recreate event %q does not give the reason", r.Name, ev.Description)
+		}
+		after := p.vm(r.ID)
+		if after.State != models.StateRunning || after.TemplateID != tpl.ID || after.Version != devcloud.CurrentVersion {
+			t.Errorf("%s after restart: state %s template %s version %s, want Running on %s (%s)", r.Name, after.State,
+				after.TemplateID, after.Version, tpl.ID, devcloud.CurrentVersion)
+		}
+		info, err := p.hv(after)
+		if err != nil {
+			t.Fatalf("vcsim %s after: %v", r.Name, err)
+		}
+		if info.State != hypervisors.PowerRunning {
+			t.Errorf("vcsim power state of %s = %s, want running", r.Name, info.State)
+		}
+		if got := info.BootArgs["privateip"]; got != privateIP[r.ID] {
+			t.Errorf("vcsim %s boots with privateip %q, want %q: it was not rebuilt from its row", r.Name, got, privateIP[r.ID])
+		}
+	}
+	backup, primary := stepTimes[before[0].Name], stepTimes[before[1].Name]
+	if backup["hypervisor.start"].After(primary["hypervisor.stop"]) {
+		t.Errorf("the PRIMARY was stopped (%s) before the BACKUP ran again (%s)",
+			primary["hypervisor.stop"].Format(time.RFC3339Nano), backup["hypervisor.start"].Format(time.RFC3339Nano))
+	}
+
+	// The only router of an isolated network cannot be destroyed; the refusal names this endpoint.
+	only := p.pickRouter("is_redundant = ? AND network_id <> '' AND (vpc_id = '' OR vpc_id IS NULL)", false)
+	refused := p.wait(p.start("/api/v1/routers/"+only.ID+"/destroy"), time.Minute)
+	pointer := "POST /api/v1/networks/" + only.NetworkID + "/restart?cleanup=true"
+	if refused.Status != models.OpFailed || !strings.Contains(refused.Error, pointer) {
+		t.Errorf("destroy of the only router = %s %q, want failed naming %s", refused.Status, refused.Error, pointer)
+	}
+	if st := p.vm(only.ID).State; st != models.StateRunning {
+		t.Errorf("refused destroy left %s %s", only.Name, st)
+	}
+	rebooted := p.wait(p.start("/api/v1/networks/"+only.NetworkID+"/restart"), time.Minute)
+	if rebooted.Status != models.OpCompleted || !strings.Contains(string(rebooted.Result), `"action":"reboot"`) {
+		t.Errorf("restart without cleanup = %s %q %s", rebooted.Status, rebooted.Error, rebooted.Result)
+	}
+	if steps, _ := activitiesSteps(p.stack, workflows.NetworkRestartRouterOperationID(rebooted.ID, only.ID)); steps != "hypervisor.reboot" {
+		t.Errorf("restart without cleanup journaled %q, want hypervisor.reboot", steps)
+	}
+	var e struct{ Error struct{ Code, Field string } }
+	if code := p.do(http.MethodPost, "/api/v1/networks/"+netw.ID+"/restart?cleanup=yes-please", nil, &e); code != http.StatusBadRequest || e.Error.Field != "cleanup" {
+		t.Errorf("bad cleanup = %d %+v, want 400 naming cleanup", code, e)
+	}
+}
