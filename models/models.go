@@ -370,5 +370,6 @@ func AllModels() []any {
 		&Domain{}, &Account{}, &VPC{}, &Network{}, &ServiceOffering{}, &SystemVM{},
 		&Template{}, &TemplatePoolRef{}, &Setting{}, &Event{}, &Alert{}, &Operation{},
 		&OperationStep{}, &APIKey{}, &Secret{}, &HostKey{}, &HealthCheckResult{},
+		&GuestVM{}, &PortForwardingRule{}, &LoadBalancerRule{}, &LoadBalancerBackend{},
 	}
 }
