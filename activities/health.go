@@ -85,11 +85,9 @@ type Health struct {
 	Logger *slog.Logger
 	// AgentCommand is the agent program in the router (default DefaultAgentCommand).
 	AgentCommand string
-	// Expected returns what a router must serve. nil: nothing is expected, because the
-	// inventory has no guest VM, port forwarding or LB rule rows yet: the DNS, DHCP, haproxy and
-	// iptables checks then compare the router against an empty list and pass. Wire a source
-	// here when those rows exist (or, in a dev cloud, the data the simulated routers are
-	// rendered from).
+	// Expected overrides what a router must serve. nil (production): the inventory's rows, read
+	// by ExpectedFromStore (running guest VMs, port forwarding and LB rules of the router's
+	// networks). Tests set it to expect something else.
 	Expected func(ctx context.Context, vm models.SystemVM) (ExpectedState, error)
 
 	migrateOnce sync.Once

@@ -165,7 +165,9 @@ func (h *Health) routerNetworks(ctx context.Context, vm models.SystemVM) ([]mode
 //     without tiers gets none, so its DHCP, DNS, LB and user data checks are skipped);
 //   - gateways: the gateway of each of those networks; a router without a guest network has
 //     none and its gateways check is skipped;
-//   - expected VMs and rules from Health.Expected (none when it is nil);
+//   - expected VMs and rules: the running guest VMs, port forwarding rules and LB rules of
+//     those networks in the inventory (ExpectedFromStore), or Health.Expected's when it is set;
+//     haproxy's global maxconn is not checked (no inventory source yet);
 //   - template version: the version the inventory records for the router (its template's when
 //     unset), so router_version_check.py finds a router that is not running what the
 //     inventory says. A router older than minreq.sysvmtemplate.version is reported by
@@ -200,14 +202,17 @@ func (h *Health) configFor(ctx context.Context, vm models.SystemVM, cs checkSett
 			cfg.Gateways = append(cfg.Gateways, a.String())
 		}
 	}
+	var exp ExpectedState
 	if h.Expected != nil {
-		exp, err := h.Expected(ctx, vm)
-		if err != nil {
-			return agent.Config{}, fmt.Errorf("expected state of router %s: %w", vm.Name, err)
-		}
-		cfg.ExpectedVMs, cfg.PortForwardingRules, cfg.LBRules = exp.VMs, exp.PortForwarding, exp.LoadBalancing
-		cfg.MaxConnections = exp.MaxConnections
+		exp, err = h.Expected(ctx, vm)
+	} else {
+		exp, err = h.expectedOf(ctx, nets)
 	}
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("expected state of router %s: %w", vm.Name, err)
+	}
+	cfg.ExpectedVMs, cfg.PortForwardingRules, cfg.LBRules = exp.VMs, exp.PortForwarding, exp.LoadBalancing
+	cfg.MaxConnections = exp.MaxConnections
 	cfg.TemplateVersion = vm.Version
 	if cfg.TemplateVersion == "" && vm.TemplateID != "" {
 		var tpl models.Template
