@@ -8,67 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"slices"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/models"
 )
-
-// Expected is the dev cloud's view of what each router must serve: two guest VMs on each of its
-// networks (DHCP and DNS entries), a port forwarding rule to the first and, where the network
-// gets load balancing from its router, an LB rule over both. It is derived from the inventory
-// alone, so the simulated routers and the platform's pushed configuration agree.
-func Expected(ctx context.Context, s *models.Store, vm models.SystemVM) (activities.ExpectedState, error) {
-	var nets []models.Network
-	q := s.DB.WithContext(ctx)
-	switch {
-	case vm.VPCID != "":
-		q = q.Where("vpc_id = ?", vm.VPCID)
-	case vm.NetworkID != "":
-		q = q.Where("id = ?", vm.NetworkID)
-	default:
-		return activities.ExpectedState{}, nil
-	}
-	if err := q.Order("id").Find(&nets).Error; err != nil {
-		return activities.ExpectedState{}, err
-	}
-	var exp activities.ExpectedState
-	for ni, n := range nets {
-		prefix, err := netip.ParsePrefix(n.CIDR)
-		if err != nil {
-			continue
-		}
-		base := prefix.Masked().Addr().As4()
-		var vms []agent.ExpectedVM
-		for i := 0; i < 2; i++ {
-			ip := netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(10 + i)})
-			vms = append(vms, agent.ExpectedVM{
-				MAC:  fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", base[1], base[2], ni, 10+i),
-				IP:   ip.String(),
-				Name: fmt.Sprintf("vm-%s-%d", n.Name, i+1),
-			})
-		}
-		exp.VMs = append(exp.VMs, vms...)
-		if vm.PublicIP == "" {
-			continue
-		}
-		svc := activities.RouterServices(n.Services)
-		exp.PortForwarding = append(exp.PortForwarding, agent.PortForwarding{PublicIP: vm.PublicIP,
-			PublicPort: 2200 + ni, PrivateIP: vms[0].IP, PrivatePort: 22, Protocol: "tcp"})
-		if svc.LB {
-			exp.LoadBalancing = append(exp.LoadBalancing, agent.LBRule{PublicIP: vm.PublicIP, PublicPort: 8000 + ni,
-				Backends: []agent.LBBackend{{IP: vms[0].IP, Port: 80}, {IP: vms[1].IP, Port: 80}}})
-		}
-	}
-	return exp, nil
-}
 
 // Routers runs the simulated routers of a dev cloud: one per router in the inventory, each
 // serving real SSH on loopback (through its host for KVM and XenServer, directly for VMware)

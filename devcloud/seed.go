@@ -1,10 +1,13 @@
 package devcloud
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 
 	"gorm.io/gorm"
 
@@ -62,6 +65,13 @@ func Seed(ctx context.Context, s *models.Store, cl Clusters, opt SeedOptions) (b
 			return false, fmt.Errorf("seed demo cloud: %w", err)
 		}
 		created = true
+	}
+	// Guest VMs and rules are seeded apart from the rest, so a dev database from before they
+	// were rows gets them too.
+	if err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return seedGuests(ctx, tx)
+	}); err != nil {
+		return created, fmt.Errorf("seed demo guest VMs and rules: %w", err)
 	}
 	if err := rebind(ctx, s, cl); err != nil {
 		return created, err
@@ -302,6 +312,88 @@ func (sd *seeder) systemVMs(zone models.Zone, pod models.Pod, cls []placed, tpls
 		}
 	}
 	return nil
+}
+
+// seedGuests gives every network that has no guest VM rows the demo's guest VMs and rules:
+// two running VMs (x.y.z.10 and .11 of its CIDR, named vm-<network>-1 and -2), a port
+// forwarding rule from its router's public IP (public port 2200+i, where i is the network's
+// index among its VPC's tiers, 0 for an isolated network) to the first VM's port 22 and, where
+// the network gets load balancing from its router, an LB rule on public port 8000+i over both
+// VMs' port 80. Without a router with a public IP a network gets the VMs only. A redundant
+// pair shares its PRIMARY's public IP. Networks with guest VMs are left alone, so it can run on
+// every start.
+func seedGuests(ctx context.Context, tx *gorm.DB) error {
+	db := tx.WithContext(ctx)
+	var nets []models.Network
+	if err := db.Order("id").Find(&nets).Error; err != nil {
+		return fmt.Errorf("networks: %w", err)
+	}
+	var withVMs []string
+	if err := db.Model(&models.GuestVM{}).Distinct().Pluck("network_id", &withVMs).Error; err != nil {
+		return fmt.Errorf("networks with guest VMs: %w", err)
+	}
+	var routers []models.SystemVM
+	if err := db.Where("type = ? AND state <> ? AND public_ip <> ?", models.TypeRouter, models.StateDestroyed, "").
+		Order("name").Find(&routers).Error; err != nil {
+		return fmt.Errorf("routers: %w", err)
+	}
+	// A PRIMARY comes before its BACKUP; otherwise routers in name order.
+	slices.SortStableFunc(routers, func(a, b models.SystemVM) int {
+		return cmp.Compare(boolRank(a.RedundantState != models.RedundantPrimary), boolRank(b.RedundantState != models.RedundantPrimary))
+	})
+	tiers := map[string]int{} // VPC -> tiers seen so far (networks are in ID order)
+	for _, n := range nets {
+		ni := 0
+		if n.VPCID != "" {
+			ni = tiers[n.VPCID]
+			tiers[n.VPCID]++
+		}
+		if slices.Contains(withVMs, n.ID) {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(n.CIDR)
+		if err != nil || !prefix.Addr().Is4() {
+			continue
+		}
+		base := prefix.Masked().Addr().As4()
+		vms := make([]models.GuestVM, 2)
+		for i := range vms {
+			vms[i] = models.GuestVM{ZoneID: n.ZoneID, NetworkID: n.ID, AccountID: n.AccountID,
+				Name:  fmt.Sprintf("vm-%s-%d", n.Name, i+1),
+				MAC:   fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", base[1], base[2], ni, 10+i),
+				IP:    netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(10 + i)}).String(),
+				State: models.StateRunning}
+			if err := db.Create(&vms[i]).Error; err != nil {
+				return fmt.Errorf("guest VM %s: %w", vms[i].Name, err)
+			}
+		}
+		i := slices.IndexFunc(routers, func(r models.SystemVM) bool {
+			return (n.VPCID != "" && r.VPCID == n.VPCID) || (n.VPCID == "" && r.NetworkID == n.ID)
+		})
+		if i < 0 {
+			continue
+		}
+		publicIP := routers[i].PublicIP
+		if err := db.Create(&models.PortForwardingRule{NetworkID: n.ID, PublicIP: publicIP, PublicPort: 2200 + ni,
+			PrivateIP: vms[0].IP, PrivatePort: 22, Protocol: "tcp"}).Error; err != nil {
+			return fmt.Errorf("port forwarding rule of %s: %w", n.Name, err)
+		}
+		if activities.RouterServices(n.Services).LB {
+			if err := db.Create(&models.LoadBalancerRule{NetworkID: n.ID, PublicIP: publicIP, PublicPort: 8000 + ni,
+				Algorithm: "roundrobin", Backends: []models.LoadBalancerBackend{{IP: vms[0].IP, Port: 80},
+					{IP: vms[1].IP, Port: 80}}}).Error; err != nil {
+				return fmt.Errorf("LB rule of %s: %w", n.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // rebind points the demo clusters at this run's simulators: endpoints, credentials (stored

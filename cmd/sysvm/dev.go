@@ -13,7 +13,6 @@ import (
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
-	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
@@ -72,10 +71,7 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	expected := func(ctx context.Context, vm models.SystemVM) (activities.ExpectedState, error) {
-		return devcloud.Expected(ctx, store, vm)
-	}
-	configs := &activities.Health{Store: store, Expected: expected}
+	configs := &activities.Health{Store: store}
 	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger, fleet.Options{})
 	if err != nil {
 		return fmt.Errorf("start simulated routers: %w", err)
@@ -86,7 +82,6 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer p.Close()
-	p.Health.Expected = expected
 	if err := devcloud.Materialize(ctx, store, p.Activities.Drivers, logger); err != nil {
 		return fmt.Errorf("materialize demo cloud: %w", err)
 	}

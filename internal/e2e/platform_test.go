@@ -87,9 +87,6 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	if err != nil {
 		t.Fatalf("system VM key pair: %v", err)
 	}
-	expected := func(ctx context.Context, vm models.SystemVM) (activities.ExpectedState, error) {
-		return devcloud.Expected(ctx, store, vm)
-	}
 	reg := worker.Drivers()
 	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	if o.fleet {
@@ -97,7 +94,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 		if err != nil {
 			t.Fatalf("system VM public key: %v", err)
 		}
-		configs := &activities.Health{Store: store, Expected: expected}
+		configs := &activities.Health{Store: store}
 		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{})
 		if err != nil {
 			t.Fatalf("start simulated routers: %v", err)
@@ -113,7 +110,6 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	}
 	t.Cleanup(built.Close)
 	p.acts, p.health = built.Activities, built.Health
-	p.health.Expected = expected
 	if err := devcloud.Materialize(ctx, store, p.acts.Drivers, logger()); err != nil {
 		t.Fatalf("materialize: %v", err)
 	}
