@@ -240,8 +240,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		res.BatchSize = workflows.DefaultSweepBatchSize
 	}
 
-	// The simulated fleet, rendered from the configuration the worker will push (the worker
-	// has no Expected source, so neither does this one), accepting the platform's key.
+	// The simulated fleet, rendered from the configuration the worker will push (both read the
+	// expected guest VMs and rules from the inventory; SeedZone seeds none), accepting the
+	// platform's key.
 	log.Info("starting the simulated routers", "hosts", inv.Hosts)
 	start = time.Now()
 	if err := storeKey(ctx, store, o.Key); err != nil {
