@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/models"
@@ -138,13 +139,15 @@ func TestLifecycleThroughAPI(t *testing.T) {
 }
 
 func activitiesSteps(s *stack, opID string) (string, error) {
-	var rows []models.OperationStep
-	if err := s.store.DB.Where("operation_id = ? AND step LIKE ?", opID, "hypervisor.%").Order("completed_at").Find(&rows).Error; err != nil {
+	rows, err := activities.OperationSteps(context.Background(), s.store, opID)
+	if err != nil {
 		return "", err
 	}
 	var names []string
 	for _, r := range rows {
-		names = append(names, r.Step)
+		if strings.HasPrefix(r.Step, "hypervisor.") {
+			names = append(names, r.Step)
+		}
 	}
 	return strings.Join(names, ","), nil
 }
