@@ -135,20 +135,24 @@ func (s *Server) operationRoutes() []Route {
 	return []Route{
 		{Method: http.MethodGet, Path: "/operations", Role: models.RoleReadOnly, Handler: s.listOperations, Doc: Doc{
 			OperationID: "listOperations", Summary: "List operations, newest first", Tag: "Operations",
-			Description: "The journal of long operations. progress is shown by GET /operations/{id} only.",
+			Description: "The journal of long operations. progress is shown by GET /operations/{id} only. A running " +
+				"operation whose run ID is not recorded yet is looked up in Temporal by its workflow ID (see docs/operations.md).",
 			Query:       params(operationFilters()), Paged: true,
 			Responses: []Response{{Status: 200, Description: "a page of operations", Schema: "OperationList"}}}},
 		{Method: http.MethodGet, Path: "/operations/{id}", Role: models.RoleReadOnly, Handler: s.getOperation, Doc: Doc{
 			OperationID: "getOperation", Summary: "Get an operation with its live progress", Tag: "Operations",
 			Description: "A running operation is checked against Temporal: a run Temporal reports closed gets its final " +
-				"status, result or error recorded; a running one answers its progress query.",
+				"status, result or error recorded; a running one answers its progress query. A run ID not recorded yet is " +
+				"found by the workflow ID and the run's operationId memo; an operation whose workflow never started ends failed " +
+				"with the reason.",
 			Responses: []Response{{Status: 200, Description: "the operation", Schema: "OperationEnvelope"}}}},
 		{Method: http.MethodPost, Path: "/operations/{id}/cancel", Role: models.RoleOperator, Handler: s.cancelOperation, Doc: Doc{
 			OperationID: "cancelOperation", Summary: "Cancel a running operation", Tag: "Operations",
 			Description: "Requests cancellation of the run; the workflow undoes or stops what it does and ends canceled. " +
 				"A run no worker has picked up yet has done nothing: it is ended at once and recorded canceled.",
 			Responses: []Response{{Status: 202, Description: "cancellation requested (or done)", Schema: "OperationEnvelope"},
-				{Status: 409, Description: "the operation is not running (operation shows how it ended)", Schema: "ConflictError"},
+				{Status: 409, Description: "the operation is not running (operation shows how it ended), or its start is not " +
+					"confirmed yet (retry in a moment)", Schema: "ConflictError"},
 				{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}}},
 	}
 }

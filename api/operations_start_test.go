@@ -7,6 +7,8 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/sysvm/sysvm/internal/testenv"
@@ -34,6 +36,21 @@ func (c timeoutAfter) ExecuteWorkflow(ctx context.Context, opts client.StartWork
 	return nil, context.DeadlineExceeded
 }
 
+// silentAfter is a Temporal client that lets a workflow start through and then stops
+// answering: the start and every description fail as Unavailable.
+type silentAfter struct{ client.Client }
+
+func (c silentAfter) ExecuteWorkflow(ctx context.Context, opts client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error) {
+	if _, err := c.Client.ExecuteWorkflow(ctx, opts, workflow, args...); err != nil {
+		return nil, err
+	}
+	return nil, serviceerror.NewUnavailable("connection reset while reading the answer")
+}
+
+func (c silentAfter) DescribeWorkflowExecution(context.Context, string, string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	return nil, serviceerror.NewUnavailable("connection refused")
+}
+
 // TestOperationStartInDoubt: a start whose answer is lost keeps its journal row, and the row
 // gets its run (or fails with the reason when the server never had the start); a row left
 // without its run ID (the API died between the start and recording it) is found again by
@@ -49,7 +66,7 @@ func TestOperationStartInDoubt(t *testing.T) {
 		ctx := context.Background()
 		f := seed(t, s)
 		t.Cleanup(func() {
-			for _, vm := range []string{f.r4, f.r5, f.r6, f.ssvm1, f.cpvm1} {
+			for _, vm := range []string{f.r4, f.r5, f.r6, f.ssvm1, f.ssvm2, f.cpvm1} {
 				_ = tc.TerminateWorkflow(context.Background(), workflows.LifecycleWorkflowID(vm), "", "test cleanup")
 			}
 		})
@@ -93,6 +110,28 @@ func TestOperationStartInDoubt(t *testing.T) {
 		})
 
 		e := newEnv(t, s, Config{Temporal: tc, Namespace: tsrv.Namespace})
+		t.Run("no-answer", func(t *testing.T) {
+			// The server took the start, then stopped answering: 503 naming the operation, whose
+			// row stays running without a run ID until Temporal answers again.
+			e.t = t
+			silent := newEnv(t, s, Config{Temporal: silentAfter{tc}, Namespace: tsrv.Namespace})
+			r := silent.do("POST", "/system-vms/"+f.ssvm2+"/reboot", op, nil)
+			silent.wantErr(r, 503, CodeUnavailable, "", "start without an answer")
+			var rows []models.Operation
+			modelstest.Must(t, s.DB.Where("target_id = ?", f.ssvm2).Find(&rows).Error, "rows of s-3")
+			if len(rows) != 1 || rows[0].Status != models.OpRunning || rows[0].RunID != "" {
+				t.Fatalf("rows of an unanswered start: %+v, want one running without run ID", rows)
+			}
+			if _, msg, _ := r.errParts(); !strings.Contains(msg, rows[0].ID) || !strings.Contains(msg, "reconciled") {
+				t.Errorf("503 of an unanswered start: %q, want it to name operation %s", msg, rows[0].ID)
+			}
+			// Temporal answers again: the GET finds the run.
+			runID, _ := current(f.ssvm2)
+			if g := opOf(t, e.want(e.do("GET", "/operations/"+rows[0].ID, ro, nil), 200, "get")); g["runId"] != runID || g["status"] != "running" {
+				t.Errorf("unanswered start once Temporal answers = %v, want running with run %s", g, runID)
+			}
+		})
+
 		t.Run("run-id-missing", func(t *testing.T) {
 			// 3. The API died after the start, before recording the run ID: the row is found
 			// again by its workflow ID (its memo names the operation), listed with it, canceled.
