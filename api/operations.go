@@ -137,7 +137,7 @@ func (s *Server) operationRoutes() []Route {
 			OperationID: "listOperations", Summary: "List operations, newest first", Tag: "Operations",
 			Description: "The journal of long operations. progress is shown by GET /operations/{id} only. A running " +
 				"operation whose run ID is not recorded yet is looked up in Temporal by its workflow ID (see docs/operations.md).",
-			Query:       params(operationFilters()), Paged: true,
+			Query: params(operationFilters()), Paged: true,
 			Responses: []Response{{Status: 200, Description: "a page of operations", Schema: "OperationList"}}}},
 		{Method: http.MethodGet, Path: "/operations/{id}", Role: models.RoleReadOnly, Handler: s.getOperation, Doc: Doc{
 			OperationID: "getOperation", Summary: "Get an operation with its live progress", Tag: "Operations",
