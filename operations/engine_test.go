@@ -3,6 +3,7 @@ package operations_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,18 @@ import (
 	"github.com/sysvm/sysvm/operations"
 	"github.com/sysvm/sysvm/workflows"
 )
+
+// quiet logs warnings and errors to the test's log.
+func quiet(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
 
 func rebootSpec(vmID, zoneID, by string) operations.Spec {
 	return operations.Spec{
@@ -47,12 +60,12 @@ func TestEngine(t *testing.T) {
 		t.Cleanup(func() {
 			_ = tc.TerminateWorkflow(context.Background(), workflows.LifecycleWorkflowID(vm), "", "test cleanup")
 		})
-		offline, err := operations.New(operations.Config{Store: s})
+		offline, err := operations.New(operations.Config{Store: s, Logger: quiet(t)})
 		modelstest.Must(t, err, "engine without Temporal")
 		if _, err := offline.Start(ctx, rebootSpec(vm, zone, "a")); !errors.Is(err, operations.ErrUnavailable) {
 			t.Errorf("start without Temporal: %v, want ErrUnavailable", err)
 		}
-		e, err := operations.New(operations.Config{Store: s, Temporal: tc, Namespace: tsrv.Namespace, Logger: nil})
+		e, err := operations.New(operations.Config{Store: s, Temporal: tc, Namespace: tsrv.Namespace, Logger: quiet(t)})
 		modelstest.Must(t, err, "engine")
 		bad := rebootSpec(vm, zone, "a")
 		bad.Workflow = ""
@@ -138,7 +151,7 @@ func TestEngineMemoUnreadable(t *testing.T) {
 	s := modelstest.SQLite(t)
 	ctx := context.Background()
 	// Proto JSON only: the client's JSON memo does not decode.
-	e, err := operations.New(operations.Config{Store: s, Temporal: tc, Namespace: tsrv.Namespace, StartGrace: time.Millisecond,
+	e, err := operations.New(operations.Config{Store: s, Temporal: tc, Namespace: tsrv.Namespace, StartGrace: time.Millisecond, Logger: quiet(t),
 		DataConverter: converter.NewCompositeDataConverter(converter.NewProtoJSONPayloadConverter())})
 	modelstest.Must(t, err, "engine")
 	zone := models.NewID()
