@@ -9,6 +9,7 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 
 	"github.com/sysvm/sysvm/internal/testenv"
@@ -188,5 +189,58 @@ func TestEngineMemoUnreadable(t *testing.T) {
 	}
 	if got := e.Reconcile(ctx, stale); got.RunID == oldRun || got.Status != models.OpFailed || !strings.Contains(got.Error, "never started") {
 		t.Errorf("row written after the current run started = %+v, want failed never started", got.Operation)
+	}
+}
+
+// TestEngineFindsClosedRunByMemo: a row without its run ID whose run has closed and whose
+// workflow ID now holds another operation's run is matched through visibility by its memo,
+// and gets the end of its own run (not "never started").
+func TestEngineFindsClosedRunByMemo(t *testing.T) {
+	tsrv := testenv.TemporalT(t, false)
+	tc, err := tsrv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	s := modelstest.SQLite(t)
+	ctx := context.Background()
+	e, err := operations.New(operations.Config{Store: s, Temporal: tc, Namespace: tsrv.Namespace, Logger: quiet(t)})
+	modelstest.Must(t, err, "engine")
+	vm, zone := models.NewID(), models.NewID()
+	t.Cleanup(func() {
+		_ = tc.TerminateWorkflow(context.Background(), workflows.LifecycleWorkflowID(vm), "", "test cleanup")
+	})
+	row := models.Operation{Kind: "systemvm.reboot", TargetType: operations.TargetRouter, TargetID: vm, ZoneID: zone,
+		WorkflowID: workflows.LifecycleWorkflowID(vm), Status: models.OpRunning}
+	row.CreatedAt = time.Now().Add(-2 * operations.DefaultStartGrace)
+	modelstest.Must(t, s.DB.Create(&row).Error, "row")
+	target := workflows.RouterTarget(vm, zone, "systemvm.reboot")
+	start := func(opID string) string {
+		t.Helper()
+		run, err := tc.ExecuteWorkflow(ctx, target.StartOptions(map[string]any{operations.MemoOperationID: opID}),
+			workflows.LifecycleWorkflowName, workflows.LifecycleInput{OperationID: opID, VMID: vm, Action: workflows.ActionReboot})
+		modelstest.Must(t, err, "start run of %s", opID)
+		return run.GetRunID()
+	}
+	ours := start(row.ID)
+	modelstest.Must(t, tc.TerminateWorkflow(ctx, row.WorkflowID, ours, "ended by hand"), "terminate")
+	start(models.NewID())
+	// Visibility lags a little behind the runs (a row this old has runs older than the lag):
+	// wait until it shows both, then reconcile once.
+	for i := 0; ; i++ {
+		resp, err := tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: tsrv.Namespace,
+			Query: "WorkflowId = '" + row.WorkflowID + "'"})
+		modelstest.Must(t, err, "list runs")
+		if len(resp.GetExecutions()) == 2 {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("visibility shows %d runs of %s after 5 s, want 2", len(resp.GetExecutions()), row.WorkflowID)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := e.Reconcile(ctx, row)
+	if got.RunID != ours || got.Status != models.OpFailed || got.Error != "terminated in Temporal: ended by hand" {
+		t.Errorf("row whose closed run holds no longer its workflow ID = %+v, want run %s failed as terminated", got.Operation, ours)
 	}
 }
