@@ -63,8 +63,8 @@ func TemporalUILink(base, namespace, workflowID, runID string) string {
 
 func (s *Server) view(o operations.Operation) OperationView {
 	op := o.Operation
-	v := OperationView{Progress: o.Progress, CancelRequested: o.CancelRequested, ID: op.ID, Kind: op.Kind, TargetType: op.TargetType, TargetID: op.TargetID, ZoneID: op.ZoneID,
-		Status: op.Status, Error: op.Error, WorkflowID: op.WorkflowID, RunID: op.RunID, RequestedBy: op.RequestedBy,
+	v := OperationView{ID: op.ID, Kind: op.Kind, TargetType: op.TargetType, TargetID: op.TargetID, ZoneID: op.ZoneID,
+		Status: op.Status, Progress: o.Progress, CancelRequested: o.CancelRequested, Error: op.Error, WorkflowID: op.WorkflowID, RunID: op.RunID, RequestedBy: op.RequestedBy,
 		Created: op.CreatedAt, Completed: op.CompletedAt,
 		Links: OperationLinks{TemporalUI: TemporalUILink(s.temporalUI, s.namespace, op.WorkflowID, op.RunID)}}
 	if op.ID != "" { // a run started outside the engine has no row
@@ -100,17 +100,16 @@ func (s *Server) StartOperation(ctx context.Context, c echo.Context, spec operat
 func (s *Server) operationError(err error) error {
 	var oe *operations.Error
 	if !errors.As(err, &oe) {
-		return Internal(err, "operation failed: %v", err)
+		return Internal(err, "the operation could not be journaled, started or read (see the server log)")
 	}
 	switch {
-	case errors.Is(oe.Kind, operations.ErrAlreadyRunning), errors.Is(oe.Kind, operations.ErrNotRunning):
+	case errors.Is(oe.Kind, operations.ErrAlreadyRunning), errors.Is(oe.Kind, operations.ErrNotRunning),
+		errors.Is(oe.Kind, operations.ErrStarting):
 		e := Conflict("%s", oe.Message)
 		if oe.Operation != nil {
 			e.Extra = map[string]any{"operation": s.view(*oe.Operation)}
 		}
 		return e
-	case errors.Is(oe.Kind, operations.ErrStarting):
-		return Conflict("%s", oe.Message)
 	case errors.Is(oe.Kind, operations.ErrNotFound):
 		return NotFound("%s", oe.Message)
 	case errors.Is(oe.Kind, operations.ErrUnavailable):
