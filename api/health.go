@@ -9,11 +9,11 @@ import (
 
 	"github.com/labstack/echo/v4"
 	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/operations"
 	"github.com/sysvm/sysvm/workflows"
 )
 
@@ -125,17 +125,15 @@ func (s *Server) freshRouterHealthChecks(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), freshCheckTimeout)
 	defer cancel()
-	id := workflows.RouterHealthCheckWorkflowID(vm.ID)
-	run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                       id,
-		TaskQueue:                workflows.TaskQueue,
-		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		WorkflowExecutionTimeout: 15 * time.Minute,
-		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.SystemVMIDKey.ValueSet(vm.ID),
-			workflows.RouterIDKey.ValueSet(vm.ID), workflows.ZoneIDKey.ValueSet(vm.ZoneID),
-			workflows.OperationKindKey.ValueSet(workflows.OperationKindHealthOnDemand)),
-	}, workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheckInput{RouterID: vm.ID})
+	target := workflows.RouterTarget(vm.ID, vm.ZoneID, workflows.OperationKindHealthOnDemand)
+	target.WorkflowID = workflows.RouterHealthCheckWorkflowID(vm.ID)
+	id := target.WorkflowID
+	opts := target.StartOptions(nil)
+	// Concurrent calls share one run: a second start joins the running one.
+	opts.WorkflowIDConflictPolicy = enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING
+	opts.WorkflowExecutionErrorWhenAlreadyStarted = false
+	opts.WorkflowExecutionTimeout = 15 * time.Minute
+	run, err := s.temporal.ExecuteWorkflow(ctx, opts, workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheckInput{RouterID: vm.ID})
 	if err != nil {
 		return Unavailable(err, "cannot run health checks of %s: Temporal did not accept the workflow: %v", vm.Name, err)
 	}
@@ -163,5 +161,5 @@ func (s *Server) freshCheckError(ctx context.Context, err error, vm models.Syste
 			return NotFound("%s", app.Message())
 		}
 	}
-	return Internal(err, "the health checks of %s failed: %s", vm.Name, failureMessage(err))
+	return Internal(err, "the health checks of %s failed: %s", vm.Name, operations.FailureMessage(err))
 }

@@ -5,16 +5,16 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/operations"
 	"github.com/sysvm/sysvm/workflows"
 )
 
 // Operation target types.
 const (
-	TargetSystemVM = "systemvm"
-	TargetRouter   = "router"
+	TargetSystemVM = operations.TargetSystemVM
+	TargetRouter   = operations.TargetRouter
 )
 
 func lifecycleActions() []workflows.LifecycleAction {
@@ -94,16 +94,10 @@ func (s *Server) lifecycleHandler(targetType string, action workflows.LifecycleA
 		if vm.State == models.StateDestroyed {
 			return Conflict("%s %s is destroyed; it cannot be %s", what, vm.Name, pastParticiple(action))
 		}
-		kind := action.OperationKind()
-		sa := []temporal.SearchAttributeUpdate{workflows.SystemVMIDKey.ValueSet(vm.ID), workflows.ZoneIDKey.ValueSet(vm.ZoneID),
-			workflows.OperationKindKey.ValueSet(kind)}
-		if vm.IsRouter() {
-			sa = append(sa, workflows.RouterIDKey.ValueSet(vm.ID))
-		}
-		return s.StartOperation(ctx, c, OperationSpec{
-			Kind: kind, TargetType: targetType, TargetID: vm.ID, TargetName: vm.Name, ZoneID: vm.ZoneID,
-			WorkflowID: workflows.LifecycleWorkflowID(vm.ID), WorkflowName: workflows.LifecycleWorkflowName,
-			SearchAttributes: sa,
+		return s.StartOperation(ctx, c, operations.Spec{
+			Target:     workflows.VMTarget(vm.ID, vm.Type, vm.ZoneID, action.OperationKind()),
+			Workflow:   workflows.LifecycleWorkflowName,
+			TargetType: targetType, TargetID: vm.ID, TargetName: vm.Name,
 			Input: func(opID string) any {
 				return workflows.LifecycleInput{OperationID: opID, VMID: vm.ID, Action: action, Force: force}
 			},

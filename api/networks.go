@@ -5,15 +5,15 @@ import (
 	"strconv"
 
 	"github.com/labstack/echo/v4"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/operations"
 	"github.com/sysvm/sysvm/workflows"
 )
 
 // TargetNetwork is the operation target type of network operations.
-const TargetNetwork = "network"
+const TargetNetwork = operations.TargetNetwork
 
 func (s *Server) networkRoutes() []Route {
 	return []Route{{Method: http.MethodPost, Path: "/networks/{id}/restart", Role: models.RoleOperator,
@@ -53,12 +53,10 @@ func (s *Server) restartNetwork(c echo.Context) error {
 	if len(routers) == 0 {
 		return Conflict("network %s (%s) has no router to restart", n.Name, n.ID)
 	}
-	kind := workflows.NetworkRestartOperationKind
-	return s.StartOperation(ctx, c, OperationSpec{
-		Kind: kind, TargetType: TargetNetwork, TargetID: n.ID, TargetName: n.Name, ZoneID: n.ZoneID,
-		WorkflowID: workflows.NetworkRestartWorkflowID(n.ID), WorkflowName: workflows.NetworkRestartWorkflowName,
-		SearchAttributes: []temporal.SearchAttributeUpdate{workflows.ZoneIDKey.ValueSet(n.ZoneID),
-			workflows.OperationKindKey.ValueSet(kind)},
+	return s.StartOperation(ctx, c, operations.Spec{
+		Target:     workflows.NetworkTarget(n.ID, n.ZoneID, workflows.NetworkRestartOperationKind),
+		Workflow:   workflows.NetworkRestartWorkflowName,
+		TargetType: TargetNetwork, TargetID: n.ID, TargetName: n.Name,
 		Input: func(opID string) any {
 			return workflows.NetworkRestartInput{OperationID: opID, NetworkID: n.ID, Cleanup: cleanup}
 		},

@@ -19,6 +19,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/operations"
 )
 
 // Prefix is where the API is mounted.
@@ -46,6 +47,10 @@ type Config struct {
 	Dev DevHooks
 	// TemporalTimeout bounds each call to Temporal made while serving a request (10 s when 0).
 	TemporalTimeout time.Duration
+	// Operations is the operation engine the long operations go through; when nil one is
+	// built from Store, Temporal, Namespace, TemporalTimeout and Logger (a codec's data
+	// converter needs an engine built with it: operations.Config.DataConverter).
+	Operations *operations.Engine
 	// OnSettingChanged is called after a setting is changed or reset, so what depends on it
 	// (the health check schedules) follows at once. Optional.
 	OnSettingChanged func(ctx context.Context, name string)
@@ -64,6 +69,7 @@ type DevHooks interface {
 type Server struct {
 	store      *models.Store
 	temporal   client.Client
+	ops        *operations.Engine
 	namespace  string
 	temporalUI string
 	tTimeout   time.Duration
@@ -100,6 +106,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.ops = cfg.Operations
+	if s.ops == nil {
+		ops, err := operations.New(operations.Config{Store: cfg.Store, Temporal: cfg.Temporal, Namespace: s.namespace,
+			Timeout: s.tTimeout, Logger: s.log})
+		if err != nil {
+			return nil, fmt.Errorf("api: operation engine: %w", err)
+		}
+		s.ops = ops
 	}
 	if cfg.DevMode && cfg.Dev != nil {
 		s.dev = cfg.Dev
