@@ -25,7 +25,7 @@ var (
 // HandlerOptions configure the codec HTTP endpoint.
 type HandlerOptions struct {
 	// Authorize admits a request (nil error), or refuses it with an error wrapping
-	// ErrUnauthorized (401) or ErrForbidden (403). Nil admits every request: only for a
+	// ErrUnauthorized (401) or ErrForbidden (403); any other error answers 503. Nil admits every request: only for a
 	// listener on loopback that serves a development UI.
 	Authorize func(r *http.Request) error
 	// AllowOrigins are the browser origins (the Temporal Web UI's, e.g. http://localhost:8233)
@@ -59,6 +59,10 @@ func (c *Codec) Handler(o HandlerOptions) http.Handler {
 				log.Warn("codec endpoint refused a request", "path", r.URL.Path, "remote", r.RemoteAddr, "error", err)
 				if errors.Is(err, ErrForbidden) {
 					http.Error(w, "forbidden: this API key may not use the codec endpoint (an operator or admin key can)", http.StatusForbidden)
+					return
+				}
+				if !errors.Is(err, ErrUnauthorized) {
+					http.Error(w, "cannot check the credentials now", http.StatusServiceUnavailable)
 					return
 				}
 				w.Header().Set("WWW-Authenticate", `Basic realm="sysvm codec", charset="UTF-8"`)
