@@ -26,6 +26,7 @@ func secretEnv(t *testing.T) []string {
 		"SYSVM_DB_DSN":           "mysql://root:db-password-BBBB2222@tcp(127.0.0.1:1)/sysvm",
 		"SYSVM_TEMPORAL_API_KEY": "temporal-api-key-CCCC3333",
 	}
+	t.Setenv("SYSVM_DATA_DIR", t.TempDir())
 	var out []string
 	for k, v := range vals {
 		t.Setenv(k, v)
