@@ -21,7 +21,6 @@ import (
 // store, the Temporal client and the admin key. Commands stay thin: they call what they need
 // and close the app when done.
 type app struct {
-	name   string
 	dev    bool
 	cfg    *config
 	log    *slog.Logger
@@ -39,7 +38,7 @@ func setup(logger *slog.Logger, name string, args []string, dev bool, extra func
 	if err != nil {
 		return nil, err
 	}
-	a := &app{name: name, dev: dev, cfg: cfg, log: logger}
+	a := &app{dev: dev, cfg: cfg, log: logger}
 	if dev {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data directory: %w", err)
