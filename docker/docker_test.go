@@ -55,6 +55,32 @@ func TestComposeFileIsValid(t *testing.T) {
 	if api := p.Services["api"]; len(api.Ports) == 0 || api.Ports[0].Target != 8080 {
 		t.Errorf("api must publish 8080: %+v", api.Ports)
 	}
+	// Only the sysvm API is published: Temporal's frontend and Web UI (7233, 8233, and the UI
+	// container's 8080) stay private, and so does MySQL.
+	for name, svc := range p.Services {
+		if name == "api" {
+			continue
+		}
+		if len(svc.Ports) > 0 {
+			t.Errorf("service %s publishes ports %+v; only the api may", name, svc.Ports)
+		}
+	}
+	for _, port := range p.Services["api"].Ports {
+		if port.Published == "7233" || port.Published == "8233" {
+			t.Errorf("api publishes a Temporal port: %+v", port)
+		}
+	}
+	// The UI decodes payloads through the API's codec endpoint, and the API allows its origin.
+	ui := p.Services["temporal-ui"].Environment
+	if v := ui["TEMPORAL_CODEC_ENDPOINT"]; v == nil || !strings.HasSuffix(*v, "/codec") {
+		t.Errorf("temporal-ui codec endpoint: %v", v)
+	}
+	if v := ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"]; v == nil || *v != "true" {
+		t.Errorf("temporal-ui must send credentials to the codec endpoint: %v", v)
+	}
+	if v := p.Services["api"].Environment["SYSVM_CODEC_ORIGINS"]; v == nil || *v == "" {
+		t.Error("api lacks SYSVM_CODEC_ORIGINS for the UI")
+	}
 
 	// Without the required secrets the file refuses to load, naming the variable.
 	t.Setenv("SYSVM_SECRET_KEY", "")

@@ -102,7 +102,8 @@ type Secrets struct {
 	box *SecretBox
 }
 
-// Box returns the secret box (for the Temporal payload codec).
+// Box returns the secret box that seals secrets at rest (the Temporal payload codec, package
+// codec, derives its own key from the master key and does not use this box).
 func (s *Secrets) Box() *SecretBox { return s.box }
 
 // PutSecret stores (or replaces) a secret.

@@ -11,30 +11,28 @@ import (
 	"github.com/sysvm/sysvm/api"
 )
 
+// runAPI serves the REST API, and the payload codec endpoint under /codec/, on one port.
 func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
-	c, err := parseConfig("api", args, nil)
+	a, err := setup(logger, "api", args, false, nil)
 	if err != nil {
 		return err
 	}
-	store, err := c.openStore(ctx, false)
+	defer a.close()
+	if _, err := a.openStore(ctx); err != nil {
+		return err
+	}
+	if _, err := a.ensureAdminKey(ctx); err != nil {
+		return err
+	}
+	if _, err := a.dialTemporal(ctx); err != nil {
+		return err
+	}
+	srv, err := api.New(api.Config{Store: a.store, Temporal: a.tc, Namespace: a.cfg.Temporal.Namespace,
+		TemporalUI: a.cfg.TemporalUI, Logger: logger, OnSettingChanged: resyncSchedules(a.tc, a.store, logger)})
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	if _, err := c.ensureAdminKey(ctx, store, false); err != nil {
-		return err
-	}
-	tc, err := c.dialTemporal(ctx, logger)
-	if err != nil {
-		return err
-	}
-	defer tc.Close()
-	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.TemporalNamespace,
-		TemporalUI: c.TemporalUI, Logger: logger, OnSettingChanged: resyncSchedules(tc, store, logger)})
-	if err != nil {
-		return err
-	}
-	return serveHTTP(ctx, logger, c.APIAddr, srv.Handler())
+	return serveHTTP(ctx, logger, a.cfg.APIAddr, a.withCodec(srv.Handler()))
 }
 
 // serveHTTP serves h until ctx ends, then shuts down gracefully.

@@ -1,30 +1,43 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
+	"io"
+	"net/url"
 	"os"
-	"path/filepath"
-	"time"
-
-	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
-
-	"github.com/sysvm/sysvm/models"
+	"strings"
 )
 
-// config is every setting of the sysvm processes; each flag defaults to its SYSVM_* variable.
+// config is every setting of the sysvm processes. A plain setting's flag defaults to its
+// SYSVM_* variable; a secret's flag has no default and the variable is read after parsing,
+// so neither `-h` nor a flag error can print a secret.
 type config struct {
-	DataDir           string
-	DBDSN             string
-	SecretKey         string
-	TemporalAddress   string
-	TemporalNamespace string
-	TemporalUI        string
-	APIAddr           string
-	APIKey            string
+	DataDir    string
+	DBDSN      string // secret: may hold the database password
+	SecretKey  string // secret
+	TemporalUI string
+	APIAddr    string
+	APIKey     string // secret
+	// CodecOrigins are the browser origins allowed to call the codec endpoint (the Web UI's).
+	CodecOrigins string
+	Temporal     temporalConfig
+}
+
+// secretVar is a secret setting: its flag and the variable it falls back to.
+type secretVar struct {
+	flag, env string
+	dst       *string
+}
+
+func (c *config) secrets() []secretVar {
+	return []secretVar{
+		{"db", "SYSVM_DB_DSN", &c.DBDSN},
+		{"secret-key", "SYSVM_SECRET_KEY", &c.SecretKey},
+		{"api-key", "SYSVM_API_KEY", &c.APIKey},
+		{"temporal-api-key", "SYSVM_TEMPORAL_API_KEY", &c.Temporal.APIKey},
+	}
 }
 
 func env(name, def string) string {
@@ -34,22 +47,37 @@ func env(name, def string) string {
 	return def
 }
 
+// secretUsage describes a secret flag: where it is read from and whether that is set, never
+// the value.
+func secretUsage(text, name string) string {
+	state := "unset"
+	if os.Getenv(name) != "" {
+		state = "set"
+	}
+	return fmt.Sprintf("%s (secret; default from %s, which is %s; prefer the variable: flags show in ps)", text, name, state)
+}
+
 // flags registers the shared flags on fs.
 func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data", env("SYSVM_DATA_DIR", ".data"), "directory for dev state (SYSVM_DATA_DIR)")
-	fs.StringVar(&c.DBDSN, "db", env("SYSVM_DB_DSN", ""), "database: mysql://user:pass@tcp(host:3306)/db or sqlite://path (SYSVM_DB_DSN; dev default sqlite://<data>/sysvm.db)")
-	fs.StringVar(&c.SecretKey, "secret-key", env("SYSVM_SECRET_KEY", ""), "base64 32-byte master key encrypting secrets at rest (SYSVM_SECRET_KEY; dev default <data>/secret.key)")
-	fs.StringVar(&c.TemporalAddress, "temporal", env("SYSVM_TEMPORAL_ADDRESS", ""), "Temporal frontend host:port (SYSVM_TEMPORAL_ADDRESS; dev default: start a dev server)")
-	fs.StringVar(&c.TemporalNamespace, "namespace", env("SYSVM_TEMPORAL_NAMESPACE", "default"), "Temporal namespace (SYSVM_TEMPORAL_NAMESPACE)")
+	fs.StringVar(&c.DBDSN, "db", "", secretUsage("database: mysql://user:pass@tcp(host:3306)/db or sqlite://path; dev default sqlite://<data>/sysvm.db", "SYSVM_DB_DSN"))
+	fs.StringVar(&c.SecretKey, "secret-key", "", secretUsage("base64 32-byte master key: encrypts secrets at rest and, through a derived key, Temporal payloads; dev default <data>/secret.key", "SYSVM_SECRET_KEY"))
 	fs.StringVar(&c.TemporalUI, "temporal-ui", env("SYSVM_TEMPORAL_UI", "http://localhost:8233"), "Temporal Web UI base URL for links (SYSVM_TEMPORAL_UI)")
+	fs.StringVar(&c.CodecOrigins, "codec-origins", env("SYSVM_CODEC_ORIGINS", ""), "comma-separated browser origins allowed to call the codec endpoint (SYSVM_CODEC_ORIGINS; default the origin of -temporal-ui)")
 	fs.StringVar(&c.APIAddr, "listen", env("SYSVM_API_ADDR", ":8080"), "API listen address (SYSVM_API_ADDR)")
-	fs.StringVar(&c.APIKey, "api-key", env("SYSVM_API_KEY", ""), "admin API key to ensure at start (SYSVM_API_KEY; dev default <data>/admin.key)")
+	fs.StringVar(&c.APIKey, "api-key", "", secretUsage("admin API key to ensure at start; dev default <data>/admin.key", "SYSVM_API_KEY"))
+	c.Temporal.flags(fs)
 }
 
-// parseConfig parses a command's flags; extra registers the command's own flags.
-func parseConfig(name string, args []string, extra func(fs *flag.FlagSet)) (*config, error) {
+// parseConfig parses a command's flags; extra registers the command's own flags. Usage and
+// errors go to out (stderr when nil). Secrets not given as flags are then read from their
+// variables.
+func parseConfig(name string, args []string, out io.Writer, extra func(fs *flag.FlagSet)) (*config, error) {
 	c := &config{}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("sysvm "+name, flag.ContinueOnError)
+	if out != nil {
+		fs.SetOutput(out)
+	}
 	c.flags(fs)
 	if extra != nil {
 		extra(fs)
@@ -57,93 +85,73 @@ func parseConfig(name string, args []string, extra func(fs *flag.FlagSet)) (*con
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("sysvm %s: unexpected argument %q (flags only; see -h)", name, fs.Arg(0))
+	}
+	for _, s := range c.secrets() {
+		if *s.dst == "" {
+			*s.dst = os.Getenv(s.env)
+		}
+	}
 	return c, nil
 }
 
-// masterKey returns the secret master key: the flag/variable, or in dev a key file.
-func (c *config) masterKey(dev bool) ([]byte, error) {
-	if c.SecretKey != "" {
-		return models.ParseMasterKey(c.SecretKey)
+// codecOrigins are the allowed origins: -codec-origins, else the Web UI's origin.
+func (c *config) codecOrigins() []string {
+	var out []string
+	for _, o := range strings.Split(c.CodecOrigins, ",") {
+		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o != "" {
+			out = append(out, o)
+		}
 	}
-	if !dev {
-		return nil, fmt.Errorf("SYSVM_SECRET_KEY is required (base64 of 32 random bytes: `head -c32 /dev/urandom | base64`)")
+	if len(out) == 0 && c.TemporalUI != "" {
+		if u, err := url.Parse(c.TemporalUI); err == nil && u.Scheme != "" && u.Host != "" {
+			out = append(out, u.Scheme+"://"+u.Host)
+		}
 	}
-	return models.LoadOrCreateMasterKey(filepath.Join(c.DataDir, "secret.key"))
+	return out
 }
 
-// openStore opens and migrates the database.
-func (c *config) openStore(ctx context.Context, dev bool) (*models.Store, error) {
-	key, err := c.masterKey(dev)
-	if err != nil {
-		return nil, err
+// dsnPassword is the password inside a mysql:// DSN ("" when none).
+func dsnPassword(dsn string) string {
+	rest, ok := strings.CutPrefix(dsn, "mysql://")
+	if !ok {
+		return ""
 	}
-	dsn := c.DBDSN
-	if dsn == "" {
-		if !dev {
-			return nil, fmt.Errorf("SYSVM_DB_DSN is required (mysql://user:pass@tcp(host:3306)/sysvm)")
-		}
-		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-			return nil, err
-		}
-		dsn = "sqlite://" + filepath.Join(c.DataDir, "sysvm.db")
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
 	}
-	return models.Open(ctx, dsn, key)
+	_, pass, _ := strings.Cut(rest[:at], ":")
+	return pass
 }
 
-// dialTemporal connects to Temporal, waiting up to a minute for it to come up.
-func (c *config) dialTemporal(ctx context.Context, logger *slog.Logger) (client.Client, error) {
-	if c.TemporalAddress == "" {
-		return nil, fmt.Errorf("SYSVM_TEMPORAL_ADDRESS is required (host:7233)")
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		cl, err := client.Dial(client.Options{HostPort: c.TemporalAddress, Namespace: c.TemporalNamespace,
-			Logger: tlog.NewStructuredLogger(logger.With("component", "temporal-sdk"))})
-		if err == nil {
-			if _, err = cl.CheckHealth(ctx, &client.CheckHealthRequest{}); err == nil {
-				return cl, nil
-			}
-			cl.Close()
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to Temporal at %s: %w", c.TemporalAddress, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+// redacted hides secret strings in an error's text; Unwrap still reaches the cause.
+type redacted struct {
+	err     error
+	secrets []string
 }
 
-// ensureAdminKey stores the admin key (hashed) and returns it; in dev an absent key is
-// generated once and kept in <data>/admin.key.
-func (c *config) ensureAdminKey(ctx context.Context, s *models.Store, dev bool) (string, error) {
-	key := c.APIKey
-	path := filepath.Join(c.DataDir, "admin.key")
-	if key == "" && dev {
-		if b, err := os.ReadFile(path); err == nil {
-			key = string(trimNL(b))
+func (r *redacted) Error() string {
+	s := r.err.Error()
+	for _, secret := range r.secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "***")
 		}
 	}
-	if key == "" && !dev {
-		return "", nil
-	}
-	_, clear, err := s.CreateAPIKey(ctx, "admin", models.RoleAdmin, key)
-	if err != nil {
-		return "", err
-	}
-	if dev && c.APIKey == "" {
-		if err := os.WriteFile(path, []byte(clear+"\n"), 0o600); err != nil {
-			return "", err
-		}
-	}
-	return clear, nil
+	return s
 }
 
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
+func (r *redacted) Unwrap() error { return r.err }
+
+// redact wraps err so its text never shows any of secrets.
+func redact(err error, secrets ...string) error {
+	if err == nil {
+		return nil
 	}
-	return b
+	var already *redacted
+	if errors.As(err, &already) {
+		secrets = append(secrets, already.secrets...)
+	}
+	return &redacted{err: err, secrets: secrets}
 }

@@ -5,11 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
+	"net"
+	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/codec"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
@@ -17,40 +20,55 @@ import (
 	"github.com/sysvm/sysvm/workflows"
 )
 
-// runDev runs the whole platform on embedded defaults: a Temporal dev server with its Web UI,
-// SQLite, simulated hypervisors seeded with a demo cloud, the worker and the API.
+// runDev runs the whole platform on embedded defaults: a Temporal dev server with its Web UI
+// (decoding payloads through a codec endpoint on loopback), SQLite, simulated hypervisors
+// seeded with a demo cloud, the worker and the API.
 func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
-	var temporalPort, uiPort int
+	var temporalPort, uiPort, codecPort int
 	var temporalBin string
-	c, err := parseConfig("dev", args, func(fs *flag.FlagSet) {
+	a, err := setup(logger, "dev", args, true, func(fs *flag.FlagSet) {
 		fs.IntVar(&temporalPort, "temporal-port", 7233, "port of the Temporal dev server's frontend")
 		fs.IntVar(&uiPort, "ui-port", 8233, "port of the Temporal Web UI")
+		fs.IntVar(&codecPort, "codec-port", 8234, "port on 127.0.0.1 of the codec endpoint the dev Web UI decodes payloads with (no API key: loopback and the UI's origin only)")
 		fs.StringVar(&temporalBin, "temporal-bin", env("SYSVM_TEMPORAL_BIN", filepath.Join("bin", "temporal")), "temporal CLI (SYSVM_TEMPORAL_BIN)")
 	})
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return err
-	}
+	defer a.close()
+	c := a.cfg
 
-	if c.TemporalAddress == "" {
-		logger.Info("starting Temporal dev server", "port", temporalPort, "ui", uiPort)
-		srv, err := temporaldev.Start(ctx, temporaldev.Options{Binary: temporalBin, Port: temporalPort, UIPort: uiPort,
-			DBFile: filepath.Join(c.DataDir, "temporal.db"), SearchAttributes: workflows.SearchAttributeNames()})
+	uiCodec := ""
+	if c.Temporal.Address == "" {
+		// The dev UI cannot send an API key, so it gets its own codec listener on loopback,
+		// answering only the UI's origin (the API port's /codec/ wants a key).
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", codecPort))
 		if err != nil {
+			return fmt.Errorf("codec endpoint for the dev UI: %w", err)
+		}
+		uiCodec = "http://" + l.Addr().String()
+		logger.Info("starting Temporal dev server", "port", temporalPort, "ui", uiPort, "codec", uiCodec)
+		srv, err := temporaldev.Start(ctx, temporaldev.Options{Binary: temporalBin, Port: temporalPort, UIPort: uiPort,
+			DBFile: filepath.Join(c.DataDir, "temporal.db"), SearchAttributes: workflows.SearchAttributeNames(),
+			UICodecEndpoint: uiCodec})
+		if err != nil {
+			_ = l.Close()
 			return err
 		}
-		defer srv.Stop()
-		c.TemporalAddress = srv.Address
+		a.onClose(srv.Stop)
+		c.Temporal.Address = srv.Address
 		c.TemporalUI = srv.UIURL()
+		origins := []string{srv.UIURL(), fmt.Sprintf("http://127.0.0.1:%d", srv.UIPort)}
+		hs := &http.Server{Handler: a.codec.Handler(codec.HandlerOptions{AllowOrigins: origins, Logger: logger}),
+			ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = hs.Serve(l) }()
+		a.onClose(func() { _ = hs.Close() })
 	}
 
-	store, err := c.openStore(ctx, true)
+	store, err := a.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
 
 	sims, stopSims, err := startSimulators(ctx, logger)
 	if err != nil {
@@ -86,22 +104,21 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return fmt.Errorf("materialize demo cloud: %w", err)
 	}
 
-	tc, err := c.dialTemporal(ctx, logger)
+	tc, err := a.dialTemporal(ctx)
 	if err != nil {
 		return err
 	}
-	defer tc.Close()
-	stop, err := startWorker(ctx, tc, c.TemporalNamespace, store, p, logger)
+	stop, err := startWorker(ctx, tc, c.Temporal.Namespace, store, p, logger)
 	if err != nil {
 		return err
 	}
 	defer stop()
 
-	key, err := c.ensureAdminKey(ctx, store, true)
+	key, err := a.ensureAdminKey(ctx)
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.TemporalNamespace, TemporalUI: c.TemporalUI,
+	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.Temporal.Namespace, TemporalUI: c.TemporalUI,
 		DevMode: true, Dev: routers, Logger: logger, OnSettingChanged: resyncSchedules(tc, store, logger)})
 	if err != nil {
 		return err
@@ -114,19 +131,23 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if c.APIAddr != "" && c.APIAddr[0] != ':' {
 		apiURL = "http://" + c.APIAddr
 	}
+	if uiCodec == "" {
+		uiCodec = "(none: -temporal given; point your UI at " + apiURL + codecPath + ")"
+	}
 	fmt.Printf(`
 sysvm dev is running (demo cloud %s; data in %s)
 
   API            %s/api/v1        (OpenAPI: %s/api/v1/openapi.json)
-  Temporal UI    %s
-  Temporal       %s  (temporal workflow list --address %s)
+  Temporal UI    %s  (decodes payloads through %s)
+  Temporal       %s  (temporal workflow show --address %s --codec-endpoint %s%s --codec-auth "Bearer <key>" -w <id>)
   Admin API key  %s
 
   Try: curl -H "Authorization: Bearer %s" %s/api/v1/routers
 
 Ctrl-C stops everything; running it again keeps the data.
-`, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, c.TemporalAddress, c.TemporalAddress, key, key, apiURL)
-	return serveHTTP(ctx, logger, c.APIAddr, srv.Handler())
+`, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, uiCodec, c.Temporal.Address, c.Temporal.Address, apiURL, codecPath,
+		key, key, apiURL)
+	return serveHTTP(ctx, logger, c.APIAddr, a.withCodec(srv.Handler()))
 }
 
 // startSimulators starts the in-process vcsim and XAPI simulator and connects libvirtd's test

@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -21,6 +23,8 @@ Usage:
   sysvm help      this text
 
 Each command takes -h for its flags; every flag also reads a SYSVM_* environment variable.
+Secrets (SYSVM_SECRET_KEY, SYSVM_API_KEY, SYSVM_DB_DSN, SYSVM_TEMPORAL_API_KEY) are best
+passed as variables; -h shows whether they are set, never their values.
 `
 
 func main() {
@@ -47,6 +51,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		logger.Error("sysvm "+os.Args[1]+" failed", "error", err)

@@ -5,16 +5,17 @@ import (
 	"log/slog"
 )
 
+// runMigrate creates or updates the database tables.
 func runMigrate(ctx context.Context, logger *slog.Logger, args []string) error {
-	c, err := parseConfig("migrate", args, nil)
+	a, err := setup(logger, "migrate", args, false, nil)
 	if err != nil {
 		return err
 	}
-	store, err := c.openStore(ctx, false)
+	defer a.close()
+	store, err := a.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
 	logger.Info("database migrated", "dialect", store.Dialect())
 	return nil
 }

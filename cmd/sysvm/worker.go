@@ -13,32 +13,31 @@ import (
 	"github.com/sysvm/sysvm/workflows"
 )
 
+// runWorker runs a Temporal worker with every workflow and activity until ctx ends.
 func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
-	c, err := parseConfig("worker", args, nil)
+	a, err := setup(logger, "worker", args, false, nil)
 	if err != nil {
 		return err
 	}
-	store, err := c.openStore(ctx, false)
-	if err != nil {
+	defer a.close()
+	if _, err := a.openStore(ctx); err != nil {
 		return err
 	}
-	defer store.Close()
-	tc, err := c.dialTemporal(ctx, logger)
-	if err != nil {
+	if _, err := a.dialTemporal(ctx); err != nil {
 		return err
 	}
-	defer tc.Close()
-	p, err := worker.BuildPlatform(ctx, store, logger, worker.Drivers(), nil)
+	p, err := worker.BuildPlatform(ctx, a.store, logger, worker.Drivers(), nil)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	stop, err := startWorker(ctx, tc, c.TemporalNamespace, store, p, logger)
+	stop, err := startWorker(ctx, a.tc, a.cfg.Temporal.Namespace, a.store, p, logger)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	logger.Info("worker running", "temporal", c.TemporalAddress, "namespace", c.TemporalNamespace)
+	logger.Info("worker running", "temporal", a.cfg.Temporal.Address, "namespace", a.cfg.Temporal.Namespace,
+		"codecKey", a.codec.KeyID())
 	<-ctx.Done()
 	return nil
 }

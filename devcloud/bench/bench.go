@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/codec"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
@@ -282,7 +283,12 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			log.Error("worker log (last lines)", "log", w.tail(4096))
 		}
 	}()
-	tc, err := srv.Client()
+	// The worker encrypts payloads under a codec derived from the master key; so does this client.
+	cdc, err := codec.New(key)
+	if err != nil {
+		return res, fmt.Errorf("benchmark: %w", err)
+	}
+	tc, err := srv.Client(cdc.Apply)
 	if err != nil {
 		return res, fmt.Errorf("benchmark: dial Temporal: %w", err)
 	}

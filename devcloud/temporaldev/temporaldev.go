@@ -29,6 +29,9 @@ type Options struct {
 	SearchAttributes []string
 	// Output receives the server's logs (nil discards them).
 	Output io.Writer
+	// UICodecEndpoint points the Web UI at a remote codec endpoint (the UI decodes payloads
+	// through it); empty shows payloads as stored.
+	UICodecEndpoint string
 }
 
 // Server is a running dev server.
@@ -87,6 +90,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		t.UIPort = o.UIPort
 		args = append(args, "--ui-port", strconv.Itoa(o.UIPort))
+		if o.UICodecEndpoint != "" {
+			args = append(args, "--ui-codec-endpoint", o.UICodecEndpoint)
+		}
 	}
 	if o.DBFile != "" {
 		args = append(args, "--db-filename", o.DBFile)
@@ -142,9 +148,14 @@ func (t *Server) Stop() {
 	}
 }
 
-// Client dials the server.
-func (t *Server) Client() (client.Client, error) {
-	return client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}})
+// Client dials the server; each configure function adjusts the options first (e.g. a payload
+// codec's Apply).
+func (t *Server) Client(configure ...func(*client.Options)) (client.Client, error) {
+	o := client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}}
+	for _, f := range configure {
+		f(&o)
+	}
+	return client.Dial(o)
 }
 
 type quietLogger struct{}

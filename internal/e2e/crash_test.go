@@ -114,6 +114,9 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	schedStep := map[int64]string{}
 	for hist.HasNext() {
 		ev, err := hist.Next()
+		if err == nil {
+			err = s.codec.DecodeMessage(ctx, ev) // payloads are encrypted in history
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -81,7 +81,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	if err := store.DB.First(&zone).Error; err != nil {
 		t.Fatalf("seeded zone: %v", err)
 	}
-	p := &platform{stack: &stack{t: t, store: store, sims: cl.VMware}, zoneID: zone.ID, kvmReason: cl.KVMReason}
+	p := &platform{stack: &stack{t: t, store: store, sims: cl.VMware, codec: testCodec(t)}, zoneID: zone.ID, kvmReason: cl.KVMReason}
 
 	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
 	if err != nil {
@@ -115,7 +115,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	}
 
 	p.temporal = testenv.TemporalT(t, false)
-	if p.client, err = p.temporal.Client(); err != nil {
+	if p.client, err = p.temporal.Client(p.codec.Apply); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.client.Close)

@@ -19,11 +19,13 @@ import (
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/codec"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/hypervisors/vmware"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/worker"
 )
 
@@ -37,6 +39,19 @@ type stack struct {
 	api      *httptest.Server
 	key      string
 	sims     []devcloud.SimCluster
+	// codec is the payload codec of every client and worker, keyed by the test master key as
+	// `sysvm worker` processes started with SYSVM_SECRET_KEY are: histories hold no clear text.
+	codec *codec.Codec
+}
+
+// testCodec is the payload codec `sysvm` derives from modelstest.TestKey.
+func testCodec(t *testing.T) *codec.Codec {
+	t.Helper()
+	c, err := codec.New(modelstest.TestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func logger() *slog.Logger {
@@ -51,7 +66,7 @@ func logger() *slog.Logger {
 func newStack(t *testing.T, store *models.Store, withWorker bool) *stack {
 	t.Helper()
 	ctx := context.Background()
-	s := &stack{t: t, store: store}
+	s := &stack{t: t, store: store, codec: testCodec(t)}
 	sims, stop, err := devcloud.StartVMware(ctx, 1)
 	if err != nil {
 		t.Fatalf("start vcsim: %v", err)
@@ -68,7 +83,7 @@ func newStack(t *testing.T, store *models.Store, withWorker bool) *stack {
 		t.Fatalf("materialize: %v", err)
 	}
 	s.temporal = testenv.TemporalT(t, false)
-	if s.client, err = s.temporal.Client(); err != nil {
+	if s.client, err = s.temporal.Client(s.codec.Apply); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.client.Close)
