@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.temporal.io/sdk/converter"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -51,6 +52,9 @@ type Config struct {
 	// built from Store, Temporal, Namespace, TemporalTimeout and Logger (a codec's data
 	// converter needs an engine built with it: operations.Config.DataConverter).
 	Operations *operations.Engine
+	// DataConverter is the Temporal client's data converter (the encrypting codec), so the
+	// engine built when Operations is nil reads the runs' memos. Optional.
+	DataConverter converter.DataConverter
 	// OnSettingChanged is called after a setting is changed or reset, so what depends on it
 	// (the health check schedules) follows at once. Optional.
 	OnSettingChanged func(ctx context.Context, name string)
@@ -110,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	s.ops = cfg.Operations
 	if s.ops == nil {
 		ops, err := operations.New(operations.Config{Store: cfg.Store, Temporal: cfg.Temporal, Namespace: s.namespace,
-			Timeout: s.tTimeout, Logger: s.log})
+			Timeout: s.tTimeout, Logger: s.log, DataConverter: cfg.DataConverter})
 		if err != nil {
 			return nil, fmt.Errorf("api: operation engine: %w", err)
 		}

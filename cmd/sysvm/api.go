@@ -28,7 +28,7 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	srv, err := api.New(api.Config{Store: a.store, Temporal: a.tc, Namespace: a.cfg.Temporal.Namespace,
-		TemporalUI: a.cfg.TemporalUI, Logger: logger, OnSettingChanged: resyncSchedules(a.tc, a.store, logger)})
+		TemporalUI: a.cfg.TemporalUI, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(a.tc, a.store, logger)})
 	if err != nil {
 		return err
 	}
