@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/hypervisors"
@@ -72,7 +71,7 @@ type ExpectedState struct {
 }
 
 // Health holds the health check activities and their dependencies. Build it with NewHealth
-// (or set the fields and call it; the table of recreations is migrated on first use).
+// (or set the fields). Its tables, health_recreations included, are the migrations' (models).
 // Register it on the worker with RegisterActivity: every exported method is an activity.
 type Health struct {
 	// Store is the inventory, settings and results (required).
@@ -89,22 +88,15 @@ type Health struct {
 	// by ExpectedFromStore (running guest VMs, port forwarding and LB rules of the router's
 	// networks). Tests set it to expect something else.
 	Expected func(ctx context.Context, vm models.SystemVM) (ExpectedState, error)
-
-	migrateOnce sync.Once
-	migrateErr  error
 }
 
-// NewHealth builds the health activities over a store and an SSH executor, with the default
-// access path resolver, and migrates the table of recreations (health_recreations).
-func NewHealth(ctx context.Context, store *models.Store, exec Exec, logger *slog.Logger) (*Health, error) {
+// NewHealth builds the health activities over a store (migrated: see models.Migrate) and an
+// SSH executor, with the default access path resolver.
+func NewHealth(_ context.Context, store *models.Store, exec Exec, logger *slog.Logger) (*Health, error) {
 	if store == nil {
 		return nil, errors.New("health activities: a store is required")
 	}
-	h := &Health{Store: store, Exec: exec, Logger: logger}
-	if err := h.ensureSchema(ctx); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return &Health{Store: store, Exec: exec, Logger: logger}, nil
 }
 
 func (h *Health) log() *slog.Logger {
@@ -126,16 +118,6 @@ func (h *Health) agentCommand() string {
 		return h.AgentCommand
 	}
 	return DefaultAgentCommand
-}
-
-// ensureSchema creates the health_recreations table once.
-func (h *Health) ensureSchema(ctx context.Context) error {
-	h.migrateOnce.Do(func() {
-		if err := h.Store.DB.WithContext(ctx).AutoMigrate(&HealthRecreation{}); err != nil {
-			h.migrateErr = fmt.Errorf("migrate health_recreations: %w", err)
-		}
-	})
-	return h.migrateErr
 }
 
 // LinkLocalControl reports whether system VMs of a hypervisor are reached through their host on

@@ -71,8 +71,27 @@ func (c *config) masterKey(dev bool) ([]byte, error) {
 	return models.LoadOrCreateMasterKey(filepath.Join(c.DataDir, "secret.key"))
 }
 
-// openStore opens and migrates the database.
+// openStore opens the database for a command that uses it: dev migrates it; api and worker
+// refuse a schema that is not the one they know (the error says to run `sysvm migrate`).
 func (c *config) openStore(ctx context.Context, dev bool) (*models.Store, error) {
+	s, err := c.openDatabase(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		_, err = s.Migrate(ctx)
+	} else {
+		err = s.RequireCurrentSchema(ctx)
+	}
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDatabase connects to the database without looking at its schema (sysvm migrate).
+func (c *config) openDatabase(ctx context.Context, dev bool) (*models.Store, error) {
 	key, err := c.masterKey(dev)
 	if err != nil {
 		return nil, err
