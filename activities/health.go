@@ -120,24 +120,13 @@ func (h *Health) agentCommand() string {
 	return DefaultAgentCommand
 }
 
-// LinkLocalControl reports whether system VMs of a hypervisor are reached through their host on
-// their link-local address (KVM, XenServer) rather than directly on their private IP (VMware).
-// It is the static form of hypervisors.Capabilities.LinkLocalControl, so that reaching a router
-// needs no connection to its hypervisor's management endpoint.
-func LinkLocalControl(t hypervisors.Type) bool {
-	switch t {
-	case hypervisors.KVM, hypervisors.XenServer:
-		return true
-	}
-	return false
-}
-
-// StoreTargets resolves access paths from the inventory: the VM's hypervisor type chooses the
-// path, its host row gives the jump address (Host.Address, "ip" or "ip:port"), its row the
-// link-local and private IPs.
+// StoreTargets resolves access paths from the inventory: the driver contract's
+// LinkLocalControl capability of the VM's hypervisor type (hypervisors.Type.LinkLocalControl,
+// known without connecting) chooses the path, its host row gives the jump address
+// (Host.Address, "ip" or "ip:port"), its row the link-local and private IPs.
 type StoreTargets struct {
 	Store *models.Store
-	// LinkLocal overrides LinkLocalControl (nil uses it).
+	// LinkLocal overrides hypervisors.Type.LinkLocalControl (nil uses it).
 	LinkLocal func(hypervisors.Type) bool
 }
 
@@ -147,7 +136,7 @@ func (s StoreTargets) TargetFor(ctx context.Context, vm models.SystemVM) (sshexe
 	if err != nil {
 		return sshexec.Target{}, fmt.Errorf("access path of %s: %w", vm.Name, err)
 	}
-	linkLocal := LinkLocalControl
+	linkLocal := hypervisors.Type.LinkLocalControl
 	if s.LinkLocal != nil {
 		linkLocal = s.LinkLocal
 	}

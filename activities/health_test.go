@@ -59,9 +59,9 @@ func TestTargetForFollowsTheAccessPath(t *testing.T) {
 	_, err = tg.TargetFor(ctx, models.SystemVM{Name: "r-6-VM", HypervisorType: "Hyperv", PrivateIP: "10.1.1.7"})
 	assert.ErrorContains(t, err, "unknown hypervisor")
 
-	assert.True(t, LinkLocalControl(hypervisors.KVM))
-	assert.True(t, LinkLocalControl(hypervisors.XenServer))
-	assert.False(t, LinkLocalControl(hypervisors.VMware))
+	assert.True(t, hypervisors.KVM.LinkLocalControl())
+	assert.True(t, hypervisors.XenServer.LinkLocalControl())
+	assert.False(t, hypervisors.VMware.LinkLocalControl())
 }
 
 func TestConfigIsBuiltFromInventoryAndSettings(t *testing.T) {
