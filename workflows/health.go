@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -299,7 +298,8 @@ func upsertSweepAttributes(ctx workflow.Context, in SweepInput) error {
 	if zone == in.ZoneID && kind == in.Kind.OperationKind() {
 		return nil
 	}
-	return workflow.UpsertTypedSearchAttributes(ctx, ZoneIDKey.ValueSet(in.ZoneID), OperationKindKey.ValueSet(in.Kind.OperationKind()))
+	return workflow.UpsertTypedSearchAttributes(ctx,
+		ZoneTarget(workflow.GetInfo(ctx).WorkflowExecution.ID, in.ZoneID, in.Kind.OperationKind()).SearchAttributes()...)
 }
 
 func shouldContinueAsNew(ctx workflow.Context) bool {
@@ -316,15 +316,10 @@ func startRecreations(ctx workflow.Context, zoneID string, plans []activities.Pl
 	futures := make([]workflow.ChildWorkflowFuture, len(plans))
 	for i, p := range plans {
 		out[i].PlannedRecreation = p
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            p.WorkflowID,
-			TaskQueue:             TaskQueue,
-			ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_ABANDON,
-			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-			TypedSearchAttributes: temporal.NewSearchAttributes(SystemVMIDKey.ValueSet(p.RouterID), RouterIDKey.ValueSet(p.RouterID),
-				ZoneIDKey.ValueSet(zoneID), OperationKindKey.ValueSet(ActionRecreate.OperationKind())),
-			Memo: map[string]any{"operationId": p.OperationID, "target": p.RouterName, "requestedBy": activities.RequestedByHealthChecks},
-		})
+		opts := RouterTarget(p.RouterID, zoneID, ActionRecreate.OperationKind()).ChildOptions(
+			map[string]any{"operationId": p.OperationID, "target": p.RouterName, "requestedBy": activities.RequestedByHealthChecks})
+		opts.WorkflowID = p.WorkflowID // the plan's, LifecycleWorkflowID(router) as the target's
+		cctx := workflow.WithChildOptions(ctx, opts)
 		futures[i] = workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{
 			OperationID: p.OperationID, VMID: p.RouterID, Action: ActionRecreate, Reason: p.Reason})
 	}
