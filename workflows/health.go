@@ -115,7 +115,8 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 	if err := w.check(ctx); err != nil {
 		return w.res, err
 	}
-	return w.res, w.recreate(ctx)
+	err := w.recreate(ctx)
+	return w.res, err
 }
 
 // sweep is one run of a HealthSweep (a sweep continued as new is several runs sharing st).
