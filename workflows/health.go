@@ -112,10 +112,7 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 	if err := w.setup(ctx); err != nil || w.res.Disabled {
 		return w.res, err
 	}
-	if err := w.check(ctx); err != nil {
-		return w.res, err
-	}
-	err := w.recreate(ctx)
+	err := w.run(ctx)
 	return w.res, err
 }
 
@@ -167,6 +164,14 @@ func (w *sweep) setup(ctx workflow.Context) error {
 	w.inFlightMax = (w.st.Settings.Concurrency + w.perBatch - 1) / w.perBatch
 	w.pageSize = min(max(1000, 2*w.batchSize*w.inFlightMax), activities.MaxRouterPage)
 	return nil
+}
+
+// run checks the routers, then applies the recreation rules.
+func (w *sweep) run(ctx workflow.Context) error {
+	if err := w.check(ctx); err != nil {
+		return err
+	}
+	return w.recreate(ctx)
 }
 
 // check lists the routers and runs the batches, inFlightMax at once, until every listed router
