@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/hypervisors"
@@ -72,7 +71,7 @@ type ExpectedState struct {
 }
 
 // Health holds the health check activities and their dependencies. Build it with NewHealth
-// (or set the fields and call it; the table of recreations is migrated on first use).
+// (or set the fields). Its tables, health_recreations included, are the migrations' (models).
 // Register it on the worker with RegisterActivity: every exported method is an activity.
 type Health struct {
 	// Store is the inventory, settings and results (required).
@@ -89,22 +88,15 @@ type Health struct {
 	// by ExpectedFromStore (running guest VMs, port forwarding and LB rules of the router's
 	// networks). Tests set it to expect something else.
 	Expected func(ctx context.Context, vm models.SystemVM) (ExpectedState, error)
-
-	migrateOnce sync.Once
-	migrateErr  error
 }
 
-// NewHealth builds the health activities over a store and an SSH executor, with the default
-// access path resolver, and migrates the table of recreations (health_recreations).
-func NewHealth(ctx context.Context, store *models.Store, exec Exec, logger *slog.Logger) (*Health, error) {
+// NewHealth builds the health activities over a store (migrated: see models.Migrate) and an
+// SSH executor, with the default access path resolver.
+func NewHealth(_ context.Context, store *models.Store, exec Exec, logger *slog.Logger) (*Health, error) {
 	if store == nil {
 		return nil, errors.New("health activities: a store is required")
 	}
-	h := &Health{Store: store, Exec: exec, Logger: logger}
-	if err := h.ensureSchema(ctx); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return &Health{Store: store, Exec: exec, Logger: logger}, nil
 }
 
 func (h *Health) log() *slog.Logger {
@@ -128,34 +120,13 @@ func (h *Health) agentCommand() string {
 	return DefaultAgentCommand
 }
 
-// ensureSchema creates the health_recreations table once.
-func (h *Health) ensureSchema(ctx context.Context) error {
-	h.migrateOnce.Do(func() {
-		if err := h.Store.DB.WithContext(ctx).AutoMigrate(&HealthRecreation{}); err != nil {
-			h.migrateErr = fmt.Errorf("migrate health_recreations: %w", err)
-		}
-	})
-	return h.migrateErr
-}
-
-// LinkLocalControl reports whether system VMs of a hypervisor are reached through their host on
-// their link-local address (KVM, XenServer) rather than directly on their private IP (VMware).
-// It is the static form of hypervisors.Capabilities.LinkLocalControl, so that reaching a router
-// needs no connection to its hypervisor's management endpoint.
-func LinkLocalControl(t hypervisors.Type) bool {
-	switch t {
-	case hypervisors.KVM, hypervisors.XenServer:
-		return true
-	}
-	return false
-}
-
-// StoreTargets resolves access paths from the inventory: the VM's hypervisor type chooses the
-// path, its host row gives the jump address (Host.Address, "ip" or "ip:port"), its row the
-// link-local and private IPs.
+// StoreTargets resolves access paths from the inventory: the driver contract's
+// LinkLocalControl capability of the VM's hypervisor type (hypervisors.Type.LinkLocalControl,
+// known without connecting) chooses the path, its host row gives the jump address
+// (Host.Address, "ip" or "ip:port"), its row the link-local and private IPs.
 type StoreTargets struct {
 	Store *models.Store
-	// LinkLocal overrides LinkLocalControl (nil uses it).
+	// LinkLocal overrides hypervisors.Type.LinkLocalControl (nil uses it).
 	LinkLocal func(hypervisors.Type) bool
 }
 
@@ -165,7 +136,7 @@ func (s StoreTargets) TargetFor(ctx context.Context, vm models.SystemVM) (sshexe
 	if err != nil {
 		return sshexec.Target{}, fmt.Errorf("access path of %s: %w", vm.Name, err)
 	}
-	linkLocal := LinkLocalControl
+	linkLocal := hypervisors.Type.LinkLocalControl
 	if s.LinkLocal != nil {
 		linkLocal = s.LinkLocal
 	}

@@ -15,19 +15,6 @@ import (
 	"github.com/sysvm/sysvm/models"
 )
 
-// HealthRecreation records one recreation started by health checks: which router, for which
-// check. Counted per router and check within router.health.checks.recreate.window for
-// router.health.checks.recreate.limit. The Operation row with the same ID journals the run.
-// Table health_recreations, migrated by NewHealth (not part of models.AllModels).
-type HealthRecreation struct {
-	OperationID string    `gorm:"primaryKey;size:36" json:"operationid"`
-	RouterID    string    `gorm:"size:36;index:idx_health_recreation_router" json:"routerid"`
-	CheckName   string    `gorm:"size:128;index:idx_health_recreation_router" json:"checkname"`
-	ZoneID      string    `gorm:"size:36;index" json:"zoneid"`
-	Failures    int       `json:"failures"`
-	CreatedAt   time.Time `gorm:"index" json:"created"`
-}
-
 // OperationKindRecreate is the operation kind of a recreation (workflows.ActionRecreate).
 const OperationKindRecreate = "systemvm.recreate"
 
@@ -130,9 +117,6 @@ func redundantPeers(tx *gorm.DB, ids []string) (map[string][]string, error) {
 // HealthRecreation row, in one transaction with the zone locked, so sweeps of the same zone
 // never exceed the limit together. Retrying it returns the same plan.
 func (h *Health) HealthPlanRecreations(ctx context.Context, in PlanInput) (PlanResult, error) {
-	if err := h.ensureSchema(ctx); err != nil {
-		return PlanResult{}, err
-	}
 	var out PlanResult
 	err := h.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		out = PlanResult{}
@@ -207,7 +191,7 @@ func (h *Health) HealthPlanRecreations(ctx context.Context, in PlanInput) (PlanR
 				continue
 			}
 			var recent int64
-			if err := tx.Model(&HealthRecreation{}).Where("router_id = ? AND check_name = ? AND created_at >= ?",
+			if err := tx.Model(&models.HealthRecreation{}).Where("router_id = ? AND check_name = ? AND created_at >= ?",
 				c.RouterID, c.Check, now.Add(-window)).Count(&recent).Error; err != nil {
 				return fmt.Errorf("count recreations of %s: %w", c.RouterName, err)
 			}
@@ -228,7 +212,7 @@ func (h *Health) HealthPlanRecreations(ctx context.Context, in PlanInput) (PlanR
 			if err := tx.Create(&op).Error; err != nil {
 				return fmt.Errorf("journal recreation of %s: %w", c.RouterName, err)
 			}
-			if err := tx.Create(&HealthRecreation{OperationID: opID, RouterID: c.RouterID, CheckName: c.Check,
+			if err := tx.Create(&models.HealthRecreation{OperationID: opID, RouterID: c.RouterID, CheckName: c.Check,
 				ZoneID: in.ZoneID, Failures: c.Failures}).Error; err != nil {
 				return fmt.Errorf("record recreation of %s: %w", c.RouterName, err)
 			}
@@ -330,15 +314,12 @@ func (h *Health) HealthRecreationStarted(ctx context.Context, operationID, runID
 // HealthReleaseRecreation forgets a planned recreation that did not start (another operation
 // took the router's workflow ID first): its journal row and its count in the window go.
 func (h *Health) HealthReleaseRecreation(ctx context.Context, operationID, reason string) error {
-	if err := h.ensureSchema(ctx); err != nil {
-		return err
-	}
 	return h.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var hr HealthRecreation
+		var hr models.HealthRecreation
 		if err := tx.Where("operation_id = ?", operationID).Take(&hr).Error; err == nil {
 			h.log().Info("health recreation not started", "router", hr.RouterID, "check", hr.CheckName, "reason", reason)
 		}
-		if err := tx.Where("operation_id = ?", operationID).Delete(&HealthRecreation{}).Error; err != nil {
+		if err := tx.Where("operation_id = ?", operationID).Delete(&models.HealthRecreation{}).Error; err != nil {
 			return fmt.Errorf("release recreation %s: %w", operationID, err)
 		}
 		if err := tx.Where("operation_id = ?", operationID).Delete(&models.Event{}).Error; err != nil {

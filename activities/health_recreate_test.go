@@ -96,7 +96,7 @@ func TestPlanCapsConcurrentRecreationsPerZone(t *testing.T) {
 		// The same plan again (a retried activity) gives the same recreations, no new rows.
 		again := p.plan("sweep-1", 100, 3, rules, cs...)
 		assert.Equal(t, out.Recreate, again.Recreate)
-		assert.Equal(t, int64(2), p.count(&HealthRecreation{}, "zone_id = ?", p.zone.ID))
+		assert.Equal(t, int64(2), p.count(&models.HealthRecreation{}, "zone_id = ?", p.zone.ID))
 
 		// Another sweep while both still run: no slot, and the two are busy.
 		next := p.plan("sweep-2", 100, 3, rules, cs...)
@@ -159,7 +159,7 @@ func TestPlanRefusesPastTheRecreateLimitWithOneAlert(t *testing.T) {
 		assert.Len(t, out.Recreate, 1)
 		// Once the window has passed, the router is recreated again for the first check.
 		finish(out)
-		require.NoError(t, store.DB.Model(&HealthRecreation{}).Where("router_id = ?", c.RouterID).
+		require.NoError(t, store.DB.Model(&models.HealthRecreation{}).Where("router_id = ?", c.RouterID).
 			Update("created_at", time.Now().Add(-2*time.Hour)).Error)
 		out = p.plan("f", 100, 1, rules, c)
 		assert.Len(t, out.Recreate, 1)
@@ -203,7 +203,7 @@ func TestReleaseForgetsARecreationThatDidNotStart(t *testing.T) {
 	id := out.Recreate[0].OperationID
 	require.NoError(t, p.h.HealthReleaseRecreation(p.ctx, id, "another operation runs"))
 	assert.Zero(t, p.count(&models.Operation{}, "id = ?", id))
-	assert.Zero(t, p.count(&HealthRecreation{}, "operation_id = ?", id))
+	assert.Zero(t, p.count(&models.HealthRecreation{}, "operation_id = ?", id))
 	assert.Zero(t, p.count(&models.Event{}, "operation_id = ?", id))
 	// Started ones record their run.
 	out = p.plan("s2", 100, 1, rules, c)

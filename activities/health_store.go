@@ -18,6 +18,10 @@ type storeOptions struct {
 	// countFailures increments ConsecutiveFailures of failed checks (scheduled runs); an
 	// on-demand run leaves the counts of failed checks as they are (a pass still resets).
 	countFailures bool
+	// countedBy is the sweep key of the run (BatchInput.SweepKey): a failure is counted once
+	// per key, so a retried batch of the same sweep does not count it again. "" counts every
+	// call.
+	countedBy string
 	// onlyNewer keeps a stored result unless the fresh one is newer (a fetched results file
 	// may hold the run that is already stored). connectivity.test is always merged this way,
 	// so a retried batch of the same sweep does not count its failure twice.
@@ -108,11 +112,14 @@ func (h *Health) storeResults(ctx context.Context, vm models.SystemVM, fresh []m
 			}
 			switch {
 			case r.Success:
-				r.ConsecutiveFailures = 0
+				r.ConsecutiveFailures, r.FailureCountedBy = 0, ""
+			case opt.countFailures && had && opt.countedBy != "" && p.FailureCountedBy == opt.countedBy:
+				// This sweep counted the failure already (its batch is being retried).
+				r.ConsecutiveFailures, r.FailureCountedBy = p.ConsecutiveFailures, p.FailureCountedBy
 			case opt.countFailures:
-				r.ConsecutiveFailures = p.ConsecutiveFailures + 1
+				r.ConsecutiveFailures, r.FailureCountedBy = p.ConsecutiveFailures+1, opt.countedBy
 			default:
-				r.ConsecutiveFailures = p.ConsecutiveFailures
+				r.ConsecutiveFailures, r.FailureCountedBy = p.ConsecutiveFailures, p.FailureCountedBy
 			}
 			if !r.Success && (!had || p.Success) {
 				out.newlyFailed = true
@@ -146,7 +153,7 @@ func (h *Health) storeResults(ctx context.Context, vm models.SystemVM, fresh []m
 		if len(upserts) > 0 {
 			err := tx.Clauses(clause.OnConflict{
 				Columns:   []clause.Column{{Name: "router_id"}, {Name: "check_name"}},
-				DoUpdates: clause.AssignmentColumns([]string{"check_type", "success", "last_updated", "details", "consecutive_failures"}),
+				DoUpdates: clause.AssignmentColumns([]string{"check_type", "success", "last_updated", "details", "consecutive_failures", "failure_counted_by"}),
 			}).Create(&upserts).Error
 			if err != nil {
 				return fmt.Errorf("store results of %s: %w", vm.Name, err)

@@ -61,6 +61,16 @@ type BatchInput struct {
 	// At is the sweep's time: it stamps connectivity.test, so a retried batch records it once.
 	At       time.Time     `json:"at"`
 	Settings SweepSettings `json:"settings"`
+	// SweepKey names the sweep and kind (SweepKey()): a check's failure is counted into its
+	// consecutive failures once per key, so a retried batch counts it once. Empty (batches
+	// scheduled before the key existed): the activity's workflow and run ID and the kind.
+	SweepKey string `json:"sweepKey,omitempty"`
+}
+
+// SweepKey is the key a sweep counts failures under: its workflow ID and first run ID (the
+// same across continue-as-new) and the kind.
+func SweepKey(workflowID, firstRunID string, kind HealthKind) string {
+	return workflowID + "/" + firstRunID + "/" + string(kind)
 }
 
 // Candidate is a router that failed a recreate-listed check in enough consecutive runs.
@@ -155,6 +165,10 @@ func (h *Health) HealthCheckBatch(ctx context.Context, in BatchInput) (BatchSumm
 		if err := activity.GetHeartbeatDetails(ctx, &p); err == nil && len(p.Done) == len(in.RouterIDs) {
 			prog = p
 		}
+	}
+	if in.SweepKey == "" && activity.IsActivity(ctx) {
+		info := activity.GetInfo(ctx)
+		in.SweepKey = SweepKey(info.WorkflowExecution.ID, info.WorkflowExecution.RunID, in.Kind)
 	}
 	cs, err := readCheckSettings(ctx, h.Store.Settings, in.ZoneID)
 	if err != nil {
@@ -263,7 +277,7 @@ func (h *Health) checkRouter(ctx context.Context, vm models.SystemVM, in BatchIn
 	if len(c.results) == 0 {
 		return sum, nil
 	}
-	st, err := h.storeResults(ctx, vm, c.results, storeOptions{countFailures: true, onlyNewer: in.Kind == HealthFetch,
+	st, err := h.storeResults(ctx, vm, c.results, storeOptions{countFailures: true, countedBy: in.SweepKey, onlyNewer: in.Kind == HealthFetch,
 		fullTypes: c.fullTypes, excluded: exclude})
 	if err != nil {
 		return sum, err

@@ -59,9 +59,9 @@ func TestTargetForFollowsTheAccessPath(t *testing.T) {
 	_, err = tg.TargetFor(ctx, models.SystemVM{Name: "r-6-VM", HypervisorType: "Hyperv", PrivateIP: "10.1.1.7"})
 	assert.ErrorContains(t, err, "unknown hypervisor")
 
-	assert.True(t, LinkLocalControl(hypervisors.KVM))
-	assert.True(t, LinkLocalControl(hypervisors.XenServer))
-	assert.False(t, LinkLocalControl(hypervisors.VMware))
+	assert.True(t, hypervisors.KVM.LinkLocalControl())
+	assert.True(t, hypervisors.XenServer.LinkLocalControl())
+	assert.False(t, hypervisors.VMware.LinkLocalControl())
 }
 
 func TestConfigIsBuiltFromInventoryAndSettings(t *testing.T) {
@@ -484,4 +484,61 @@ func TestExcludingConnectivityTest(t *testing.T) {
 	assert.Equal(t, 1, sum.Unreachable, "still counted as not answering")
 	assert.NotContains(t, e.results(r), CheckConnectivity)
 	assert.False(t, e.reload(r).HealthChecksFailed)
+}
+
+// TestRetriedBatchCountsFailuresOncePerSweep: a batch of the same sweep run twice (a retry
+// after the results were stored) raises each failing check's consecutive-failure count once,
+// connectivity.test included even at another time stamp, so one failing sweep and its retry
+// do not reach router.health.checks.failures.before.recreate = 2; the next sweep counts again.
+func TestRetriedBatchCountsFailuresOncePerSweep(t *testing.T) {
+	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
+		e := newHCEnv(t, store)
+		e.set(SettingHealthRecreateChecks, agent.CheckDisk+","+CheckConnectivity)
+		net := e.network("Dhcp,Dns")
+		disk := e.router(routerOpts{net: &net})
+		gone := e.router(routerOpts{net: &net})
+		e.inject(disk, fleet.FaultDiskFull, "")
+		e.inject(gone, fleet.FaultUnreachable, "")
+		settings := e.settings()
+		require.Equal(t, 2, settings.FailuresBeforeRecreate, "the default")
+		run := func(key string, at time.Time) BatchSummary {
+			t.Helper()
+			sum, err := e.h.HealthCheckBatch(e.ctx, BatchInput{ZoneID: e.zone.ID, Kind: HealthBasic,
+				RouterIDs: []string{disk.ID, gone.ID}, Parallel: 2, At: at, Settings: settings, SweepKey: key})
+			require.NoError(t, err)
+			return sum
+		}
+		first := SweepKey("health-basic:"+e.zone.ID+"-1", "run-1", HealthBasic)
+		start := time.Now().UTC()
+		sum := run(first, start)
+		assert.Equal(t, 2, sum.Failing)
+		assert.Empty(t, sum.Candidates)
+		// The retry: same sweep, later (a retry's connectivity.test is stamped anew when the
+		// sweep time is not carried, e.g. by batches scheduled before it was).
+		sum = run(first, start.Add(time.Minute))
+		assert.Empty(t, sum.Candidates, "a retried batch must not make recreation candidates")
+		d := e.results(disk)[agent.CheckDisk]
+		assert.False(t, d.Success)
+		assert.Equal(t, 1, d.ConsecutiveFailures, "disk failure counted twice in one sweep")
+		assert.Equal(t, first, d.FailureCountedBy)
+		c := e.results(gone)[CheckConnectivity]
+		assert.False(t, c.Success)
+		assert.Equal(t, 1, c.ConsecutiveFailures, "connectivity.test counted twice in one sweep")
+		assert.Len(t, e.alerts(AlertHealthChecks, disk.ID), 1)
+
+		// The next sweep counts: both routers reach 2 and are candidates.
+		second := SweepKey("health-basic:"+e.zone.ID+"-2", "run-2", HealthBasic)
+		sum = run(second, start.Add(3*time.Minute))
+		assert.Equal(t, 2, e.results(disk)[agent.CheckDisk].ConsecutiveFailures)
+		assert.Equal(t, 2, e.results(gone)[CheckConnectivity].ConsecutiveFailures)
+		assert.Len(t, sum.Candidates, 2)
+
+		// A pass resets the count and the key; a later failure of the same sweep counts anew.
+		e.clear(disk)
+		run(second, start.Add(4*time.Minute))
+		d = e.results(disk)[agent.CheckDisk]
+		assert.True(t, d.Success)
+		assert.Zero(t, d.ConsecutiveFailures)
+		assert.Empty(t, d.FailureCountedBy)
+	})
 }

@@ -35,6 +35,19 @@ func ParseType(s string) (Type, error) {
 // SettingSuffix is the suffix of router.template.<suffix> for this hypervisor.
 func (t Type) SettingSuffix() string { return lower(string(t)) }
 
+// LinkLocalControl is Capabilities.LinkLocalControl of every driver of the family, known
+// without connecting: whether its system VMs are reached through their host on their
+// link-local control address (KVM, XenServer) rather than on their private IP (VMware). The
+// access path to a system VM needs it, and reaching 10,000 routers must not need a session with
+// each one's hypervisor endpoint. The conformance suite checks each driver agrees.
+func (t Type) LinkLocalControl() bool {
+	switch t {
+	case KVM, XenServer:
+		return true
+	}
+	return false
+}
+
 func lower(s string) string {
 	b := []byte(s)
 	for i, c := range b {

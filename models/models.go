@@ -361,9 +361,15 @@ type HealthCheckResult struct {
 	Details     string    `gorm:"type:text" json:"details"`
 	// ConsecutiveFailures counts failed runs in a row, for recreation rules.
 	ConsecutiveFailures int `json:"-"`
+	// FailureCountedBy is the sweep run (its key: workflow ID, first run ID and kind) that last
+	// counted a failure of this check into ConsecutiveFailures: a retried batch of the same
+	// sweep finds its key and does not count the failure again.
+	FailureCountedBy string `gorm:"size:255" json:"-"`
 }
 
-// AllModels lists every table, in migration order.
+// AllModels lists the model of every table. The tables are created and changed by the
+// migrations (migrate.go), never from these types directly; TestMigrationsCoverModels checks
+// that the migrations give every field of these types its column and index.
 func AllModels() []any {
 	return []any{
 		&Zone{}, &Pod{}, &Cluster{}, &Host{}, &StoragePool{}, &SecondaryStore{},
@@ -371,5 +377,6 @@ func AllModels() []any {
 		&Template{}, &TemplatePoolRef{}, &Setting{}, &Event{}, &Alert{}, &Operation{},
 		&OperationStep{}, &APIKey{}, &Secret{}, &HostKey{}, &HealthCheckResult{},
 		&GuestVM{}, &PortForwardingRule{}, &LoadBalancerRule{}, &LoadBalancerBackend{},
+		&HealthRecreation{},
 	}
 }

@@ -24,6 +24,8 @@ type Store struct {
 	Settings *Settings
 	Secrets  *Secrets
 	dialect  string
+	// migrateHook, when set (tests), is called inside Migrate's lock: "locked", "unlocking".
+	migrateHook func(stage string)
 }
 
 // Dialect is "mysql" or "sqlite".
@@ -32,7 +34,8 @@ func (s *Store) Dialect() string { return s.dialect }
 // ErrNotFound is returned when a row does not exist.
 var ErrNotFound = errors.New("not found")
 
-// Open connects to the database a DSN names and migrates it:
+// Open connects to the database a DSN names; it does not change the schema (see Migrate,
+// OpenAndMigrate and RequireCurrentSchema):
 //
 //	mysql://root:@tcp(127.0.0.1:3306)/test       MySQL or MariaDB (go-sql-driver DSN after the scheme)
 //	sqlite://.data/sysvm.db                      embedded SQLite file (pure Go)
@@ -79,8 +82,19 @@ func Open(ctx context.Context, dsn string, masterKey []byte) (*Store, error) {
 		// One writer at a time is SQLite's nature; a small pool keeps readers concurrent.
 		sqlDB.SetMaxOpenConns(4)
 	}
-	s := &Store{DB: db, Settings: &Settings{db: db}, Secrets: &Secrets{db: db, box: box}, dialect: dialect}
-	if err := s.Migrate(ctx); err != nil {
+	return &Store{DB: db, Settings: &Settings{db: db}, Secrets: &Secrets{db: db, box: box}, dialect: dialect}, nil
+}
+
+// OpenAndMigrate opens the database and applies its pending migrations: for `sysvm migrate`,
+// `sysvm dev` and tests' fresh databases. The production processes use Open and
+// RequireCurrentSchema instead.
+func OpenAndMigrate(ctx context.Context, dsn string, masterKey []byte) (*Store, error) {
+	s, err := Open(ctx, dsn, masterKey)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Migrate(ctx); err != nil {
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -105,14 +119,6 @@ func redactDSN(dsn string) string {
 		}
 	}
 	return dsn
-}
-
-// Migrate creates or updates every table.
-func (s *Store) Migrate(ctx context.Context) error {
-	if err := s.DB.WithContext(ctx).AutoMigrate(AllModels()...); err != nil {
-		return fmt.Errorf("migrate database: %w", err)
-	}
-	return nil
 }
 
 // Close closes the connection pool.

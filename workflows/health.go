@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -99,51 +98,94 @@ var ha *activities.Health
 // routers of a zone. It lists router IDs page by page and hands them to batch activities, as
 // many at once as router.health.checks.sweep.concurrency allows; each batch stores its results
 // and answers with a compact summary, so the history stays a few events per batch (a few
-// hundred events for 10,000 routers) and continues as new past sweepMaxHistoryEvents. At the
-// end of a sweep that produces results it applies the recreation rules (HealthPlanRecreations)
-// and starts each allowed recreation as a SystemVMLifecycle child (action recreate, the
-// router's lifecycle workflow ID, so a router with a running operation is skipped), abandoned
-// on close so the recreation finishes whatever happens to the sweep.
+// hundred events for 10,000 routers) and continues as new past sweepMaxHistoryEvents. Every
+// batch carries the sweep's key, so a retried batch counts each failure once. At the end of a
+// sweep that produces results it applies the recreation rules (HealthPlanRecreations) and
+// starts each allowed recreation as a SystemVMLifecycle child (action recreate, the router's
+// lifecycle workflow ID, so a router with a running operation is skipped), abandoned on close
+// so the recreation finishes whatever happens to the sweep.
 func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 	if _, err := activities.ParseHealthKind(string(in.Kind)); err != nil {
 		return SweepResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeNotAllowed, nil)
 	}
-	res := SweepResult{ZoneID: in.ZoneID, Kind: in.Kind}
-	var progress Progress
-	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (Progress, error) { return progress, nil }); err != nil {
-		return res, err
+	w := &sweep{in: in, res: SweepResult{ZoneID: in.ZoneID, Kind: in.Kind}}
+	if err := w.setup(ctx); err != nil || w.res.Disabled {
+		return w.res, err
 	}
-	if err := upsertSweepAttributes(ctx, in); err != nil {
-		return res, err
+	err := w.run(ctx)
+	return w.res, err
+}
+
+// sweep is one run of a HealthSweep (a sweep continued as new is several runs sharing st).
+type sweep struct {
+	in       SweepInput
+	st       *SweepState
+	res      SweepResult
+	progress Progress
+	// id names the sweep across its runs (workflow ID and first run ID), for operation IDs;
+	// key is the key its batches count failures under (activities.SweepKey).
+	id, key string
+	// batchSize routers per batch, perBatch of them at once, inFlightMax batches at once,
+	// listed pageSize IDs at a time.
+	batchSize, perBatch, inFlightMax, pageSize int
+}
+
+// setup answers progress queries, sets the search attributes, reads the settings on the first
+// run (a disabled zone ends the sweep: res.Disabled) and sizes the batches.
+func (w *sweep) setup(ctx workflow.Context) error {
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (Progress, error) { return w.progress, nil }); err != nil {
+		return err
 	}
-	short := withShortActivity(ctx)
-	st := in.State
-	if st == nil {
+	if err := upsertSweepAttributes(ctx, w.in); err != nil {
+		return err
+	}
+	info := workflow.GetInfo(ctx)
+	w.id = info.WorkflowExecution.ID + "/" + info.FirstRunID
+	w.key = activities.SweepKey(info.WorkflowExecution.ID, info.FirstRunID, w.in.Kind)
+	w.st = w.in.State
+	if w.st == nil {
+		short := withShortActivity(ctx)
 		var s activities.SweepSettings
-		if err := workflow.ExecuteActivity(short, ha.HealthSweepSettings, in.ZoneID).Get(ctx, &s); err != nil {
-			return res, err
+		if err := workflow.ExecuteActivity(short, ha.HealthSweepSettings, w.in.ZoneID).Get(ctx, &s); err != nil {
+			return err
 		}
 		if !s.Enabled {
-			res.Disabled = true
-			return res, nil
+			w.res.Disabled = true
+			return nil
 		}
-		st = &SweepState{At: workflow.Now(ctx).UTC(), Settings: s}
+		w.st = &SweepState{At: workflow.Now(ctx).UTC(), Settings: s}
 	}
-	st.Runs++
-	batchSize := in.BatchSize
-	if batchSize <= 0 {
-		batchSize = DefaultSweepBatchSize
+	w.st.Runs++
+	w.batchSize = w.in.BatchSize
+	if w.batchSize <= 0 {
+		w.batchSize = DefaultSweepBatchSize
 	}
-	perBatch := min(st.Settings.Concurrency, sweepMaxParallelPerBatch)
-	inFlightMax := (st.Settings.Concurrency + perBatch - 1) / perBatch
-	pageSize := min(max(1000, 2*batchSize*inFlightMax), activities.MaxRouterPage)
+	w.perBatch = min(w.st.Settings.Concurrency, sweepMaxParallelPerBatch)
+	w.inFlightMax = (w.st.Settings.Concurrency + w.perBatch - 1) / w.perBatch
+	w.pageSize = min(max(1000, 2*w.batchSize*w.inFlightMax), activities.MaxRouterPage)
+	return nil
+}
+
+// run checks the routers, then applies the recreation rules.
+func (w *sweep) run(ctx workflow.Context) error {
+	if err := w.check(ctx); err != nil {
+		return err
+	}
+	return w.recreate(ctx)
+}
+
+// check lists the routers and runs the batches, inFlightMax at once, until every listed router
+// was handed to a batch; past the history bound it continues as new (the returned error) with
+// its cursor and summary.
+func (w *sweep) check(ctx workflow.Context) error {
+	short := withShortActivity(ctx)
 	batchCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Hour,
 		HeartbeatTimeout:    time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 5 * time.Second, BackoffCoefficient: 2,
 			MaximumInterval: time.Minute, MaximumAttempts: 3},
 	})
-
+	st := w.st
 	var (
 		queue      []string
 		listCursor = st.Cursor
@@ -153,16 +195,16 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 		listErr    error
 	)
 	sel := workflow.NewSelector(ctx)
-	progress.Step = "checking " + string(in.Kind)
+	w.progress.Step = "checking " + string(w.in.Kind)
 	for {
-		for !stopping && inFlight < inFlightMax && listErr == nil {
+		for !stopping && inFlight < w.inFlightMax && listErr == nil {
 			if len(queue) == 0 {
 				if listed {
 					break
 				}
 				var page activities.RouterPage
 				listErr = workflow.ExecuteActivity(short, ha.HealthListRouters,
-					activities.ListRoutersInput{ZoneID: in.ZoneID, After: listCursor, Limit: pageSize}).Get(ctx, &page)
+					activities.ListRoutersInput{ZoneID: w.in.ZoneID, After: listCursor, Limit: w.pageSize}).Get(ctx, &page)
 				if listErr != nil {
 					break
 				}
@@ -171,20 +213,20 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 					listCursor = page.IDs[len(page.IDs)-1]
 				}
 				listed = page.Done
-				progress.Total += len(page.IDs)
+				w.progress.Total += len(page.IDs)
 				continue
 			}
-			n := min(batchSize, len(queue))
+			n := min(w.batchSize, len(queue))
 			ids := queue[:n:n]
 			queue = queue[n:]
 			st.Cursor = ids[n-1]
-			f := workflow.ExecuteActivity(batchCtx, ha.HealthCheckBatch, activities.BatchInput{ZoneID: in.ZoneID, Kind: in.Kind,
-				RouterIDs: ids, Parallel: perBatch, At: st.At, Settings: st.Settings})
+			f := workflow.ExecuteActivity(batchCtx, ha.HealthCheckBatch, activities.BatchInput{ZoneID: w.in.ZoneID, Kind: w.in.Kind,
+				RouterIDs: ids, Parallel: w.perBatch, At: st.At, Settings: st.Settings, SweepKey: w.key})
 			inFlight++
 			sel.AddFuture(f, func(f workflow.Future) {
 				inFlight--
 				st.Batches++
-				progress.Done += len(ids)
+				w.progress.Done += len(ids)
 				var sum activities.BatchSummary
 				if err := f.Get(ctx, &sum); err != nil {
 					sum = activities.BatchSummary{Routers: len(ids), Errors: len(ids),
@@ -201,51 +243,57 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 			break
 		}
 		sel.Select(ctx)
-		if progress.Total > 0 {
-			progress.Percent = progress.Done * 100 / progress.Total
+		if w.progress.Total > 0 {
+			w.progress.Percent = w.progress.Done * 100 / w.progress.Total
 		}
 		if !stopping && shouldContinueAsNew(ctx) {
 			stopping = true
 		}
 	}
 	if listErr != nil {
-		return res, fmt.Errorf("list routers of zone %s: %w", in.ZoneID, listErr)
+		return fmt.Errorf("list routers of zone %s: %w", w.in.ZoneID, listErr)
 	}
 	if stopping && !(listed && len(queue) == 0) {
-		next := in
+		next := w.in
 		next.State = st
-		return res, workflow.NewContinueAsNewError(ctx, HealthSweepWorkflowName, next)
+		return workflow.NewContinueAsNewError(ctx, HealthSweepWorkflowName, next)
 	}
-	res.Summary, res.Batches, res.Runs = st.Summary, st.Batches, st.Runs
-	progress.Step, progress.Percent = "checked", 100
-	if !in.Kind.ProducesResults() {
-		progress.Step = "done"
-		return res, nil
+	w.res.Summary, w.res.Batches, w.res.Runs = st.Summary, st.Batches, st.Runs
+	w.progress.Step, w.progress.Percent = "checked", 100
+	return nil
+}
+
+// recreate ends a sweep that produced results: it applies the recreation rules and starts the
+// recreations they allow.
+func (w *sweep) recreate(ctx workflow.Context) error {
+	st := w.st
+	if !w.in.Kind.ProducesResults() {
+		w.progress.Step = "done"
+		return nil
 	}
 	if len(st.Settings.RecreateChecks) == 0 {
 		// Nothing is recreated, but the rules still run (with no candidates) so a circuit
 		// breaker tripped while the list was set is closed once the zone is healthy.
 		// Runs recorded before this change ended here.
 		if workflow.GetVersion(ctx, "rules-without-recreate-list", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-			progress.Step = "done"
-			return res, nil
+			w.progress.Step = "done"
+			return nil
 		}
 	}
-	progress.Step = "recreation rules"
-	info := workflow.GetInfo(ctx)
+	w.progress.Step = "recreation rules"
 	activities.SortCandidates(st.Summary.Candidates)
 	var plan activities.PlanResult
-	if err := workflow.ExecuteActivity(short, ha.HealthPlanRecreations, activities.PlanInput{
-		ZoneID: in.ZoneID, SweepID: info.WorkflowExecution.ID + "/" + info.FirstRunID, Kind: in.Kind,
+	if err := workflow.ExecuteActivity(withShortActivity(ctx), ha.HealthPlanRecreations, activities.PlanInput{
+		ZoneID: w.in.ZoneID, SweepID: w.id, Kind: w.in.Kind,
 		Routers: st.Summary.Routers, RecreateFailing: st.Summary.RecreateFailing, Candidates: st.Summary.Candidates,
 		Settings: st.Settings, WorkflowIDPrefix: LifecycleWorkflowID(""),
 	}).Get(ctx, &plan); err != nil {
-		return res, fmt.Errorf("apply recreation rules in zone %s: %w", in.ZoneID, err)
+		return fmt.Errorf("apply recreation rules in zone %s: %w", w.in.ZoneID, err)
 	}
-	res.Plan = &plan
-	res.Recreations = startRecreations(ctx, in.ZoneID, plan.Recreate)
-	progress.Step = "done"
-	return res, nil
+	w.res.Plan = &plan
+	w.res.Recreations = startRecreations(ctx, w.in.ZoneID, plan.Recreate)
+	w.progress.Step = "done"
+	return nil
 }
 
 // upsertSweepAttributes sets ZoneId and OperationKind unless the start (a schedule) did.
@@ -256,7 +304,8 @@ func upsertSweepAttributes(ctx workflow.Context, in SweepInput) error {
 	if zone == in.ZoneID && kind == in.Kind.OperationKind() {
 		return nil
 	}
-	return workflow.UpsertTypedSearchAttributes(ctx, ZoneIDKey.ValueSet(in.ZoneID), OperationKindKey.ValueSet(in.Kind.OperationKind()))
+	return workflow.UpsertTypedSearchAttributes(ctx,
+		ZoneTarget(workflow.GetInfo(ctx).WorkflowExecution.ID, in.ZoneID, in.Kind.OperationKind()).SearchAttributes()...)
 }
 
 func shouldContinueAsNew(ctx workflow.Context) bool {
@@ -273,15 +322,10 @@ func startRecreations(ctx workflow.Context, zoneID string, plans []activities.Pl
 	futures := make([]workflow.ChildWorkflowFuture, len(plans))
 	for i, p := range plans {
 		out[i].PlannedRecreation = p
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            p.WorkflowID,
-			TaskQueue:             TaskQueue,
-			ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_ABANDON,
-			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-			TypedSearchAttributes: temporal.NewSearchAttributes(SystemVMIDKey.ValueSet(p.RouterID), RouterIDKey.ValueSet(p.RouterID),
-				ZoneIDKey.ValueSet(zoneID), OperationKindKey.ValueSet(ActionRecreate.OperationKind())),
-			Memo: map[string]any{"operationId": p.OperationID, "target": p.RouterName, "requestedBy": activities.RequestedByHealthChecks},
-		})
+		opts := RouterTarget(p.RouterID, zoneID, ActionRecreate.OperationKind()).ChildOptions(
+			map[string]any{"operationId": p.OperationID, "target": p.RouterName, "requestedBy": activities.RequestedByHealthChecks})
+		opts.WorkflowID = p.WorkflowID // the plan's, LifecycleWorkflowID(router) as the target's
+		cctx := workflow.WithChildOptions(ctx, opts)
 		futures[i] = workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{
 			OperationID: p.OperationID, VMID: p.RouterID, Action: ActionRecreate, Reason: p.Reason})
 	}

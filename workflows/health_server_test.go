@@ -169,6 +169,6 @@ func TestSweepSkipsARouterWithARunningOperation(t *testing.T) {
 	assert.False(t, rc.Started)
 	assert.Contains(t, rc.Error, "another operation runs on the router")
 	assert.Zero(t, fx.count(&models.Operation{}, "id = ?", rc.OperationID), "the plan is released")
-	assert.Zero(t, fx.count(&activities.HealthRecreation{}, "router_id = ?", bad.ID), "it does not count in the window")
+	assert.Zero(t, fx.count(&models.HealthRecreation{}, "router_id = ?", bad.ID), "it does not count in the window")
 	replayRun(t, c, "sweep-busy")
 }

@@ -347,3 +347,66 @@ func TestSweepRejectsAnUnknownKind(t *testing.T) {
 	require.Error(t, env.GetWorkflowError())
 	assert.Contains(t, env.GetWorkflowError().Error(), "want basic, advanced, config or fetch")
 }
+
+// TestSweepRetriedBatchCountsOnce: a batch that stored its results and then failed (its
+// worker lost before it answered, the last heartbeats throttled away) is retried and checks
+// the same routers again; the failure still counts once in the sweep, so one failing sweep
+// and its retry do not recreate the router at router.health.checks.failures.before.recreate
+// = 2. The next sweep counts again and recreates it.
+func TestSweepRetriedBatchCountsOnce(t *testing.T) {
+	fx := newHealthFixture(t, modelstest.SQLite(t), fixtureOptions{noSample: true})
+	vms := fx.routers(4)
+	bad := vms[2]
+	fx.inject(bad, fleet.FaultDiskFull)
+	fx.set(activities.SettingHealthRecreateChecks, agent.CheckDisk)
+	in := SweepInput{ZoneID: fx.zone.ID, Kind: activities.HealthBasic}
+
+	sweepWithRetry := func() (SweepResult, *sweepRecorder, []int32) {
+		t.Helper()
+		env, rec := newHealthEnv(t, fx)
+		var mu sync.Mutex
+		var attempts []int32
+		env.OnActivity(ha.HealthCheckBatch, mock.Anything, mock.Anything).Return(
+			func(ctx context.Context, in activities.BatchInput) (activities.BatchSummary, error) {
+				attempt := activity.GetInfo(ctx).Attempt
+				mu.Lock()
+				attempts = append(attempts, attempt)
+				mu.Unlock()
+				// Outside the activity's context nothing is heartbeated: the retry does not
+				// know which routers the first attempt did, as when its heartbeats were lost.
+				sum, err := fx.h.HealthCheckBatch(context.WithoutCancel(context.Background()), in)
+				if err == nil && attempt == 1 {
+					return activities.BatchSummary{}, errors.New("worker lost after storing the results")
+				}
+				return sum, err
+			})
+		env.ExecuteWorkflow(HealthSweep, in)
+		require.True(t, env.IsWorkflowCompleted())
+		require.NoError(t, env.GetWorkflowError())
+		var res SweepResult
+		require.NoError(t, env.GetWorkflowResult(&res))
+		return res, rec, attempts
+	}
+
+	res, rec, attempts := sweepWithRetry()
+	assert.Equal(t, []int32{1, 2}, attempts, "one batch, retried once")
+	assert.Equal(t, 2, rec.activities["HealthCheckBatch"])
+	require.Len(t, rec.batches, 2)
+	assert.Equal(t, rec.batches[0].SweepKey, rec.batches[1].SweepKey, "the retry carries the sweep's key")
+	assert.NotEmpty(t, rec.batches[0].SweepKey)
+	r, ok := fx.result(bad, agent.CheckDisk)
+	require.True(t, ok)
+	assert.False(t, r.Success)
+	assert.Equal(t, 1, r.ConsecutiveFailures, "the retried batch counted the failure again")
+	assert.Empty(t, rec.children, "one failing sweep must not recreate at N = 2")
+	require.NotNil(t, res.Plan)
+	assert.Empty(t, res.Plan.Recreate)
+	assert.Equal(t, 4, res.Summary.Routers)
+
+	res, rec, _ = sweepWithRetry()
+	r, _ = fx.result(bad, agent.CheckDisk)
+	assert.Equal(t, 2, r.ConsecutiveFailures, "the next sweep counts")
+	require.Len(t, rec.children, 1, "two failing sweeps recreate")
+	assert.Equal(t, bad.ID, rec.children[0].VMID)
+	require.Len(t, res.Recreations, 1)
+}

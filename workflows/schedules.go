@@ -126,17 +126,21 @@ func scheduleOptions(s HealthSchedule) client.ScheduleOptions {
 		every = pausedPlaceholder
 	}
 	return client.ScheduleOptions{
-		ID:            s.ID,
-		Spec:          client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}},
-		Action:        scheduleAction(s),
-		Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-		CatchupWindow: healthScheduleCatchup,
-		Paused:        s.Paused,
-		Note:          s.Note,
-		Memo:          map[string]any{"zoneId": s.ZoneID, "kind": string(s.Kind)},
-		TypedSearchAttributes: temporal.NewSearchAttributes(ZoneIDKey.ValueSet(s.ZoneID),
-			OperationKindKey.ValueSet(s.Kind.OperationKind())),
+		ID:                    s.ID,
+		Spec:                  client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}},
+		Action:                scheduleAction(s),
+		Overlap:               enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+		CatchupWindow:         healthScheduleCatchup,
+		Paused:                s.Paused,
+		Note:                  s.Note,
+		Memo:                  map[string]any{"zoneId": s.ZoneID, "kind": string(s.Kind)},
+		TypedSearchAttributes: s.target().TypedSearchAttributes(),
 	}
+}
+
+// target is what the schedule's sweeps act on: the zone, under the schedule's ID.
+func (s HealthSchedule) target() Target {
+	return ZoneTarget(s.ID, s.ZoneID, s.Kind.OperationKind())
 }
 
 func scheduleAction(s HealthSchedule) *client.ScheduleWorkflowAction {
@@ -146,9 +150,8 @@ func scheduleAction(s HealthSchedule) *client.ScheduleWorkflowAction {
 		Args:                     []any{SweepInput{ZoneID: s.ZoneID, Kind: s.Kind}},
 		TaskQueue:                TaskQueue,
 		WorkflowExecutionTimeout: healthSweepTimeout,
-		TypedSearchAttributes: temporal.NewSearchAttributes(ZoneIDKey.ValueSet(s.ZoneID),
-			OperationKindKey.ValueSet(s.Kind.OperationKind())),
-		StaticSummary: fmt.Sprintf("router health %s sweep of zone %s", s.Kind, s.ZoneID),
+		TypedSearchAttributes:    s.target().TypedSearchAttributes(),
+		StaticSummary:            fmt.Sprintf("router health %s sweep of zone %s", s.Kind, s.ZoneID),
 	}
 }
 

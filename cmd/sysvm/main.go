@@ -19,7 +19,7 @@ Usage:
   sysvm dev       run everything on embedded defaults (Temporal dev server, SQLite, simulators, worker, API)
   sysvm worker    run a Temporal worker
   sysvm api       run the REST API
-  sysvm migrate   create or update the database tables
+  sysvm migrate   apply the database schema migrations ("sysvm migrate status" shows the version)
   sysvm help      this text
 
 Each command takes -h for its flags; every flag also reads a SYSVM_* environment variable.

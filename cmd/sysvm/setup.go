@@ -74,9 +74,27 @@ func (a *app) masterKey() ([]byte, error) {
 	return models.LoadOrCreateMasterKey(filepath.Join(a.cfg.DataDir, "secret.key"))
 }
 
-// openStore opens the database; it is the one place a command opens the store. The DSN's
-// password never appears in an error.
+// openStore opens the database for a command that serves from it: dev migrates it; api and
+// worker refuse a schema that is not the one they know (the error says to run `sysvm migrate`).
 func (a *app) openStore(ctx context.Context) (*models.Store, error) {
+	store, err := a.openDatabase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if a.dev {
+		_, err = store.Migrate(ctx)
+	} else {
+		err = store.RequireCurrentSchema(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return store, nil
+}
+
+// openDatabase connects to the database without looking at its schema (`sysvm migrate`); it is
+// the one place a command opens the store. The DSN's password never appears in an error.
+func (a *app) openDatabase(ctx context.Context) (*models.Store, error) {
 	dsn := a.cfg.DBDSN
 	if dsn == "" {
 		if !a.dev {

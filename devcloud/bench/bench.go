@@ -208,7 +208,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		defer drop()
 		dsn, res.Database = scratch, "mysql"
 	}
-	store, err := models.Open(ctx, dsn, key)
+	store, err := models.OpenAndMigrate(ctx, dsn, key)
 	if err != nil {
 		return res, fmt.Errorf("benchmark: open database: %w", err)
 	}

@@ -220,7 +220,7 @@ func TestScratchMySQL(t *testing.T) {
 	name := dsn[strings.LastIndexByte(dsn, '/')+1 : strings.IndexByte(dsn, '?')]
 	assert.True(t, strings.HasPrefix(name, "sysvm_bench_"), dsn)
 	assert.True(t, strings.HasSuffix(dsn, "?parseTime=true"), dsn)
-	s, err := models.Open(ctx, dsn, modelstest.TestKey)
+	s, err := models.OpenAndMigrate(ctx, dsn, modelstest.TestKey)
 	require.NoError(t, err)
 	_, err = SeedZone(ctx, s, 10, 0)
 	require.NoError(t, err)

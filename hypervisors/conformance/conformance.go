@@ -175,6 +175,10 @@ func run(t *testing.T, f Fixture) {
 		mustState(hypervisors.PowerRunning)
 
 		caps := d.Capabilities()
+		if caps.LinkLocalControl != d.Type().LinkLocalControl() {
+			t.Errorf("Capabilities().LinkLocalControl = %v, but %s.LinkLocalControl() (the static form access paths use) = %v",
+				caps.LinkLocalControl, d.Type(), d.Type().LinkLocalControl())
+		}
 		if !caps.LiveMigration {
 			if err := d.StopVM(ctx, name, false); err != nil {
 				t.Fatalf("StopVM before cold migration: %v", err)

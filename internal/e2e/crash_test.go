@@ -60,7 +60,7 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	bin := buildSysvm(t)
 	t.Logf("built sysvm in %s", time.Since(begin).Round(time.Millisecond))
 	dsn := modelstest.MySQLDSN(t)
-	store, err := models.Open(context.Background(), dsn, modelstest.TestKey)
+	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
 	if err != nil {
 		t.Fatal(err)
 	}

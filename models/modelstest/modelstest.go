@@ -30,11 +30,17 @@ func MySQLBase() string {
 // TestKey is a fixed master key for test databases.
 var TestKey = []byte("0123456789abcdef0123456789abcdef")
 
+// SQLiteDSN returns the sqlite:// DSN of a new, empty database file in a temp dir.
+func SQLiteDSN(t testing.TB) string {
+	t.Helper()
+	return "sqlite://" + filepath.Join(t.TempDir(), "sysvm.db")
+}
+
 // SQLite opens a migrated SQLite database in a temp dir.
 func SQLite(t testing.TB) *models.Store {
 	t.Helper()
-	dsn := "sqlite://" + filepath.Join(t.TempDir(), "sysvm.db")
-	s, err := models.Open(context.Background(), dsn, TestKey)
+	dsn := SQLiteDSN(t)
+	s, err := models.OpenAndMigrate(context.Background(), dsn, TestKey)
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
 	}
@@ -74,12 +80,24 @@ func MySQLDSN(t testing.TB) string {
 // MySQL opens a migrated store on a fresh MySQL database.
 func MySQL(t testing.TB) *models.Store {
 	t.Helper()
-	s, err := models.Open(context.Background(), MySQLDSN(t), TestKey)
+	s, err := models.OpenAndMigrate(context.Background(), MySQLDSN(t), TestKey)
 	if err != nil {
 		t.Fatalf("open mysql: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// ForEachDSN runs f as a subtest with the DSN of a new, empty (unmigrated) SQLite database and
+// of a new, empty MySQL database.
+func ForEachDSN(t *testing.T, f func(t *testing.T, dsn string)) {
+	t.Helper()
+	for _, db := range []struct {
+		name string
+		dsn  func(testing.TB) string
+	}{{"sqlite", SQLiteDSN}, {"mysql", MySQLDSN}} {
+		t.Run(db.name, func(t *testing.T) { f(t, db.dsn(t)) })
+	}
 }
 
 // ForEach runs f as a subtest against SQLite and against MySQL.
