@@ -391,7 +391,18 @@ func (d *driver) GetVM(ctx context.Context, name string) (hypervisors.VMInfo, er
 	if err != nil {
 		return hypervisors.VMInfo{}, wrap("get VM", name, err)
 	}
-	return vmInfo(r, l), nil
+	info := vmInfo(r, l)
+	if r.PowerState == "Running" && r.Metrics != "" && r.Metrics != nullRef {
+		// VM_metrics.start_time is when the domain last started (a reboot starts a new one).
+		var m vmMetricsRecord
+		if err := d.c.call(ctx, "VM_metrics.get_record", &m, r.Metrics); err != nil {
+			return hypervisors.VMInfo{}, wrap("get VM", name, err)
+		}
+		if start, err := time.Parse("20060102T15:04:05Z", m.StartTime); err == nil {
+			info.BootTime = start.UTC()
+		}
+	}
+	return info, nil
 }
 
 func (d *driver) ListVMs(ctx context.Context) ([]hypervisors.VMInfo, error) {
