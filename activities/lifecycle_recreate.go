@@ -360,7 +360,11 @@ func (a *Activities) verify(ctx context.Context, d hypervisors.Driver, vm *model
 		return RecreateResult{}, temporal.NewApplicationError(
 			fmt.Sprintf("replacement %s is %s, not running", p.InstanceName, info.State), ErrTypeNotServing)
 	}
-	if got := info.BootArgs["controlip"]; got != "" && got != p.ControlIP {
+	arg := "privateip" // VMware: the control address is the private IP
+	if p.LinkLocal {
+		arg = "controlip"
+	}
+	if got := info.BootArgs[arg]; got != "" && got != p.ControlIP {
 		return RecreateResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("replacement %s boots with control IP %s, want %s", p.InstanceName, got, p.ControlIP), ErrTypeNotServing, nil)
 	}

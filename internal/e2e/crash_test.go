@@ -122,8 +122,8 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 			if err := json.Unmarshal(a.Input.Payloads[0].Data, &in); err != nil {
 				t.Fatal(err)
 			}
-			scheduled[in.Step]++
-			schedStep[ev.EventId] = in.Step
+			scheduled[string(in.Step)]++
+			schedStep[ev.EventId] = string(in.Step)
 		}
 		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && schedStep[a.ScheduledEventId] == "create" {
 			attemptsOfCreate = a.Attempt
