@@ -115,8 +115,13 @@ func (a *Activities) admitDestroy(ctx context.Context, tx *gorm.DB, opID, vmID s
 			return fmt.Errorf("lock network of %s: %w", vm.Name, err)
 		}
 	}
-	q := tx.Model(&models.SystemVM{}).
-		Where("type = ? AND id <> ? AND state <> ?", models.TypeRouter, vm.ID, models.StateDestroyed).
+	q := tx.Model(&models.SystemVM{})
+	if opID != "" && a.Store.Dialect() == "mysql" {
+		// A locking read sees the latest committed marks: InnoDB's plain reads in a
+		// repeatable-read transaction would see the snapshot taken before the lock was granted.
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	q = q.Where("type = ? AND id <> ? AND state <> ?", models.TypeRouter, vm.ID, models.StateDestroyed).
 		Where("destroy_operation_id = '' OR destroy_operation_id IS NULL")
 	if vm.VPCID != "" {
 		q = q.Where("vpc_id = ?", vm.VPCID)

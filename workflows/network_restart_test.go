@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
@@ -25,6 +26,8 @@ type restartRecorder struct {
 	maxDown  int
 	failVM   string
 	stuckVM  string // reports Stopped after every step
+	// slowStep takes ten minutes of workflow time (so a test can cancel during it).
+	slowStep activities.Step
 	finished []activities.FinishInput
 }
 
@@ -81,33 +84,38 @@ func newRestartEnv(t *testing.T, routers []string, rec *restartRecorder) *testsu
 			return activities.RecreatePlan{InstanceName: "r-" + in.VMID + "-new", OldInstanceName: "r-" + in.VMID,
 				ControlIP: "169.254.9.9", LinkLocal: true, OldExists: true, OldRunning: true}, nil
 		})
-	env.OnActivity(a.RecreateStep, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.RecreateInput) (activities.RecreateResult, error) {
-			rec.mu.Lock()
-			defer rec.mu.Unlock()
-			rec.steps = append(rec.steps, in.VMID+" "+string(in.Step))
-			require.Equal(t, rec.opIDs[in.VMID], in.OperationID, "one operation ID per router")
-			if in.VMID == rec.failVM && in.Step == activities.StepCreateReplacement {
-				return activities.RecreateResult{}, temporal.NewNonRetryableApplicationError(
-					string(in.Step)+" r-"+in.VMID+": host gone", "BadState", nil)
+	recreateStep := func(_ context.Context, in activities.RecreateInput) (activities.RecreateResult, error) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		rec.steps = append(rec.steps, in.VMID+" "+string(in.Step))
+		require.Equal(t, rec.opIDs[in.VMID], in.OperationID, "one operation ID per router")
+		if in.VMID == rec.failVM && in.Step == activities.StepCreateReplacement {
+			return activities.RecreateResult{}, temporal.NewNonRetryableApplicationError(
+				string(in.Step)+" r-"+in.VMID+": host gone", "BadState", nil)
+		}
+		// A router is down from its switch (old stopped) until it is committed.
+		switch in.Step {
+		case activities.StepSwitch:
+			rec.inFlight[in.VMID] = true
+			if len(rec.inFlight) > rec.maxDown {
+				rec.maxDown = len(rec.inFlight)
 			}
-			// A router is down from its switch (old stopped) until it is committed.
-			switch in.Step {
-			case activities.StepSwitch:
-				rec.inFlight[in.VMID] = true
-				if len(rec.inFlight) > rec.maxDown {
-					rec.maxDown = len(rec.inFlight)
-				}
-			case activities.StepCommit:
-				delete(rec.inFlight, in.VMID)
-				state := models.StateRunning
-				if in.VMID == rec.stuckVM {
-					state = models.StateStopped
-				}
-				return activities.RecreateResult{State: state}, nil
+		case activities.StepCommit:
+			delete(rec.inFlight, in.VMID)
+			state := models.StateRunning
+			if in.VMID == rec.stuckVM {
+				state = models.StateStopped
 			}
-			return activities.RecreateResult{}, nil
-		})
+			return activities.RecreateResult{State: state}, nil
+		}
+		return activities.RecreateResult{}, nil
+	}
+	if rec.slowStep != "" {
+		env.OnActivity(a.RecreateStep, mock.Anything, mock.MatchedBy(func(in activities.RecreateInput) bool {
+			return in.Step == rec.slowStep
+		})).After(10 * time.Minute).Return(recreateStep)
+	}
+	env.OnActivity(a.RecreateStep, mock.Anything, mock.Anything).Return(recreateStep)
 	env.OnActivity(a.SettleVM, mock.Anything, mock.Anything).Return(models.StateRunning, nil)
 	env.OnActivity(a.RecordEvent, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
@@ -205,4 +213,25 @@ func TestNetworkRestartStopsWhenARouterDoesNotComeBackRunning(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "not Running")
 	require.Equal(t, []string{"backup reboot"}, rec.steps)
+}
+
+// TestNetworkRestartCancelDoesNotCancelTheRouterMidRecreate cancels a restartNetwork while the
+// BACKUP's replacement is being created: the BACKUP's recreate runs to its end (its child run
+// is on a disconnected context), nothing is compensated, and the restart ends canceled
+// without touching the PRIMARY.
+func TestNetworkRestartCancelDoesNotCancelTheRouterMidRecreate(t *testing.T) {
+	rec := &restartRecorder{slowStep: activities.StepCreateReplacement}
+	env := newRestartEnv(t, []string{"backup", "primary"}, rec)
+	env.RegisterDelayedCallback(env.CancelWorkflow, time.Minute)
+	env.ExecuteWorkflow(NetworkRestart, NetworkRestartInput{OperationID: "op-n5", NetworkID: "n-1", Cleanup: true})
+	require.True(t, env.IsWorkflowCompleted())
+	var canceled *temporal.CanceledError
+	require.ErrorAs(t, env.GetWorkflowError(), &canceled)
+	want := []string{"backup prepare"}
+	for _, st := range activities.RecreateSteps() {
+		want = append(want, "backup "+string(st))
+	}
+	require.Equal(t, want, rec.steps, "the BACKUP's recreate finished; the PRIMARY was not touched")
+	require.Equal(t, models.OpCompleted, rec.finishOf(t, rec.opIDs["backup"]).Status, "the child completed")
+	require.Equal(t, models.OpCanceled, rec.finishOf(t, "op-n5").Status)
 }

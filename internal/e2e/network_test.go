@@ -25,7 +25,7 @@ func TestNetworkRestartCleanup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal and vcsim")
 	}
-	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true})
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, fleet: true})
 	ctx := context.Background()
 	var netw models.Network
 	if err := p.store.DB.Where("type = ? AND redundant = ?", models.NetworkIsolated, true).Order("name").First(&netw).Error; err != nil {
