@@ -27,6 +27,9 @@ type Activities struct {
 	Logger  *slog.Logger
 	// SystemVMKey returns the authorized_keys line given to new system VMs (may be nil).
 	SystemVMKey func(ctx context.Context) (string, error)
+	// Exec reaches system VMs over SSH, to verify a recreate's replacement answers on 3922
+	// (nil: the replacement is verified on its hypervisor only).
+	Exec Exec
 }
 
 // stepDone reports whether a step of an operation is already journaled.

@@ -19,21 +19,38 @@ import (
 	"github.com/sysvm/sysvm/models"
 )
 
-// Routers runs the simulated routers of a dev cloud: one per router in the inventory, each
-// serving real SSH on loopback (through its host for KVM and XenServer, directly for VMware)
-// and running the real sysvm-agent code on a sandbox root.
+// Routers runs the simulated system VMs of a dev cloud: one per router, SSVM and CPVM in the
+// inventory, each serving real SSH on loopback (through its host for KVM and XenServer,
+// directly for VMware) and running the real sysvm-agent code on a sandbox root. Each is keyed
+// in the fleet by its hypervisor instance name, so a recreate's replacement (a new instance
+// name and control address) runs beside the VM it replaces until the switch.
 type Routers struct {
 	Fleet *fleet.Fleet
 	store *models.Store
 	cfg   func(ctx context.Context, vm models.SystemVM) (agent.Config, error)
 	mu    sync.Mutex
-	names map[string]string // instance name -> router ID
+	names map[string]string // instance name -> system VM ID
+	// broken are system VMs whose new instances never answer SSH (BreakReplacements).
+	broken map[string]bool
 }
 
-// StartRouters builds the fleet for every router of the inventory. The platform's key is
-// accepted by every simulated host and router; configFor is the platform's own configuration
-// builder, so each sandbox is rendered from what the platform will push. Hosts' addresses in
-// the inventory are pointed at their simulated SSH listeners.
+// BreakReplacements makes every new instance of a system VM (a recreate's replacement) never
+// answer SSH, as one built from a broken template would not; false repairs it. The VM's
+// current instance is not affected.
+func (r *Routers) BreakReplacements(id string, broken bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if broken {
+		r.broken[id] = true
+	} else {
+		delete(r.broken, id)
+	}
+}
+
+// StartRouters builds the fleet for every system VM of the inventory. The platform's key is
+// accepted by every simulated host and VM; configFor is the platform's own configuration
+// builder for routers, so each sandbox is rendered from what the platform will push. Hosts'
+// addresses in the inventory are pointed at their simulated SSH listeners.
 func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKey,
 	configFor func(context.Context, models.SystemVM) (agent.Config, error), log *slog.Logger, opts fleet.Options) (*Routers, error) {
 	opts.AuthorizedKeys = append(opts.AuthorizedKeys, platformKey)
@@ -52,7 +69,7 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 	if err != nil {
 		return nil, err
 	}
-	r := &Routers{Fleet: f, store: s, cfg: configFor, names: map[string]string{}}
+	r := &Routers{Fleet: f, store: s, cfg: configFor, names: map[string]string{}, broken: map[string]bool{}}
 	var hosts []models.Host
 	if err := s.DB.WithContext(ctx).Where("hypervisor_type IN ?", []string{string(hypervisors.KVM), string(hypervisors.XenServer)}).
 		Find(&hosts).Error; err != nil {
@@ -71,8 +88,7 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 		}
 	}
 	var vms []models.SystemVM
-	if err := s.DB.WithContext(ctx).Where("type = ? AND state <> ?", models.TypeRouter, models.StateDestroyed).
-		Order("name").Find(&vms).Error; err != nil {
+	if err := s.DB.WithContext(ctx).Where("state <> ?", models.StateDestroyed).Order("name").Find(&vms).Error; err != nil {
 		_ = f.Close()
 		return nil, err
 	}
@@ -82,34 +98,53 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 			return nil, err
 		}
 		if vm.State != models.StateRunning {
-			_ = r.setReachable(vm.ID, false)
+			_ = r.setReachable(vm.HypervisorName(), false)
 		}
 	}
 	return r, nil
 }
 
-// Close stops every simulated router and host.
+// Close stops every simulated system VM and host.
 func (r *Routers) Close() error { return r.Fleet.Close() }
 
-// Sync adds a router to the fleet, or updates it, from the inventory.
+// instance is one simulated VM as the hypervisor has it: its instance name, host, control
+// and private addresses and the template version it was built from.
+type instance struct {
+	name, host, linkLocalIP, privateIP, templateVersion string
+}
+
+// Sync adds a system VM to the fleet, or updates it, from its inventory row.
 func (r *Routers) Sync(ctx context.Context, vm models.SystemVM) error {
-	cfg, err := r.cfg(ctx, vm)
-	if err != nil {
-		return fmt.Errorf("configuration of router %s: %w", vm.Name, err)
-	}
 	var host models.Host
-	if err := r.store.DB.WithContext(ctx).First(&host, "id = ?", vm.HostID).Error; err != nil {
-		return fmt.Errorf("host of router %s: %w", vm.Name, err)
+	if vm.HostID != "" {
+		if err := r.store.DB.WithContext(ctx).First(&host, "id = ?", vm.HostID).Error; err != nil {
+			return fmt.Errorf("host of %s: %w", vm.Name, err)
+		}
 	}
+	return r.syncInstance(ctx, vm, instance{name: vm.HypervisorName(), host: host.Name,
+		linkLocalIP: vm.LinkLocalIP, privateIP: vm.PrivateIP, templateVersion: vm.Version})
+}
+
+// syncInstance adds or updates the simulated VM of one hypervisor instance of a row.
+func (r *Routers) syncInstance(ctx context.Context, vm models.SystemVM, in instance) error {
 	t, _ := hypervisors.ParseType(vm.HypervisorType)
-	spec := fleet.RouterSpec{ID: vm.ID, Name: vm.Name, Hypervisor: t, HostName: host.Name,
-		LinkLocalIP: vm.LinkLocalIP, PrivateIP: vm.PrivateIP, RedundantState: cfg.RedundantState,
-		TemplateVersion: cfg.TemplateVersion, Services: cfg.Services, ExpectedVMs: cfg.ExpectedVMs,
-		Gateways: cfg.Gateways, PortForwardingRules: cfg.PortForwardingRules, LBRules: cfg.LBRules,
-		MaxConnections: cfg.MaxConnections}
+	spec := fleet.RouterSpec{ID: in.name, Name: vm.Name, Type: vm.Type, Hypervisor: t, HostName: in.host,
+		LinkLocalIP: in.linkLocalIP, PrivateIP: in.privateIP, TemplateVersion: in.templateVersion}
+	if vm.Type == models.TypeRouter {
+		cfg, err := r.cfg(ctx, vm)
+		if err != nil {
+			return fmt.Errorf("configuration of router %s: %w", vm.Name, err)
+		}
+		spec.RedundantState, spec.Services, spec.ExpectedVMs = cfg.RedundantState, cfg.Services, cfg.ExpectedVMs
+		spec.Gateways, spec.PortForwardingRules, spec.LBRules = cfg.Gateways, cfg.PortForwardingRules, cfg.LBRules
+		spec.MaxConnections = cfg.MaxConnections
+		if spec.TemplateVersion == "" {
+			spec.TemplateVersion = cfg.TemplateVersion
+		}
+	}
 	r.mu.Lock()
-	_, known := r.names[vm.Name]
-	r.names[vm.Name] = vm.ID
+	_, known := r.names[in.name]
+	r.names[in.name] = vm.ID
 	r.mu.Unlock()
 	if known {
 		return r.Fleet.Update(spec)
@@ -117,38 +152,61 @@ func (r *Routers) Sync(ctx context.Context, vm models.SystemVM) error {
 	return r.Fleet.Add(spec)
 }
 
-// InjectFault implements the API's dev hooks.
-func (r *Routers) InjectFault(_ context.Context, routerID, fault, service string) error {
-	return r.Fleet.Inject(routerID, fleet.Fault{Name: fault, Service: service})
+// instanceOf is the fleet ID (the instance name) of a system VM's current instance.
+func (r *Routers) instanceOf(ctx context.Context, id string) (string, error) {
+	var vm models.SystemVM
+	if err := r.store.Get(ctx, &vm, id); err != nil {
+		return "", fmt.Errorf("system VM %s: %w", id, err)
+	}
+	return vm.HypervisorName(), nil
+}
+
+// InjectFault implements the API's dev hooks: the fault goes to the router's current instance.
+func (r *Routers) InjectFault(ctx context.Context, routerID, fault, service string) error {
+	name, err := r.instanceOf(ctx, routerID)
+	if err != nil {
+		return err
+	}
+	return r.Fleet.Inject(name, fleet.Fault{Name: fault, Service: service})
 }
 
 // ClearFaults implements the API's dev hooks.
-func (r *Routers) ClearFaults(_ context.Context, routerID string) error {
-	return r.Fleet.Clear(routerID)
+func (r *Routers) ClearFaults(ctx context.Context, routerID string) error {
+	name, err := r.instanceOf(ctx, routerID)
+	if err != nil {
+		return err
+	}
+	return r.Fleet.Clear(name)
 }
 
-// setReachable makes a simulated router answer SSH (running) or not (stopped, destroyed),
+// InstanceOf is the fleet ID (hypervisor instance name) of a system VM's current instance,
+// for tests that inject faults into the fleet directly.
+func (r *Routers) InstanceOf(ctx context.Context, id string) (string, error) {
+	return r.instanceOf(ctx, id)
+}
+
+// setReachable makes a simulated VM answer SSH (running) or not (stopped, destroyed),
 // keeping its other faults.
-func (r *Routers) setReachable(id string, up bool) error {
-	faults, err := r.Fleet.Faults(id)
+func (r *Routers) setReachable(name string, up bool) error {
+	faults, err := r.Fleet.Faults(name)
 	if err != nil {
 		return err
 	}
 	down := slices.ContainsFunc(faults, func(f fleet.Fault) bool { return f.Name == fleet.FaultUnreachable })
 	switch {
 	case up && down:
-		if err := r.Fleet.Clear(id); err != nil {
+		if err := r.Fleet.Clear(name); err != nil {
 			return err
 		}
 		for _, f := range faults {
 			if f.Name != fleet.FaultUnreachable {
-				if err := r.Fleet.Inject(id, f); err != nil {
+				if err := r.Fleet.Inject(name, f); err != nil {
 					return err
 				}
 			}
 		}
 	case !up && !down:
-		return r.Fleet.Inject(id, fleet.Fault{Name: fleet.FaultUnreachable})
+		return r.Fleet.Inject(name, fleet.Fault{Name: fleet.FaultUnreachable})
 	}
 	return nil
 }
@@ -160,9 +218,11 @@ func (r *Routers) idOf(name string) (string, bool) {
 	return id, ok
 }
 
-// Observe wraps a driver registry so each simulated router follows its VM's life on the
-// simulated hypervisor: a stopped or destroyed VM does not answer SSH, a started one does, and
-// a newly created one starts clean (its injected faults are gone, as on a rebuilt router).
+// Observe wraps a driver registry so each simulated VM follows its instance's life on the
+// simulated hypervisor: a stopped or destroyed VM does not answer SSH, a started one does, a
+// newly created one starts clean (no faults, as on a rebuilt router) at the control address
+// and with the template it was created with, which for a recreate's replacement are not yet
+// the row's.
 func (r *Routers) Observe(reg *hypervisors.Registry) *hypervisors.Registry {
 	return reg.Decorate(func(_ hypervisors.Type, c hypervisors.Connector) hypervisors.Connector {
 		return func(ctx context.Context, conn hypervisors.Connection) (hypervisors.Driver, error) {
@@ -186,56 +246,129 @@ func (o *observed) follow(name string, err error, f func(id string) error) error
 	}
 	if id, ok := o.r.idOf(name); ok {
 		if ferr := f(id); ferr != nil {
-			slog.Warn("simulated router did not follow its VM", "router", name, "error", ferr)
+			slog.Warn("simulated system VM did not follow its VM", "instance", name, "error", ferr)
 		}
 	}
 	return err
 }
 
+// rowOf finds the row a VM spec or boot arguments belong to (its CloudStack name).
+func (o *observed) rowOf(ctx context.Context, bootArgs map[string]string, instanceName string) (models.SystemVM, bool) {
+	var vm models.SystemVM
+	if id, ok := o.r.idOf(instanceName); ok {
+		if err := o.r.store.Get(ctx, &vm, id); err == nil {
+			return vm, true
+		}
+	}
+	name := bootArgs["name"]
+	if name == "" {
+		return vm, false
+	}
+	if err := o.r.store.DB.WithContext(ctx).Where("name = ? AND state <> ?", name, models.StateDestroyed).First(&vm).Error; err != nil {
+		return vm, false
+	}
+	return vm, true
+}
+
+// instanceFrom reads a simulated VM's addresses from a spec's NICs.
+func (o *observed) instanceFrom(ctx context.Context, vm models.SystemVM, name, host, template string, nics []hypervisors.NIC) instance {
+	in := instance{name: name, host: host, linkLocalIP: vm.LinkLocalIP, privateIP: vm.PrivateIP, templateVersion: vm.Version}
+	for _, n := range nics {
+		switch n.Kind {
+		case hypervisors.NICControl:
+			in.linkLocalIP = n.IP
+		case hypervisors.NICPrivate:
+			in.privateIP = n.IP
+		}
+	}
+	if t, _ := hypervisors.ParseType(vm.HypervisorType); t == hypervisors.VMware {
+		// VMware's control NIC is the private one.
+		for _, n := range nics {
+			if n.Kind == hypervisors.NICPrivate && n.IP != "" {
+				in.privateIP = n.IP
+			}
+		}
+	}
+	if template != "" {
+		var tpl models.Template
+		if err := o.r.store.DB.WithContext(ctx).Where("name = ?", template).Order("created_at desc").First(&tpl).Error; err == nil {
+			in.templateVersion = tpl.Version
+		}
+	}
+	return in
+}
+
 func (o *observed) CreateVM(ctx context.Context, spec hypervisors.VMSpec) (hypervisors.VMInfo, error) {
 	info, err := o.Driver.CreateVM(ctx, spec)
 	if errors.Is(err, hypervisors.ErrAlreadyExists) {
+		// Created by an earlier attempt (perhaps of a worker that died): make sure it is simulated.
+		if _, known := o.r.idOf(spec.Name); !known {
+			o.register(ctx, spec.Name, spec.BootArgs, spec.Host, spec.Template, spec.NICs, false)
+		}
 		return info, err
 	}
-	return info, o.follow(spec.Name, err, func(id string) error {
-		// A new VM has a new disk: a fresh sandbox, no faults, no old results or configuration.
-		var vm models.SystemVM
-		if err := o.r.store.Get(ctx, &vm, id); err != nil {
-			return err
-		}
-		if err := o.r.Fleet.Remove(id); err != nil {
-			return err
+	if err != nil {
+		return info, err
+	}
+	// A new VM has a new disk: a fresh sandbox, no faults, no old results or configuration.
+	if _, known := o.r.idOf(spec.Name); known {
+		if rerr := o.r.Fleet.Remove(spec.Name); rerr != nil {
+			slog.Warn("simulated system VM not removed", "instance", spec.Name, "error", rerr)
 		}
 		o.r.mu.Lock()
 		delete(o.r.names, spec.Name)
 		o.r.mu.Unlock()
-		if err := o.r.Sync(ctx, vm); err != nil {
-			return err
-		}
-		return o.r.setReachable(id, false)
-	})
+	}
+	o.register(ctx, spec.Name, spec.BootArgs, spec.Host, spec.Template, spec.NICs, false)
+	return info, nil
+}
+
+// register adds or updates the simulated VM of an instance and sets whether it answers.
+func (o *observed) register(ctx context.Context, name string, bootArgs map[string]string, host, template string, nics []hypervisors.NIC, up bool) {
+	vm, ok := o.rowOf(ctx, bootArgs, name)
+	if !ok {
+		return
+	}
+	if err := o.r.syncInstance(ctx, vm, o.instanceFrom(ctx, vm, name, host, template, nics)); err != nil {
+		slog.Warn("simulated system VM not updated", "instance", name, "error", err)
+		return
+	}
+	o.r.mu.Lock()
+	broken := o.r.broken[vm.ID] && name != vm.HypervisorName()
+	o.r.mu.Unlock()
+	if err := o.r.setReachable(name, up && !broken); err != nil {
+		slog.Warn("simulated system VM reachability not set", "instance", name, "error", err)
+	}
 }
 
 func (o *observed) StartVM(ctx context.Context, name string) error {
-	return o.follow(name, o.Driver.StartVM(ctx, name), func(id string) error {
-		// A started router runs what the inventory now says (a recreated one, its new template).
-		var vm models.SystemVM
-		if err := o.r.store.Get(ctx, &vm, id); err != nil {
-			return err
-		}
-		if err := o.r.Sync(ctx, vm); err != nil {
-			return err
-		}
-		return o.r.setReachable(id, true)
-	})
+	err := o.Driver.StartVM(ctx, name)
+	if err != nil {
+		return err
+	}
+	// A started VM runs what its instance was built with, on the host it runs on.
+	if info, gerr := o.Driver.GetVM(ctx, name); gerr == nil {
+		o.register(ctx, name, info.BootArgs, info.Host, info.Template, info.NICs, true)
+	}
+	return nil
 }
 
 func (o *observed) StopVM(ctx context.Context, name string, force bool) error {
-	return o.follow(name, o.Driver.StopVM(ctx, name, force), func(id string) error { return o.r.setReachable(id, false) })
+	return o.follow(name, o.Driver.StopVM(ctx, name, force), func(string) error { return o.r.setReachable(name, false) })
+}
+
+func (o *observed) RebootVM(ctx context.Context, name string) error {
+	// The simulated VM stays reachable: a reboot is seconds on a real system VM.
+	return o.Driver.RebootVM(ctx, name)
 }
 
 func (o *observed) DestroyVM(ctx context.Context, name string) error {
-	return o.follow(name, o.Driver.DestroyVM(ctx, name), func(id string) error { return o.r.setReachable(id, false) })
+	return o.follow(name, o.Driver.DestroyVM(ctx, name), func(string) error {
+		o.r.mu.Lock()
+		delete(o.r.names, name)
+		o.r.mu.Unlock()
+		return o.r.Fleet.Remove(name)
+	})
 }
 
 // fleetHostKeyName is the secret holding the simulated hosts' and routers' SSH host key.

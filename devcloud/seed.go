@@ -464,7 +464,7 @@ func Materialize(ctx context.Context, s *models.Store, drivers *activities.Drive
 		if err != nil {
 			return fmt.Errorf("driver for %s: %w", vm.Name, err)
 		}
-		info, err := d.GetVM(ctx, vm.Name)
+		info, err := d.GetVM(ctx, vm.HypervisorName())
 		if errors.Is(err, hypervisors.ErrNotFound) {
 			var tpl models.Template
 			var pool models.StoragePool
@@ -485,7 +485,7 @@ func Materialize(ctx context.Context, s *models.Store, drivers *activities.Drive
 		}
 		want := vm.State == models.StateRunning || vm.State == models.StateStarting
 		if want && info.State != hypervisors.PowerRunning {
-			if err := d.StartVM(ctx, vm.Name); err != nil {
+			if err := d.StartVM(ctx, vm.HypervisorName()); err != nil {
 				return fmt.Errorf("start %s: %w", vm.Name, err)
 			}
 		}

@@ -21,6 +21,13 @@ const xenHostsPerCluster = 2
 // pool gets its own random root password for this run. stop closes the pools; the
 // simulators keep everything in memory, so nothing is left behind.
 func StartXen(ctx context.Context, clusters int) ([]SimCluster, func(), error) {
+	sims, _, stop, err := StartXenServers(ctx, clusters)
+	return sims, stop, err
+}
+
+// StartXenServers is StartXen that also returns the simulated pools, so tests can inject
+// XAPI faults (xapisim.Server.InjectFault) into the cloud they run on.
+func StartXenServers(ctx context.Context, clusters int) ([]SimCluster, []*xapisim.Server, func(), error) {
 	if clusters <= 0 {
 		clusters = 1
 	}
@@ -35,13 +42,13 @@ func StartXen(ctx context.Context, clusters int) ([]SimCluster, func(), error) {
 	for c := range clusters {
 		if err := ctx.Err(); err != nil {
 			stop()
-			return nil, func() {}, fmt.Errorf("start simulated XenServer pools: %w", err)
+			return nil, nil, func() {}, fmt.Errorf("start simulated XenServer pools: %w", err)
 		}
 		name := fmt.Sprintf("xen-cluster-%d", c+1)
 		pass, err := xenPassword()
 		if err != nil {
 			stop()
-			return nil, func() {}, fmt.Errorf("password for %s: %w", name, err)
+			return nil, nil, func() {}, fmt.Errorf("password for %s: %w", name, err)
 		}
 		hosts := make([]xapisim.HostSpec, xenHostsPerCluster)
 		for h := range hosts {
@@ -56,7 +63,7 @@ func StartXen(ctx context.Context, clusters int) ([]SimCluster, func(), error) {
 		url, err := srv.Start("127.0.0.1:0")
 		if err != nil {
 			stop()
-			return nil, func() {}, fmt.Errorf("start simulated XenServer pool %s: %w", name, err)
+			return nil, nil, func() {}, fmt.Errorf("start simulated XenServer pool %s: %w", name, err)
 		}
 		servers = append(servers, srv)
 		sims = append(sims, SimCluster{
@@ -68,7 +75,7 @@ func StartXen(ctx context.Context, clusters int) ([]SimCluster, func(), error) {
 		})
 		log.Info("simulated XenServer pool up", "pool", name, "endpoint", url, "hosts", srv.HostNames())
 	}
-	return sims, stop, nil
+	return sims, servers, stop, nil
 }
 
 func xenPassword() (string, error) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 )
 
 // Type names a hypervisor family, spelled as CloudStack spells it.
@@ -226,6 +227,11 @@ type VMInfo struct {
 	MemoryMB int               `json:"memoryMb"`
 	NICs     []NIC             `json:"nics"`
 	BootArgs map[string]string `json:"bootArgs,omitempty"`
+	// BootTime is when the VM last powered on or rebooted, as the hypervisor records it
+	// (vSphere runtime.bootTime, XAPI VM_metrics.start_time); zero when the driver cannot tell
+	// (libvirt keeps no boot time) or the VM is off. A reboot retried after an unrecorded
+	// success compares it with the time seen before the first try.
+	BootTime time.Time `json:"bootTime,omitempty"`
 }
 
 // VMStats are a running VM's counters.

@@ -194,8 +194,18 @@ const (
 // SystemVM is an SSVM, a CPVM or a virtual router.
 type SystemVM struct {
 	Base
-	// Name is the instance name the hypervisor knows it by (s-1-VM, v-2-VM, r-3-VM).
-	Name               string     `gorm:"size:255;index" json:"name"`
+	// Name is the CloudStack name (s-1-VM, v-2-VM, r-3-VM); it stays across recreations.
+	Name string `gorm:"size:255;index" json:"name"`
+	// InstanceName is the name the hypervisor knows the VM by; a make-before-break recreate
+	// builds the replacement under a new one (r-3-VM-1a2b3c4d). Empty means Name (rows made
+	// before recreations named their replacements). Use HypervisorName to read it.
+	InstanceName string `gorm:"size:255;index" json:"instancename,omitempty"`
+	// LastError is why the last lifecycle operation failed, set with State Error (or on a
+	// settled Running/Stopped VM whose operation failed); empty after a success.
+	LastError string `gorm:"type:text" json:"lasterror,omitempty"`
+	// DestroyOperationID is the operation that admitted this VM's destroy: the only-router
+	// check counts other routers without it, so two destroys of a pair cannot both pass.
+	DestroyOperationID string     `gorm:"size:36;index" json:"-"`
 	Type               string     `gorm:"size:32;index" json:"systemvmtype"`
 	State              string     `gorm:"size:32;index" json:"state"`
 	ZoneID             string     `gorm:"size:36;index" json:"zoneid"`
@@ -224,6 +234,15 @@ type SystemVM struct {
 	ActiveViewers      int        `json:"activeviewersessions"`
 	HealthChecksFailed bool       `json:"healthchecksfailed"`
 	RemovedAt          *time.Time `json:"removed,omitempty"`
+}
+
+// HypervisorName is the name the hypervisor knows the VM by: InstanceName, or Name for rows
+// that have none.
+func (v *SystemVM) HypervisorName() string {
+	if v.InstanceName != "" {
+		return v.InstanceName
+	}
+	return v.Name
 }
 
 // IsRouter reports whether the VM is a virtual router.

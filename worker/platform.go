@@ -66,6 +66,7 @@ func BuildPlatform(ctx context.Context, store *models.Store, logger *slog.Logger
 		Drivers:     activities.NewDriverPool(store, reg),
 		Logger:      logger,
 		SystemVMKey: func(context.Context) (string, error) { return bootKey, nil },
+		Exec:        exec,
 	}
 	return &Platform{Activities: acts, Health: health, Exec: exec}, nil
 }

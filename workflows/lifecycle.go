@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -22,38 +23,71 @@ type lifecycle struct {
 	in       LifecycleInput
 	vm       activities.VMRecord
 	progress Progress
-	steps    []string
+	steps    []activities.Step
+	// version is the command sequence this run follows (see makeBeforeBreakChange).
+	version workflow.Version
+	// touched: a step may have changed the VM, so a failure settles it.
+	touched       bool
+	compensations []string
 }
 
+// makeBeforeBreakChange versions the lifecycle workflow: runs started before it
+// (workflow.DefaultVersion) recreate destroy-first and end without a settle step, as their
+// recorded histories say; runs from version 1 recreate make-before-break, take the destroy
+// lock and settle the VM after a failure or cancel.
+const (
+	makeBeforeBreakChange  = "make-before-break"
+	versionMakeBeforeBreak = workflow.Version(1)
+)
+
 // SystemVMLifecycle starts, stops, reboots, destroys or recreates an SSVM, CPVM or router.
-// Recreate is stop, destroy, create from the current router.template.<hypervisor> template,
-// start. Every hypervisor step writes the hypervisor's view back to the database.
+// Recreate is make-before-break: the replacement is built under a new instance name and
+// control address from the current router.template.<hypervisor> template, started and
+// verified while the old VM serves; then the old one is stopped, the replacement takes over
+// and the old one is destroyed. A failure or cancel before the switch destroys the
+// replacement; after it, the old VM is started again and the replacement destroyed. Every
+// failure, timeout or cancel ends with a settle step that writes the state the hypervisor
+// confirms (Running, Stopped or Error with LastError).
 func SystemVMLifecycle(ctx workflow.Context, in LifecycleInput) (LifecycleResult, error) {
 	w := &lifecycle{in: in}
+	w.version = workflow.GetVersion(ctx, makeBeforeBreakChange, workflow.DefaultVersion, versionMakeBeforeBreak)
 	if err := w.setup(ctx); err != nil {
 		return LifecycleResult{}, w.finish(ctx, LifecycleResult{}, err)
 	}
-	res, err := w.run(ctx)
+	var res LifecycleResult
+	var err error
+	switch {
+	case w.version == workflow.DefaultVersion:
+		res, err = w.runSteps(ctx)
+	case w.in.Action == ActionRecreate:
+		res, err = w.recreate(ctx)
+	default:
+		res, err = w.runSteps(ctx)
+	}
+	if err == nil {
+		err = w.recordDone(ctx)
+	}
 	return res, w.finish(ctx, res, err)
 }
 
-// stepsFor lists the hypervisor steps of an action.
-func stepsFor(action LifecycleAction, force bool) ([]string, error) {
-	stop := "stop"
+// stepsFor lists the hypervisor steps of an action (a recreate's are those of the
+// destroy-first recreate of runs before make-before-break).
+func stepsFor(action LifecycleAction, force bool) ([]activities.Step, error) {
+	stop := activities.StepStop
 	if force {
-		stop = "forcestop"
+		stop = activities.StepForceStop
 	}
 	switch action {
 	case ActionStart:
-		return []string{"start"}, nil
+		return []activities.Step{activities.StepStart}, nil
 	case ActionStop:
-		return []string{stop}, nil
+		return []activities.Step{stop}, nil
 	case ActionReboot:
-		return []string{"reboot"}, nil
+		return []activities.Step{activities.StepReboot}, nil
 	case ActionDestroy:
-		return []string{"forcestop", "destroy"}, nil
+		return []activities.Step{activities.StepForceStop, activities.StepDestroy}, nil
 	case ActionRecreate:
-		return []string{stop, "destroy", "create", "start"}, nil
+		return []activities.Step{stop, activities.StepDestroy, activities.StepCreate, activities.StepStart}, nil
 	}
 	return nil, fmt.Errorf("unknown action %q", action)
 }
@@ -67,17 +101,17 @@ func (w *lifecycle) setup(ctx workflow.Context) error {
 		return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeNotAllowed, nil)
 	}
 	w.steps = steps
-	w.progress = Progress{Step: "load", Total: len(steps) + 1}
+	total := len(steps) + 1
+	if w.version >= versionMakeBeforeBreak && w.in.Action == ActionRecreate {
+		total = len(activities.RecreateSteps()) + 2 // load, prepare, the steps
+	}
+	w.progress = Progress{Step: "load", Total: total}
 	ctx = withShortActivity(ctx)
 	if err := workflow.ExecuteActivity(ctx, a.LoadVM, w.in.VMID).Get(ctx, &w.vm); err != nil {
 		return err
 	}
-	sa := []temporal.SearchAttributeUpdate{SystemVMIDKey.ValueSet(w.vm.ID), ZoneIDKey.ValueSet(w.vm.ZoneID),
-		OperationKindKey.ValueSet(w.in.Action.OperationKind())}
-	if w.vm.Type == models.TypeRouter {
-		sa = append(sa, RouterIDKey.ValueSet(w.vm.ID))
-	}
-	if err := workflow.UpsertTypedSearchAttributes(ctx, sa...); err != nil {
+	t := VMTarget(w.vm.ID, w.vm.Type, w.vm.ZoneID, w.in.Action.OperationKind())
+	if err := workflow.UpsertTypedSearchAttributes(ctx, t.SearchAttributes()...); err != nil {
 		return err
 	}
 	if w.vm.State == models.StateDestroyed {
@@ -85,7 +119,15 @@ func (w *lifecycle) setup(ctx workflow.Context) error {
 			fmt.Sprintf("system VM %s is destroyed", w.vm.Name), activities.ErrTypeNotAllowed, nil)
 	}
 	if w.in.Action == ActionDestroy {
-		if err := workflow.ExecuteActivity(ctx, a.CheckDestroyAllowed, w.vm.ID).Get(ctx, nil); err != nil {
+		if w.version == workflow.DefaultVersion {
+			err = workflow.ExecuteActivity(ctx, a.CheckDestroyAllowed, w.vm.ID).Get(ctx, nil)
+		} else {
+			err = workflow.ExecuteActivity(ctx, a.AdmitDestroy, activities.AdmitDestroyInput{
+				OperationID: w.in.OperationID, VMID: w.vm.ID}).Get(ctx, nil)
+			// From here a failure settles the VM, which gives up the destroy mark.
+			w.touched = err == nil
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -93,12 +135,14 @@ func (w *lifecycle) setup(ctx workflow.Context) error {
 	return nil
 }
 
-func (w *lifecycle) run(ctx workflow.Context) (LifecycleResult, error) {
-	res := LifecycleResult{VMID: w.vm.ID, Name: w.vm.Name, Action: string(w.in.Action)}
+// runSteps runs the hypervisor steps of the action one after the other.
+func (w *lifecycle) runSteps(ctx workflow.Context) (LifecycleResult, error) {
+	res := LifecycleResult{VMID: w.vm.ID, Name: w.vm.Name, Action: string(w.in.Action), InstanceName: w.vm.InstanceName}
 	short := withShortActivity(ctx)
 	long := withHypervisorActivity(ctx)
 	for _, step := range w.steps {
-		w.progress.Step = step
+		w.progress.Step = string(step)
+		w.touched = true
 		if transitional := transitionalState(step); transitional != "" {
 			if err := workflow.ExecuteActivity(short, a.SetVMState, w.vm.ID, transitional).Get(ctx, nil); err != nil {
 				return res, err
@@ -107,31 +151,121 @@ func (w *lifecycle) run(ctx workflow.Context) (LifecycleResult, error) {
 		var out activities.HypervisorStepResult
 		// The Web UI shows the step and the VM on the activity, not just "HypervisorStep".
 		opts := workflow.GetActivityOptions(long)
-		opts.Summary = step + " " + w.vm.Name
+		opts.Summary = string(step) + " " + w.vm.Name
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(long, opts), a.HypervisorStep, activities.HypervisorStepInput{
 			OperationID: w.in.OperationID, VMID: w.vm.ID, Step: step}).Get(ctx, &out)
 		if err != nil {
 			return res, fmt.Errorf("%s %s: %w", step, w.vm.Name, err)
 		}
 		res.State, res.Host = out.State, out.Host
-		w.progress.advance(step + " done")
+		w.progress.advance(string(step) + " done")
 	}
+	return res, nil
+}
+
+// recreate is the make-before-break recreate (see SystemVMLifecycle).
+func (w *lifecycle) recreate(ctx workflow.Context) (LifecycleResult, error) {
+	res := LifecycleResult{VMID: w.vm.ID, Name: w.vm.Name, Action: string(w.in.Action), OldInstanceName: w.vm.InstanceName}
+	w.progress.Step = string(activities.StepPrepare)
+	w.touched = true
+	var plan activities.RecreatePlan
+	if err := workflow.ExecuteActivity(withStepActivity(ctx, activities.StepPrepare, w.vm.Name), a.PrepareRecreate, activities.RecreateInput{
+		OperationID: w.in.OperationID, VMID: w.vm.ID, Step: activities.StepPrepare}).Get(ctx, &plan); err != nil {
+		return res, fmt.Errorf("%s %s: %w", activities.StepPrepare, w.vm.Name, err)
+	}
+	res.OldInstanceName, res.InstanceName, res.ControlIP = plan.OldInstanceName, plan.InstanceName, plan.ControlIP
+	w.progress.advance(string(activities.StepPrepare) + " done")
+	stopped := false // the switch may have stopped the old VM
+	for _, step := range activities.RecreateSteps() {
+		w.progress.Step = string(step)
+		if step == activities.StepSwitch {
+			stopped = true
+		}
+		var out activities.RecreateResult
+		err := workflow.ExecuteActivity(withStepActivity(ctx, step, w.vm.Name), a.RecreateStep, activities.RecreateInput{
+			OperationID: w.in.OperationID, VMID: w.vm.ID, Step: step, Plan: plan}).Get(ctx, &out)
+		if err != nil {
+			err = fmt.Errorf("%s %s (replacement %s): %w", step, w.vm.Name, plan.InstanceName, err)
+			if step == activities.StepCommit {
+				// The old VM is gone and the replacement serves: keep it; the settle step
+				// records the row's state and the error.
+				return res, err
+			}
+			return res, w.compensate(ctx, plan, stopped, err)
+		}
+		switch step {
+		case activities.StepSwitch:
+			stoppedAt, servingAt := out.OldStoppedAt, out.ServingAt
+			res.OldStoppedAt, res.ServingAt = &stoppedAt, &servingAt
+			res.SwitchGapMillis = servingAt.Sub(stoppedAt).Milliseconds()
+		case activities.StepCommit:
+			res.State, res.Host = out.State, out.Host
+		}
+		w.progress.advance(string(step) + " done")
+	}
+	return res, nil
+}
+
+// compensate undoes a recreate that failed or was canceled: after the switch it starts the
+// old VM again, then it destroys the replacement, both on a disconnected context so a cancel
+// does not stop them. runErr is returned with what compensation could not do.
+func (w *lifecycle) compensate(ctx workflow.Context, plan activities.RecreatePlan, oldStopped bool, runErr error) error {
+	dctx, cancel := workflow.NewDisconnectedContext(ctx)
+	defer cancel()
+	steps := []activities.Step{activities.StepDestroyReplacement}
+	if oldStopped {
+		steps = []activities.Step{activities.StepStartOld, activities.StepDestroyReplacement}
+	}
+	var failed []string
+	for _, step := range steps {
+		w.progress.Step = "compensate: " + string(step)
+		w.compensations = append(w.compensations, string(step))
+		err := workflow.ExecuteActivity(withStepActivity(dctx, step, w.vm.Name), a.RecreateStep, activities.RecreateInput{
+			OperationID: w.in.OperationID, VMID: w.vm.ID, Step: step, Plan: plan}).Get(dctx, nil)
+		if err != nil {
+			workflow.GetLogger(ctx).Error("recreate compensation failed", "step", step, "vm", w.vm.Name, "error", err)
+			failed = append(failed, fmt.Sprintf("%s: %v", step, err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%w; compensation incomplete: %s", runErr, strings.Join(failed, "; "))
+	}
+	return runErr
+}
+
+// recordDone records the success event.
+func (w *lifecycle) recordDone(ctx workflow.Context) error {
 	desc := fmt.Sprintf("%s %s (%s) done", w.in.Action, w.vm.Name, w.vm.Type)
 	if w.in.Reason != "" {
 		desc += ": " + w.in.Reason
 	}
-	err := workflow.ExecuteActivity(short, a.RecordEvent, activities.EventInput{
+	short := withShortActivity(ctx)
+	return workflow.ExecuteActivity(short, a.RecordEvent, activities.EventInput{
 		Type: eventType(w.vm.Type, w.in.Action), Level: "INFO", Description: desc,
 		VMID: w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(ctx, nil)
-	return res, err
 }
 
-// finish records the operation's end in its journal row, also when the run was canceled.
+// finish settles the VM after a failure (from version 1) and records the operation's end in
+// its journal row, also when the run was canceled.
 func (w *lifecycle) finish(ctx workflow.Context, res LifecycleResult, runErr error) error {
 	if runErr != nil && w.vm.ID != "" {
-		// Record the failure as an event an operator can find next to the VM.
 		dctx, cancel := workflow.NewDisconnectedContext(ctx)
 		defer cancel()
+		if w.version >= versionMakeBeforeBreak && w.touched {
+			// Never leave Starting/Stopping behind: write what the hypervisor says.
+			var state string
+			if err := workflow.ExecuteActivity(withStepActivity(dctx, "settle", w.vm.Name), a.SettleVM, activities.SettleInput{
+				OperationID: w.in.OperationID, VMID: w.vm.ID, Error: runErr.Error(),
+				Destroying: w.in.Action == ActionDestroy}).Get(dctx, &state); err != nil {
+				workflow.GetLogger(ctx).Error("settle after failure", "vm", w.vm.Name, "error", err)
+			} else {
+				res.State = state
+			}
+		}
+		if len(w.compensations) > 0 {
+			res.Compensations = w.compensations
+		}
+		// Record the failure as an event an operator can find next to the VM.
 		_ = workflow.ExecuteActivity(withShortActivity(dctx), a.RecordEvent, activities.EventInput{
 			Type: eventType(w.vm.Type, w.in.Action) + ".FAILED", Level: "ERROR",
 			Description: fmt.Sprintf("%s %s failed: %v", w.in.Action, w.vm.Name, runErr),
@@ -144,19 +278,19 @@ func (w *lifecycle) finish(ctx workflow.Context, res LifecycleResult, runErr err
 }
 
 // finishOperation records an operation's end in its journal row with the FinishOperation
-// activity: completed with res as its JSON result, or failed (canceled) with runErr. It runs on
+// activity: completed or failed (canceled) with runErr, with res as its JSON result. It runs on
 // a disconnected context, so a canceled run still records its end, and returns runErr.
 func finishOperation(ctx workflow.Context, operationID string, res any, runErr error) error {
 	in := activities.FinishInput{OperationID: operationID, Status: models.OpCompleted}
+	// A failed run's result says what it left behind (the settled state, compensations).
+	b, _ := json.Marshal(res)
+	in.Result = string(b)
 	if runErr != nil {
 		in.Status, in.Error = models.OpFailed, runErr.Error()
 		var canceled *temporal.CanceledError
 		if errors.As(runErr, &canceled) {
 			in.Status = models.OpCanceled
 		}
-	} else {
-		b, _ := json.Marshal(res)
-		in.Result = string(b)
 	}
 	dctx, cancel := workflow.NewDisconnectedContext(ctx)
 	defer cancel()
@@ -166,11 +300,11 @@ func finishOperation(ctx workflow.Context, operationID string, res any, runErr e
 	return runErr
 }
 
-func transitionalState(step string) string {
+func transitionalState(step activities.Step) string {
 	switch step {
-	case "start", "create":
+	case activities.StepStart, activities.StepCreate:
 		return models.StateStarting
-	case "stop", "forcestop", "destroy":
+	case activities.StepStop, activities.StepForceStop, activities.StepDestroy:
 		return models.StateStopping
 	}
 	return ""
@@ -193,6 +327,31 @@ func withShortActivity(ctx workflow.Context) workflow.Context {
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
 			MaximumInterval: 30 * time.Second, MaximumAttempts: 10},
 	})
+}
+
+// withStepActivity is for one step of a make-before-break recreate (and the settle step):
+// hypervisor calls that heartbeat, with a retry policy fit for the step. Verifying the
+// replacement retries for about twenty seconds while it boots; the switch, with the old VM
+// already stopped, retries little before the run rolls back.
+func withStepActivity(ctx workflow.Context, step activities.Step, vmName string) workflow.Context {
+	opts := workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Minute,
+		HeartbeatTimeout:    10 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 2 * time.Second, BackoffCoefficient: 2,
+			MaximumInterval: time.Minute, MaximumAttempts: 8},
+		Summary: string(step) + " " + vmName,
+	}
+	switch step {
+	case activities.StepVerifyReplacement:
+		opts.StartToCloseTimeout = time.Minute
+		opts.RetryPolicy = &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
+			MaximumInterval: 5 * time.Second, MaximumAttempts: 6}
+	case activities.StepSwitch:
+		opts.StartToCloseTimeout = 2 * time.Minute
+		opts.RetryPolicy = &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
+			MaximumInterval: 5 * time.Second, MaximumAttempts: 3}
+	}
+	return workflow.WithActivityOptions(ctx, opts)
 }
 
 // withHypervisorActivity is for hypervisor calls: they heartbeat, so a dead worker is noticed

@@ -26,33 +26,6 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 var router = activities.VMRecord{ID: "vm-1", Name: "r-1-VM", Type: models.TypeRouter, State: models.StateRunning,
 	ZoneID: "z-1", ClusterID: "c-1", NetworkID: "n-1"}
 
-func TestRecreateRunsStepsInOrderAndFinishes(t *testing.T) {
-	env := newEnv(t)
-	var steps []string
-	var finished activities.FinishInput
-	env.OnActivity(a.LoadVM, mock.Anything, "vm-1").Return(router, nil)
-	env.OnActivity(a.SetVMState, mock.Anything, "vm-1", mock.Anything).Return(nil)
-	env.OnActivity(a.HypervisorStep, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.HypervisorStepInput) (activities.HypervisorStepResult, error) {
-			require.Equal(t, "op-1", in.OperationID, "steps are keyed by the operation ID")
-			steps = append(steps, in.Step)
-			return activities.HypervisorStepResult{State: models.StateRunning, Host: "h1"}, nil
-		})
-	env.OnActivity(a.RecordEvent, mock.Anything, mock.Anything).Return(nil)
-	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.FinishInput) error { finished = in; return nil })
-
-	env.ExecuteWorkflow(SystemVMLifecycle, LifecycleInput{OperationID: "op-1", VMID: "vm-1", Action: ActionRecreate})
-	require.True(t, env.IsWorkflowCompleted())
-	require.NoError(t, env.GetWorkflowError())
-	require.Equal(t, []string{"stop", "destroy", "create", "start"}, steps)
-	var res LifecycleResult
-	require.NoError(t, env.GetWorkflowResult(&res))
-	require.Equal(t, models.StateRunning, res.State)
-	require.Equal(t, models.OpCompleted, finished.Status)
-	require.Contains(t, finished.Result, `"state":"Running"`)
-}
-
 func TestTransientHypervisorFailureIsRetried(t *testing.T) {
 	env := newEnv(t)
 	calls := 0
@@ -84,6 +57,12 @@ func TestFinalFailureStopsAndRecordsFailed(t *testing.T) {
 			calls++
 			return activities.HypervisorStepResult{}, temporal.NewNonRetryableApplicationError("reboot r-1-VM: bad state", "BadState", nil)
 		})
+	var settled activities.SettleInput
+	env.OnActivity(a.SettleVM, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.SettleInput) (string, error) {
+			settled = in
+			return models.StateStopped, nil
+		})
 	env.OnActivity(a.RecordEvent, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.FinishInput) error { finished = in; return nil })
@@ -94,13 +73,15 @@ func TestFinalFailureStopsAndRecordsFailed(t *testing.T) {
 	require.Equal(t, 1, calls, "a final error is not retried")
 	require.Equal(t, models.OpFailed, finished.Status)
 	require.Contains(t, finished.Error, "bad state")
+	require.Equal(t, "vm-1", settled.VMID, "a failed operation settles the VM")
+	require.Contains(t, settled.Error, "bad state", "the settle step records the reason as LastError")
 }
 
 func TestDestroyOfOnlyRouterIsRefusedBeforeAnyHypervisorStep(t *testing.T) {
 	env := newEnv(t)
 	var finished activities.FinishInput
 	env.OnActivity(a.LoadVM, mock.Anything, "vm-1").Return(router, nil)
-	env.OnActivity(a.CheckDestroyAllowed, mock.Anything, "vm-1").Return(
+	env.OnActivity(a.AdmitDestroy, mock.Anything, activities.AdmitDestroyInput{OperationID: "op-4", VMID: "vm-1"}).Return(
 		temporal.NewNonRetryableApplicationError("router r-1-VM is the only router of network n-1; use restartNetwork cleanup=true", activities.ErrTypeNotAllowed, nil))
 	env.OnActivity(a.RecordEvent, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
@@ -110,6 +91,7 @@ func TestDestroyOfOnlyRouterIsRefusedBeforeAnyHypervisorStep(t *testing.T) {
 	require.Equal(t, models.OpFailed, finished.Status)
 	require.Contains(t, finished.Error, "restartNetwork cleanup=true")
 	env.AssertNotCalled(t, "HypervisorStep", mock.Anything, mock.Anything)
+	env.AssertNotCalled(t, "SettleVM", mock.Anything, mock.Anything)
 }
 
 func TestProgressQuery(t *testing.T) {

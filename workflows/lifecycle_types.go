@@ -1,6 +1,9 @@
 package workflows
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // LifecycleAction is one system VM lifecycle operation.
 type LifecycleAction string
@@ -45,6 +48,19 @@ type LifecycleResult struct {
 	State  string `json:"state"`
 	// Host is the name of the host the VM runs on afterwards.
 	Host string `json:"host,omitempty"`
+	// InstanceName is the hypervisor name of the VM afterwards (a recreate's replacement).
+	InstanceName string `json:"instanceName,omitempty"`
+	// OldInstanceName is the hypervisor name of the VM a recreate replaced.
+	OldInstanceName string `json:"oldInstanceName,omitempty"`
+	// ControlIP is a recreate's new control address (link-local, or private on VMware).
+	ControlIP string `json:"controlIp,omitempty"`
+	// OldStoppedAt, ServingAt and SwitchGapMillis measure a recreate's switch: the old VM
+	// stopped, the replacement confirmed serving, and the gap between the two.
+	OldStoppedAt    *time.Time `json:"oldStoppedAt,omitempty"`
+	ServingAt       *time.Time `json:"servingAt,omitempty"`
+	SwitchGapMillis int64      `json:"switchGapMs,omitempty"`
+	// Compensations lists the compensation steps a failed or canceled run took.
+	Compensations []string `json:"compensations,omitempty"`
 }
 
 // LifecycleWorkflowID is the workflow ID of every lifecycle operation on one VM: one ID per VM,

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -50,7 +49,9 @@ func NetworkRestartRouterOperationID(parentOperationID, routerID string) string 
 // router's own workflow ID (so it cannot overlap another operation on that router). BACKUP
 // routers go first and the next router starts only once the previous one is Running again, so
 // a redundant pair is never down together. The first failure stops the restart; the routers
-// not reached yet are left running as they were.
+// not reached yet are left running as they were. A cancel does not reach the router in
+// flight: its child run (on a disconnected context) finishes its recreate or reboot, or its
+// own compensation, and the restart ends canceled before the next router.
 func NetworkRestart(ctx workflow.Context, in NetworkRestartInput) (NetworkRestartResult, error) {
 	action := ActionReboot
 	if in.Cleanup {
@@ -81,21 +82,23 @@ func restartRouters(ctx workflow.Context, in NetworkRestartInput, action Lifecyc
 	progress.update()
 	reason := fmt.Sprintf("restartNetwork cleanup=%t", in.Cleanup)
 	for _, routerID := range nr.RouterIDs {
+		if err := ctx.Err(); err != nil {
+			// Canceled while the previous router ran: stop before touching the next one.
+			return temporal.NewCanceledError(fmt.Sprintf("restart of network %s canceled after %d of %d routers",
+				in.NetworkID, len(res.Routers), len(nr.RouterIDs)))
+		}
 		progress.Step = string(action) + " " + routerID
 		opID := NetworkRestartRouterOperationID(in.OperationID, routerID)
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: LifecycleWorkflowID(routerID),
-			TaskQueue:  TaskQueue,
-			// A router half way through its steps finishes them even if the restart goes away.
-			ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_ABANDON,
-			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-			TypedSearchAttributes: temporal.NewSearchAttributes(SystemVMIDKey.ValueSet(routerID), RouterIDKey.ValueSet(routerID),
-				ZoneIDKey.ValueSet(nr.ZoneID), OperationKindKey.ValueSet(action.OperationKind())),
-			Memo: map[string]any{"operationId": opID, "target": routerID, "parentOperationId": in.OperationID},
-		})
+		// The child runs on a disconnected context: canceling the restart must not cancel a
+		// router half way through its recreate (its own compensation would have to undo it);
+		// the restart waits for it and stops before the next router.
+		dctx, cancel := workflow.NewDisconnectedContext(ctx)
+		cctx := workflow.WithChildOptions(dctx, RouterTarget(routerID, nr.ZoneID, action.OperationKind()).ChildOptions(
+			map[string]any{"operationId": opID, "target": routerID, "parentOperationId": in.OperationID}))
 		var out LifecycleResult
 		err := workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{
-			OperationID: opID, VMID: routerID, Action: action, Reason: reason}).Get(ctx, &out)
+			OperationID: opID, VMID: routerID, Action: action, Reason: reason}).Get(dctx, &out)
+		cancel()
 		if err != nil {
 			if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
 				return fmt.Errorf("%s router %s: another operation runs on it (workflow %s): %w",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
@@ -25,6 +26,8 @@ type restartRecorder struct {
 	maxDown  int
 	failVM   string
 	stuckVM  string // reports Stopped after every step
+	// slowStep takes ten minutes of workflow time (so a test can cancel during it).
+	slowStep activities.Step
 	finished []activities.FinishInput
 }
 
@@ -47,14 +50,14 @@ func newRestartEnv(t *testing.T, routers []string, rec *restartRecorder) *testsu
 		func(_ context.Context, in activities.HypervisorStepInput) (activities.HypervisorStepResult, error) {
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
-			rec.steps = append(rec.steps, in.VMID+" "+in.Step)
+			rec.steps = append(rec.steps, in.VMID+" "+string(in.Step))
 			if prev, ok := rec.opIDs[in.VMID]; ok {
 				require.Equal(t, prev, in.OperationID, "one operation ID per router")
 			}
 			rec.opIDs[in.VMID] = in.OperationID
 			if in.VMID == rec.failVM {
 				return activities.HypervisorStepResult{}, temporal.NewNonRetryableApplicationError(
-					in.Step+" r-"+in.VMID+": host gone", "BadState", nil)
+					string(in.Step)+" r-"+in.VMID+": host gone", "BadState", nil)
 			}
 			switch in.Step {
 			case "stop", "forcestop", "reboot":
@@ -72,6 +75,48 @@ func newRestartEnv(t *testing.T, routers []string, rec *restartRecorder) *testsu
 			}
 			return activities.HypervisorStepResult{State: state}, nil
 		})
+	env.OnActivity(a.PrepareRecreate, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.RecreateInput) (activities.RecreatePlan, error) {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			rec.steps = append(rec.steps, in.VMID+" "+string(in.Step))
+			rec.opIDs[in.VMID] = in.OperationID
+			return activities.RecreatePlan{InstanceName: "r-" + in.VMID + "-new", OldInstanceName: "r-" + in.VMID,
+				ControlIP: "169.254.9.9", LinkLocal: true, OldExists: true, OldRunning: true}, nil
+		})
+	recreateStep := func(_ context.Context, in activities.RecreateInput) (activities.RecreateResult, error) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		rec.steps = append(rec.steps, in.VMID+" "+string(in.Step))
+		require.Equal(t, rec.opIDs[in.VMID], in.OperationID, "one operation ID per router")
+		if in.VMID == rec.failVM && in.Step == activities.StepCreateReplacement {
+			return activities.RecreateResult{}, temporal.NewNonRetryableApplicationError(
+				string(in.Step)+" r-"+in.VMID+": host gone", "BadState", nil)
+		}
+		// A router is down from its switch (old stopped) until it is committed.
+		switch in.Step {
+		case activities.StepSwitch:
+			rec.inFlight[in.VMID] = true
+			if len(rec.inFlight) > rec.maxDown {
+				rec.maxDown = len(rec.inFlight)
+			}
+		case activities.StepCommit:
+			delete(rec.inFlight, in.VMID)
+			state := models.StateRunning
+			if in.VMID == rec.stuckVM {
+				state = models.StateStopped
+			}
+			return activities.RecreateResult{State: state}, nil
+		}
+		return activities.RecreateResult{}, nil
+	}
+	if rec.slowStep != "" {
+		env.OnActivity(a.RecreateStep, mock.Anything, mock.MatchedBy(func(in activities.RecreateInput) bool {
+			return in.Step == rec.slowStep
+		})).After(10 * time.Minute).Return(recreateStep)
+	}
+	env.OnActivity(a.RecreateStep, mock.Anything, mock.Anything).Return(recreateStep)
+	env.OnActivity(a.SettleVM, mock.Anything, mock.Anything).Return(models.StateRunning, nil)
 	env.OnActivity(a.RecordEvent, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.FinishInput) error {
@@ -102,9 +147,14 @@ func TestNetworkRestartCleanupRecreatesOneRouterAtATimeInOrder(t *testing.T) {
 	env.ExecuteWorkflow(NetworkRestart, NetworkRestartInput{OperationID: "op-n1", NetworkID: "n-1", Cleanup: true})
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
-	require.Equal(t, []string{
-		"backup stop", "backup destroy", "backup create", "backup start",
-		"primary stop", "primary destroy", "primary create", "primary start"}, rec.steps)
+	var want []string
+	for _, r := range []string{"backup", "primary"} {
+		want = append(want, r+" prepare")
+		for _, st := range activities.RecreateSteps() {
+			want = append(want, r+" "+string(st))
+		}
+	}
+	require.Equal(t, want, rec.steps, "BACKUP first, each router make-before-break")
 	require.Equal(t, 1, rec.maxDown, "never two routers down at once")
 	require.NotEqual(t, rec.opIDs["backup"], rec.opIDs["primary"], "each router's steps are journaled apart")
 	require.Equal(t, NetworkRestartRouterOperationID("op-n1", "backup"), rec.opIDs["backup"])
@@ -147,7 +197,8 @@ func TestNetworkRestartStopsAtFirstFailure(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "recreate router backup")
 	require.Contains(t, err.Error(), "host gone")
-	require.Equal(t, []string{"backup stop"}, rec.steps, "the PRIMARY is not touched after the BACKUP failed")
+	require.Equal(t, []string{"backup prepare", "backup seed", "backup create-replacement", "backup destroy-replacement"}, rec.steps,
+		"the BACKUP's replacement is destroyed and the PRIMARY is not touched after the BACKUP failed")
 	end := rec.finishOf(t, "op-n3")
 	require.Equal(t, models.OpFailed, end.Status)
 	require.Contains(t, end.Error, "recreate router backup")
@@ -162,4 +213,25 @@ func TestNetworkRestartStopsWhenARouterDoesNotComeBackRunning(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "not Running")
 	require.Equal(t, []string{"backup reboot"}, rec.steps)
+}
+
+// TestNetworkRestartCancelDoesNotCancelTheRouterMidRecreate cancels a restartNetwork while the
+// BACKUP's replacement is being created: the BACKUP's recreate runs to its end (its child run
+// is on a disconnected context), nothing is compensated, and the restart ends canceled
+// without touching the PRIMARY.
+func TestNetworkRestartCancelDoesNotCancelTheRouterMidRecreate(t *testing.T) {
+	rec := &restartRecorder{slowStep: activities.StepCreateReplacement}
+	env := newRestartEnv(t, []string{"backup", "primary"}, rec)
+	env.RegisterDelayedCallback(env.CancelWorkflow, time.Minute)
+	env.ExecuteWorkflow(NetworkRestart, NetworkRestartInput{OperationID: "op-n5", NetworkID: "n-1", Cleanup: true})
+	require.True(t, env.IsWorkflowCompleted())
+	var canceled *temporal.CanceledError
+	require.ErrorAs(t, env.GetWorkflowError(), &canceled)
+	want := []string{"backup prepare"}
+	for _, st := range activities.RecreateSteps() {
+		want = append(want, "backup "+string(st))
+	}
+	require.Equal(t, want, rec.steps, "the BACKUP's recreate finished; the PRIMARY was not touched")
+	require.Equal(t, models.OpCompleted, rec.finishOf(t, rec.opIDs["backup"]).Status, "the child completed")
+	require.Equal(t, models.OpCanceled, rec.finishOf(t, "op-n5").Status)
 }

@@ -17,8 +17,13 @@ import (
 type RouterSpec struct {
 	// ID identifies the router in the fleet (the inventory's id or uuid).
 	ID string
-	// Name is the instance name (e.g. "r-12-VM").
+	// Name is the system VM's CloudStack name (e.g. "r-12-VM"); ID may be its hypervisor
+	// instance name, which a recreate's replacement changes.
 	Name string
+	// Type is the system VM type (domainrouter, secondarystoragevm, consoleproxy); "" is a
+	// router. SSVMs and CPVMs are simulated the same way (SSH along the access path, the
+	// agent's version command), so their replacements can be verified too.
+	Type string
 	// Hypervisor chooses the access path: KVM and XenServer routers are reached through their
 	// host (HostName) on LinkLocalIP:3922; VMware routers directly on PrivateIP:3922 through
 	// Fleet.DialContext. Empty means KVM when HostName is set, VMware otherwise.

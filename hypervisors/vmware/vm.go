@@ -38,7 +38,7 @@ const (
 // shutdownWait bounds how long a soft StopVM waits for the guest before powering off.
 const shutdownWait = 2 * time.Minute
 
-var vmProps = []string{"name", "config", "runtime", "guest.toolsRunningStatus", "network", "resourcePool"}
+var vmProps = []string{"name", "config", "runtime", "summary.runtime.bootTime", "guest.toolsRunningStatus", "network", "resourcePool"}
 
 // findVM resolves a (non-template) VM by name in scope.
 func (d *Driver) findVM(ctx context.Context, op, name string, props ...string) (mo.VirtualMachine, error) {
@@ -394,6 +394,13 @@ func (d *Driver) portgroupNames(ctx context.Context, refs []types.ManagedObjectR
 
 func vmInfo(vm mo.VirtualMachine, hostNames map[types.ManagedObjectReference]string, pgs map[string]string) hypervisors.VMInfo {
 	vi := hypervisors.VMInfo{Name: vm.Name, State: powerState(vm.Runtime.PowerState)}
+	// vCenter keeps the boot time in runtime and its summary; vcsim updates the summary only.
+	switch {
+	case vm.Summary.Runtime.BootTime != nil:
+		vi.BootTime = vm.Summary.Runtime.BootTime.UTC()
+	case vm.Runtime.BootTime != nil:
+		vi.BootTime = vm.Runtime.BootTime.UTC()
+	}
 	if h := vm.Runtime.Host; h != nil {
 		vi.Host = hostNames[*h]
 	}

@@ -391,7 +391,23 @@ func (d *driver) GetVM(ctx context.Context, name string) (hypervisors.VMInfo, er
 	if err != nil {
 		return hypervisors.VMInfo{}, wrap("get VM", name, err)
 	}
-	return vmInfo(r, l), nil
+	info := vmInfo(r, l)
+	if r.PowerState == "Running" && r.Metrics != "" && r.Metrics != nullRef {
+		var m vmMetricsRecord
+		if err := d.c.call(ctx, "VM_metrics.get_record", &m, r.Metrics); err != nil {
+			return hypervisors.VMInfo{}, wrap("get VM", name, err)
+		}
+		info.BootTime = bootTime(m)
+	}
+	return info, nil
+}
+
+// bootTime is VM_metrics.start_time: when the domain last started (a reboot starts a new one).
+func bootTime(m vmMetricsRecord) time.Time {
+	if start, err := time.Parse("20060102T15:04:05Z", m.StartTime); err == nil {
+		return start.UTC()
+	}
+	return time.Time{}
 }
 
 func (d *driver) ListVMs(ctx context.Context) ([]hypervisors.VMInfo, error) {
@@ -409,10 +425,18 @@ func (d *driver) ListVMs(ctx context.Context) ([]hypervisors.VMInfo, error) {
 			return nil, wrap("list VMs", "", err)
 		}
 	}
+	var metrics map[string]vmMetricsRecord
+	if err := d.c.call(ctx, "VM_metrics.get_all_records", &metrics); err != nil {
+		return nil, wrap("list VMs", "", err)
+	}
 	out := make([]hypervisors.VMInfo, 0, len(vms))
 	for _, r := range vms {
 		if isVM(r) {
-			out = append(out, vmInfo(r, l))
+			info := vmInfo(r, l)
+			if m, ok := metrics[r.Metrics]; ok && r.PowerState == "Running" {
+				info.BootTime = bootTime(m)
+			}
+			out = append(out, info)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -3,41 +3,109 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/sysvm/sysvm/activities"
-	"github.com/sysvm/sysvm/internal/testenv"
+	"github.com/sysvm/sysvm/codec"
+	"github.com/sysvm/sysvm/devcloud"
+	"github.com/sysvm/sysvm/devcloud/fleet"
+	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
+	"github.com/sysvm/sysvm/worker"
+	"github.com/sysvm/sysvm/workflows"
 )
 
-// buildSysvm builds the real sysvm binary once per test.
-func buildSysvm(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sysvm")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sysvm")
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build sysvm: %v\n%s", err, out)
+// helperWorkerEnv makes the test binary run as a worker process (TestMain), so a test can
+// kill -9 a worker that runs the whole platform wiring of `sysvm dev`: the drivers observed by
+// the simulated system VMs and the SSH executor into them.
+const helperWorkerEnv = "SYSVM_E2E_HELPER_WORKER"
+
+// TestMain runs the helper worker process when asked to, the tests otherwise.
+func TestMain(m *testing.M) {
+	if os.Getenv(helperWorkerEnv) == "1" {
+		os.Exit(runHelperWorker())
 	}
-	return bin
+	os.Exit(m.Run())
 }
 
-// startWorkerProcess runs `sysvm worker` as its own process against the test's Temporal and
-// database.
-func startWorkerProcess(t *testing.T, bin, dsn, temporal string) *exec.Cmd {
+// runHelperWorker is a worker process over SYSVM_DB_DSN and SYSVM_TEMPORAL_ADDRESS with the
+// simulated system VMs of the dev cloud (their SSH servers live in this process and die with
+// it, as a worker host's view of the network would not: a new worker builds them again from
+// the inventory and the hypervisor).
+func runHelperWorker() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := logger()
+	fail := func(what string, err error) int {
+		fmt.Fprintf(os.Stderr, "helper worker: %s: %v\n", what, err)
+		return 1
+	}
+	store, err := models.Open(ctx, os.Getenv("SYSVM_DB_DSN"), modelstest.TestKey)
+	if err != nil {
+		return fail("open store", err)
+	}
+	defer store.Close()
+	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
+	if err != nil {
+		return fail("key pair", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return fail("public key", err)
+	}
+	routers, err := devcloud.StartRouters(ctx, store, pub, (&activities.Health{Store: store}).RouterConfig, log, fleet.Options{})
+	if err != nil {
+		return fail("simulated system VMs", err)
+	}
+	defer routers.Close()
+	built, err := worker.BuildPlatform(ctx, store, log, routers.Observe(worker.Drivers()), routers.Fleet.DialContext)
+	if err != nil {
+		return fail("platform", err)
+	}
+	defer built.Close()
+	cdc, err := codec.New(modelstest.TestKey)
+	if err != nil {
+		return fail("codec", err)
+	}
+	opts := client.Options{HostPort: os.Getenv("SYSVM_TEMPORAL_ADDRESS"), Namespace: "default"}
+	cdc.Apply(&opts) // the test's client reads and writes through the same codec
+	c, err := client.Dial(opts)
+	if err != nil {
+		return fail("temporal", err)
+	}
+	defer c.Close()
+	w := worker.New(worker.Config{Client: c, Activities: built.Activities, Health: built.Health, Logger: log})
+	if err := w.Start(); err != nil {
+		return fail("start worker", err)
+	}
+	defer w.Stop()
+	<-ctx.Done()
+	return 0
+}
+
+// startWorkerProcess runs this test binary as a worker process (runHelperWorker) against the
+// test's Temporal and database.
+func startWorkerProcess(t *testing.T, dsn, temporal string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "worker")
-	cmd.Env = append(os.Environ(), "SYSVM_DB_DSN="+dsn, "SYSVM_TEMPORAL_ADDRESS="+temporal,
-		"SYSVM_SECRET_KEY="+b64(modelstest.TestKey))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperWorkerEnv+"=1", "SYSVM_DB_DSN="+dsn, "SYSVM_TEMPORAL_ADDRESS="+temporal)
 	if os.Getenv("SYSVM_TEST_VERBOSE") != "" {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}
@@ -48,17 +116,99 @@ func startWorkerProcess(t *testing.T, bin, dsn, temporal string) *exec.Cmd {
 	return cmd
 }
 
-// TestWorkerKilledMidRecreate kills the worker process while vcsim is still cloning the new
-// router, starts another worker, and shows the recreate finishing with every step done once:
-// the steps before the crash are not redone, the interrupted create is retried and finds the
-// clone already made, and vcsim ends with exactly one VM of that name.
+// waitForRunningStep waits until Temporal reports the recreate step started on a worker: its
+// ActivityTaskScheduled event is in the run's history and the activity is pending in state
+// STARTED (Temporal writes the started event itself only when the attempt ends).
+func waitForRunningStep(t *testing.T, s *stack, op operation, step activities.Step, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(timeout)
+	for {
+		var scheduled int64
+		hist := s.client.GetWorkflowHistory(ctx, op.WorkflowID, op.RunID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for hist.HasNext() {
+			ev, err := hist.Next()
+			if err == nil {
+				err = s.codec.DecodeMessage(ctx, ev) // payloads are encrypted in history
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.ActivityType.GetName() == "RecreateStep" {
+				var in activities.RecreateInput
+				if err := json.Unmarshal(a.Input.Payloads[0].Data, &in); err == nil && in.Step == step {
+					scheduled = ev.EventId
+				}
+			}
+		}
+		if scheduled != 0 {
+			desc, err := s.client.DescribeWorkflowExecution(ctx, op.WorkflowID, op.RunID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, pa := range desc.PendingActivities {
+				if pa.ActivityType.GetName() == "RecreateStep" && pa.State == enumspb.PENDING_ACTIVITY_STATE_STARTED {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("step %s never started on a worker", step)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitForCloneTask waits until vcsim runs a clone task (the replacement's create, a driver
+// call observed on the hypervisor).
+func waitForCloneTask(t *testing.T, s *stack, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	conn := s.sims[0].Conn
+	u, err := url.Parse(conn.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(conn.Username, conn.Password)
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		t.Fatalf("connect to vcsim: %v", err)
+	}
+	defer func() { _ = c.Logout(ctx) }()
+	pc := property.DefaultCollector(c.Client)
+	deadline := time.Now().Add(timeout)
+	for {
+		var tm mo.TaskManager
+		if err := pc.RetrieveOne(ctx, *c.ServiceContent.TaskManager, []string{"recentTask"}, &tm); err != nil {
+			t.Fatal(err)
+		}
+		if len(tm.RecentTask) > 0 {
+			var tasks []mo.Task
+			if err := pc.Retrieve(ctx, tm.RecentTask, []string{"info"}, &tasks); err != nil {
+				t.Fatal(err)
+			}
+			for _, task := range tasks {
+				if strings.Contains(strings.ToLower(task.Info.DescriptionId), "clone") && task.Info.State == types.TaskInfoStateRunning {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("vcsim never ran the replacement's clone")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWorkerKilledMidRecreate kills -9 the worker process once Temporal reports the
+// replacement's create running on it (vcsim is cloning: each clone takes 4 s), starts another
+// worker, and checks the effects on the hypervisor: the retried create finds the clone made
+// by the dead worker's attempt instead of making a second, and vcsim ends with exactly one VM
+// for the router, the replacement, running, with the database naming it.
 func TestWorkerKilledMidRecreate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, vcsim and worker processes")
 	}
-	begin := time.Now()
-	bin := buildSysvm(t)
-	t.Logf("built sysvm in %s", time.Since(begin).Round(time.Millisecond))
 	dsn := modelstest.MySQLDSN(t)
 	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
 	if err != nil {
@@ -70,104 +220,49 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	// middle (the simulator names tasks without the _Task suffix).
 	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 4000}
 	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
-	first := startWorkerProcess(t, bin, dsn, s.temporal.Address)
-	r := s.pickRouter("is_redundant = ?", false)
+	first := startWorkerProcess(t, dsn, s.temporal.Address)
+	r := s.pickRouter("is_redundant = ? AND hypervisor_type = ?", false, "VMware")
 	op := s.start("/api/v1/routers/" + r.ID + "/recreate")
 
-	// Wait until destroy is journaled: the create (the slow clone) is under way next.
-	ctx := context.Background()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		steps, err := activities.OperationSteps(ctx, store, op.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(steps) > 0 && steps[len(steps)-1].Step == "hypervisor.destroy" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("destroy step never journaled; steps so far %+v", steps)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(1500 * time.Millisecond) // the clone task is now running on vcsim
-	if err := first.Process.Kill(); err != nil {
+	waitForRunningStep(t, s, op, activities.StepCreateReplacement, 90*time.Second)
+	// ... and the driver call it makes is under way on the hypervisor: vcsim is cloning.
+	waitForCloneTask(t, s, 30*time.Second)
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = first.Process.Wait()
+	killedAt := time.Now()
+	ctx := context.Background()
 	if steps, _ := activities.OperationSteps(ctx, store, op.ID); len(steps) != 2 {
-		t.Fatalf("at the kill, journal has %d steps, want stop and destroy only: %+v", len(steps), steps)
+		t.Fatalf("at the kill, journal has %d steps, want prepare and seed only: %+v", len(steps), steps)
 	}
 
-	killedAt := time.Now()
-	startWorkerProcess(t, bin, dsn, s.temporal.Address)
+	startWorkerProcess(t, dsn, s.temporal.Address)
 	done := s.wait(op, 3*time.Minute)
 	t.Logf("a second worker finished the recreate %s after the first was killed", time.Since(killedAt).Round(time.Millisecond))
 	if done.Status != models.OpCompleted {
 		t.Fatalf("recreate after worker crash ended %s: %s", done.Status, done.Error)
 	}
-
-	// Temporal's history: each step scheduled once; the create was retried (attempt 2).
-	hist := s.client.GetWorkflowHistory(ctx, op.WorkflowID, op.RunID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	scheduled := map[string]int{}
-	attemptsOfCreate := int32(0)
-	schedStep := map[int64]string{}
-	for hist.HasNext() {
-		ev, err := hist.Next()
-		if err == nil {
-			err = s.codec.DecodeMessage(ctx, ev) // payloads are encrypted in history
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.ActivityType.GetName() == "HypervisorStep" {
-			var in activities.HypervisorStepInput
-			if err := json.Unmarshal(a.Input.Payloads[0].Data, &in); err != nil {
-				t.Fatal(err)
-			}
-			scheduled[in.Step]++
-			schedStep[ev.EventId] = in.Step
-		}
-		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && schedStep[a.ScheduledEventId] == "create" {
-			attemptsOfCreate = a.Attempt
-		}
-	}
-	for _, step := range []string{"stop", "destroy", "create", "start"} {
-		if scheduled[step] != 1 {
-			t.Errorf("step %s scheduled %d times, want 1 (%v)", step, scheduled[step], scheduled)
-		}
-	}
-	if attemptsOfCreate < 2 {
-		t.Errorf("create ran in attempt %d; the crash should have forced a retry", attemptsOfCreate)
+	var res workflows.LifecycleResult
+	if err := json.Unmarshal(done.Result, &res); err != nil {
+		t.Fatal(err)
 	}
 	steps, _ := activities.OperationSteps(ctx, store, op.ID)
 	var names []string
 	for _, st := range steps {
 		names = append(names, st.Step+"("+st.Detail+")")
 	}
-	joined := strings.Join(names, ",")
-	if !strings.Contains(joined, "hypervisor.create(already created)") {
-		t.Errorf("retried create should find the clone already made; journal: %s", joined)
+	if joined := strings.Join(names, ","); !strings.Contains(joined, "recreate.create-replacement(already created)") {
+		t.Errorf("retried create should find the clone the killed worker's attempt made; journal: %s", joined)
 	}
-	// vcsim holds exactly one VM of that name, running, and the database agrees.
-	d, err := s.acts.Drivers.For(ctx, r.ClusterID)
-	if err != nil {
-		t.Fatal(err)
+	// The hypervisor side: one VM for the router, the replacement, running; the old one gone;
+	// and the database agrees.
+	after := s.vm(r.ID)
+	got := s.instancesOf(after)
+	if len(got) != 1 || got[0].Name != res.InstanceName || got[0].State != hypervisors.PowerRunning {
+		t.Errorf("vcsim VMs of %s: %+v, want exactly the replacement %s running", r.Name, got, res.InstanceName)
 	}
-	all, err := d.ListVMs(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, vm := range all {
-		if vm.Name == r.Name {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Errorf("vcsim has %d VMs named %s, want 1", n, r.Name)
-	}
-	if st := s.vm(r.ID).State; st != models.StateRunning {
-		t.Errorf("database state %s after recreate, want Running", st)
+	if after.State != models.StateRunning || after.InstanceName != res.InstanceName || after.PrivateIP != res.ControlIP {
+		t.Errorf("row after recreate: %s %q %s, want Running %q %s", after.State, after.InstanceName, after.PrivateIP, res.InstanceName, res.ControlIP)
 	}
 }

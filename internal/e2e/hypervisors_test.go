@@ -21,7 +21,7 @@ func TestLifecycleOnEveryHypervisor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, libvirtd, vcsim and the XAPI simulator")
 	}
-	p := newPlatform(t, modelstest.SQLite(t), platformOptions{kvm: true, vmware: true, xen: true})
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{kvm: true, vmware: true, xen: true, fleet: true})
 	for _, ht := range []hypervisors.Type{hypervisors.KVM, hypervisors.VMware, hypervisors.XenServer} {
 		t.Run(string(ht), func(t *testing.T) {
 			if ht == hypervisors.KVM && p.kvmReason != "" {
@@ -109,13 +109,24 @@ func lifecycleOn(t *testing.T, p *platform, ht hypervisors.Type) {
 		if info.Template != tpl.Name {
 			t.Errorf("after recreate %s runs template %q on %s, want %q", r.Name, info.Template, ht, tpl.Name)
 		}
-		if after.LinkLocalIP != r.LinkLocalIP || after.PrivateIP != r.PrivateIP || after.PublicIP != r.PublicIP {
-			t.Errorf("recreate changed the addresses of %s: %s/%s/%s -> %s/%s/%s", r.Name, r.LinkLocalIP, r.PrivateIP, r.PublicIP,
-				after.LinkLocalIP, after.PrivateIP, after.PublicIP)
+		// Make-before-break: a new instance on a fresh control address (link-local on KVM and
+		// XenServer, the private IP on VMware); the name and public IP stay.
+		control, arg := after.LinkLocalIP, "controlip"
+		before := r.LinkLocalIP
+		if ht == hypervisors.VMware {
+			control, arg, before = after.PrivateIP, "privateip", r.PrivateIP
 		}
-		if info.BootArgs["name"] != r.Name || info.BootArgs["controlip"] != r.LinkLocalIP {
-			t.Errorf("recreated VM on %s has boot args %v, want its name and control IP", ht, info.BootArgs)
+		if after.Name != r.Name || after.PublicIP != r.PublicIP || control == before || after.InstanceName == "" {
+			t.Errorf("recreate of %s: name %s public %s control %s (was %s) instance %q", r.Name, after.Name, after.PublicIP,
+				control, before, after.InstanceName)
 		}
+		if info.BootArgs["name"] != r.Name || info.BootArgs[arg] != control {
+			t.Errorf("recreated VM on %s has boot args %v, want its name and control IP %s", ht, info.BootArgs, control)
+		}
+		if got := p.instancesOf(after); len(got) != 1 || got[0].Name != after.InstanceName {
+			t.Errorf("%s VMs of %s after recreate: %+v, want only %s", ht, r.Name, got, after.InstanceName)
+		}
+		r = after
 		return op
 	}
 	if r.Version == devcloud.CurrentVersion {
@@ -131,7 +142,7 @@ func lifecycleOn(t *testing.T, p *platform, ht hypervisors.Type) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "hypervisor.stop,hypervisor.destroy,hypervisor.create,hypervisor.start"; steps != want {
+	if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
 		t.Errorf("recreate on %s journaled %q, want %q", ht, steps, want)
 	}
 }

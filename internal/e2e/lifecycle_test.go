@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,7 +17,29 @@ import (
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
+	"github.com/sysvm/sysvm/workflows"
 )
+
+// instancesOf lists the hypervisor VMs of a system VM: its CloudStack name, or a replacement
+// named after it (<name>-<suffix>).
+func (s *stack) instancesOf(vm models.SystemVM) []hypervisors.VMInfo {
+	s.t.Helper()
+	d, err := s.acts.Drivers.For(context.Background(), vm.ClusterID)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	all, err := d.ListVMs(context.Background())
+	if err != nil {
+		s.t.Fatalf("list VMs of cluster %s: %v", vm.ClusterID, err)
+	}
+	var out []hypervisors.VMInfo
+	for _, info := range all {
+		if info.Name == vm.Name || strings.HasPrefix(info.Name, vm.Name+"-") {
+			out = append(out, info)
+		}
+	}
+	return out
+}
 
 // TestLifecycleThroughAPI drives stop, start, reboot and recreate of a router through the API,
 // on MariaDB and on SQLite, and checks the database and vcsim agree after each.
@@ -31,10 +54,11 @@ func TestLifecycleThroughAPI(t *testing.T) {
 
 		check := func(state string, power hypervisors.PowerState) {
 			t.Helper()
-			if got := s.vm(r.ID).State; got != state {
+			row := s.vm(r.ID)
+			if got := row.State; got != state {
 				t.Errorf("database state of %s = %s, want %s", r.Name, got, state)
 			}
-			info, err := s.hv(r)
+			info, err := s.hv(row)
 			if err != nil {
 				t.Fatalf("vcsim GetVM(%s): %v", r.Name, err)
 			}
@@ -67,7 +91,9 @@ func TestLifecycleThroughAPI(t *testing.T) {
 			check(step.state, step.power)
 		}
 
-		// Recreate puts the router on the current template, with the same name and addresses.
+		// Recreate puts the router on the current template, make-before-break: the row keeps
+		// its ID, name and public IP; the hypervisor now has one VM for it, the replacement,
+		// under a new instance name with a fresh control address (the private IP on VMware).
 		op := s.wait(s.start("/api/v1/routers/"+r.ID+"/recreate"), 2*time.Minute)
 		if op.Status != models.OpCompleted {
 			t.Fatalf("recreate ended %s: %s", op.Status, op.Error)
@@ -77,20 +103,32 @@ func TestLifecycleThroughAPI(t *testing.T) {
 		if after.Version != devcloud.CurrentVersion || after.TemplateID == r.TemplateID {
 			t.Errorf("after recreate version %s template %s, want %s on a new template", after.Version, after.TemplateID, devcloud.CurrentVersion)
 		}
-		if after.LinkLocalIP != r.LinkLocalIP || after.PublicIP != r.PublicIP {
-			t.Errorf("recreate changed addresses: %s/%s -> %s/%s", r.LinkLocalIP, r.PublicIP, after.LinkLocalIP, after.PublicIP)
+		if after.Name != r.Name || after.PublicIP != r.PublicIP {
+			t.Errorf("recreate changed name or public IP: %s/%s -> %s/%s", r.Name, r.PublicIP, after.Name, after.PublicIP)
+		}
+		if after.InstanceName == "" || after.InstanceName == r.HypervisorName() || after.PrivateIP == r.PrivateIP {
+			t.Errorf("replacement instance %q control %s, want a new instance name and a fresh private IP (was %s)",
+				after.InstanceName, after.PrivateIP, r.PrivateIP)
 		}
 		check(models.StateRunning, hypervisors.PowerRunning)
-		info, _ := s.hv(r)
-		if info.BootArgs["name"] != r.Name || info.BootArgs["controlip"] != r.LinkLocalIP {
-			t.Errorf("recreated VM boot args %v do not carry name and control IP", info.BootArgs)
+		if got := s.instancesOf(after); len(got) != 1 || got[0].Name != after.InstanceName || got[0].State != hypervisors.PowerRunning {
+			t.Errorf("vcsim VMs of %s after recreate: %+v, want only %s running", r.Name, got, after.InstanceName)
 		}
+		info, _ := s.hv(after)
+		if info.BootArgs["name"] != r.Name || info.BootArgs["privateip"] != after.PrivateIP || info.BootArgs["publicip"] != r.PublicIP {
+			t.Errorf("recreated VM boot args %v do not carry name, the new control address and the public IP", info.BootArgs)
+		}
+		var res workflows.LifecycleResult
+		if err := json.Unmarshal(op.Result, &res); err != nil || res.SwitchGapMillis < 0 || res.ServingAt == nil || res.InstanceName != after.InstanceName {
+			t.Errorf("recreate result %s (%v): want the replacement and the measured switch gap", op.Result, err)
+		}
+		t.Logf("recreate switch gap on vcsim: %d ms", res.SwitchGapMillis)
 		steps, err := activitiesSteps(s, op.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "hypervisor.stop,hypervisor.destroy,hypervisor.create,hypervisor.start"; !strings.HasPrefix(steps, want) {
-			t.Errorf("journaled steps %q, want %q first", steps, want)
+		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
+			t.Errorf("journaled steps %q, want %q", steps, want)
 		}
 
 		// Every run is found by the VM's search attribute, as `temporal workflow list --query` does.
@@ -145,7 +183,7 @@ func activitiesSteps(s *stack, opID string) (string, error) {
 	}
 	var names []string
 	for _, r := range rows {
-		if strings.HasPrefix(r.Step, "hypervisor.") {
+		if (strings.HasPrefix(r.Step, "hypervisor.") || strings.HasPrefix(r.Step, "recreate.")) && r.Step != "hypervisor.reboot.intent" {
 			names = append(names, r.Step)
 		}
 	}

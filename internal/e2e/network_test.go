@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,15 +16,16 @@ import (
 )
 
 // TestNetworkRestartCleanup restarts a redundant network with cleanup=true through the API on
-// vcsim and SQLite: both routers are recreated from the current template, BACKUP first and the
-// PRIMARY only once the BACKUP runs again, and the database and vcsim agree they run. Then the
+// vcsim and SQLite: both routers are recreated make-before-break from the current template,
+// BACKUP first and the PRIMARY only once the BACKUP's replacement took over, and the database
+// and vcsim agree each has one VM, the replacement, running on a fresh private IP. Then the
 // refusal to destroy the only router of an isolated network points at this endpoint, and
 // following the pointer (without cleanup) reboots that router.
 func TestNetworkRestartCleanup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal and vcsim")
 	}
-	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true})
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, fleet: true})
 	ctx := context.Background()
 	var netw models.Network
 	if err := p.store.DB.Where("type = ? AND redundant = ?", models.NetworkIsolated, true).Order("name").First(&netw).Error; err != nil {
@@ -38,21 +38,9 @@ func TestNetworkRestartCleanup(t *testing.T) {
 	if len(before) != 2 || before[0].RedundantState != models.RedundantBackup || before[1].RedundantState != models.RedundantPrimary {
 		t.Fatalf("routers of %s: %+v, want BACKUP then PRIMARY", netw.Name, before)
 	}
-	// A recreated VM gets its boot arguments from its row: give the rows new private addresses,
-	// so vcsim shows which VMs were really rebuilt (a reboot keeps the old ones). vcsim applies
-	// a clone's extra config (the boot arguments) but not its memory or CPUs.
-	privateIP := map[string]string{}
-	for i, r := range before {
-		info, err := p.hv(r)
-		if err != nil || info.State != hypervisors.PowerRunning {
+	for _, r := range before {
+		if info, err := p.hv(r); err != nil || info.State != hypervisors.PowerRunning {
 			t.Fatalf("vcsim %s before: %+v %v", r.Name, info, err)
-		}
-		privateIP[r.ID] = fmt.Sprintf("10.99.0.%d", 10+i)
-		if info.BootArgs["privateip"] == privateIP[r.ID] {
-			t.Fatalf("%s already has private IP %s", r.Name, privateIP[r.ID])
-		}
-		if err := p.store.DB.Model(&models.SystemVM{}).Where("id = ?", r.ID).Update("private_ip", privateIP[r.ID]).Error; err != nil {
-			t.Fatal(err)
 		}
 	}
 	var tpl models.Template
@@ -81,7 +69,7 @@ func TestNetworkRestartCleanup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "hypervisor.stop,hypervisor.destroy,hypervisor.create,hypervisor.start"; steps != want {
+		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
 			t.Errorf("%s journaled %q, want %q", r.Name, steps, want)
 		}
 		var rows []models.OperationStep
@@ -103,21 +91,23 @@ func TestNetworkRestartCleanup(t *testing.T) {
 			t.Errorf("%s after restart: state %s template %s version %s, want Running on %s (%s)", r.Name, after.State,
 				after.TemplateID, after.Version, tpl.ID, devcloud.CurrentVersion)
 		}
+		// Rebuilt make-before-break: one VM on vcsim, the replacement, on a fresh private IP.
+		if got := p.instancesOf(after); len(got) != 1 || got[0].Name != after.InstanceName || after.InstanceName == r.HypervisorName() ||
+			got[0].State != hypervisors.PowerRunning {
+			t.Errorf("vcsim VMs of %s after restart: %+v, want only a new instance (row: %q)", r.Name, got, after.InstanceName)
+		}
 		info, err := p.hv(after)
 		if err != nil {
 			t.Fatalf("vcsim %s after: %v", r.Name, err)
 		}
-		if info.State != hypervisors.PowerRunning {
-			t.Errorf("vcsim power state of %s = %s, want running", r.Name, info.State)
-		}
-		if got := info.BootArgs["privateip"]; got != privateIP[r.ID] {
-			t.Errorf("vcsim %s boots with privateip %q, want %q: it was not rebuilt from its row", r.Name, got, privateIP[r.ID])
+		if got := info.BootArgs["privateip"]; got != after.PrivateIP || got == r.PrivateIP {
+			t.Errorf("vcsim %s boots with privateip %q, want the fresh %q (was %q)", after.InstanceName, got, after.PrivateIP, r.PrivateIP)
 		}
 	}
 	backup, primary := stepTimes[before[0].Name], stepTimes[before[1].Name]
-	if backup["hypervisor.start"].After(primary["hypervisor.stop"]) {
-		t.Errorf("the PRIMARY was stopped (%s) before the BACKUP ran again (%s)",
-			primary["hypervisor.stop"].Format(time.RFC3339Nano), backup["hypervisor.start"].Format(time.RFC3339Nano))
+	if !backup["recreate.commit"].Before(primary["recreate.prepare"]) {
+		t.Errorf("the PRIMARY's recreate began (%s) before the BACKUP's replacement took over (%s)",
+			primary["recreate.prepare"].Format(time.RFC3339Nano), backup["recreate.commit"].Format(time.RFC3339Nano))
 	}
 
 	// The only router of an isolated network cannot be destroyed; the refusal names this endpoint.

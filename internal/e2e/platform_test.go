@@ -15,6 +15,7 @@ import (
 	"github.com/sysvm/sysvm/api"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
+	"github.com/sysvm/sysvm/hypervisors/xen/xapisim"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/worker"
@@ -41,6 +42,8 @@ type platform struct {
 	kvmReason string
 	health    *activities.Health
 	routers   *devcloud.Routers // nil without the fleet
+	// xen are the simulated XenServer pools, for XAPI fault injection.
+	xen []*xapisim.Server
 }
 
 // newPlatform starts the chosen simulators (one cluster each), seeds a one-zone demo cloud on
@@ -50,6 +53,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	ctx := context.Background()
 	begin := time.Now()
 	var cl devcloud.Clusters
+	var xenServers []*xapisim.Server
 	if o.kvm {
 		sims, reason, stop, err := devcloud.StartKVM(ctx, 1)
 		if err != nil {
@@ -67,12 +71,12 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 		cl.VMware = sims
 	}
 	if o.xen {
-		sims, stop, err := devcloud.StartXen(ctx, 1)
+		sims, servers, stop, err := devcloud.StartXenServers(ctx, 1)
 		if err != nil {
 			t.Fatalf("start XAPI simulator: %v", err)
 		}
 		t.Cleanup(stop)
-		cl.Xen = sims
+		cl.Xen, xenServers = sims, servers
 	}
 	if _, err := devcloud.Seed(ctx, store, cl, devcloud.SeedOptions{Zones: 1}); err != nil {
 		t.Fatalf("seed: %v", err)
@@ -81,7 +85,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	if err := store.DB.First(&zone).Error; err != nil {
 		t.Fatalf("seeded zone: %v", err)
 	}
-	p := &platform{stack: &stack{t: t, store: store, sims: cl.VMware, codec: testCodec(t)}, zoneID: zone.ID, kvmReason: cl.KVMReason}
+	p := &platform{stack: &stack{t: t, store: store, sims: cl.VMware, codec: testCodec(t)}, zoneID: zone.ID, kvmReason: cl.KVMReason, xen: xenServers}
 
 	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
 	if err != nil {

@@ -198,7 +198,7 @@ func (s *stack) hv(vm models.SystemVM) (hypervisors.VMInfo, error) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return d.GetVM(context.Background(), vm.Name)
+	return d.GetVM(context.Background(), vm.HypervisorName())
 }
 
 // pickRouter returns a router matching a filter.
