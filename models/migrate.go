@@ -62,6 +62,24 @@ func Migrations() []Migration {
 			}
 			return AddColumns(tx, &HealthCheckResult{}, "FailureCountedBy")
 		}},
+		{ID: "0003_systemvm_instance_name_last_error_destroy_operation", Migrate: func(tx *gorm.DB) error {
+			type SystemVM struct {
+				InstanceName       string `gorm:"size:255;index"`
+				LastError          string `gorm:"type:text"`
+				DestroyOperationID string `gorm:"size:36;index"`
+			}
+			if err := AddColumns(tx, &SystemVM{}, "InstanceName", "LastError", "DestroyOperationID"); err != nil {
+				return err
+			}
+			for _, f := range []string{"InstanceName", "DestroyOperationID"} {
+				if !tx.Migrator().HasIndex(&SystemVM{}, f) {
+					if err := tx.Migrator().CreateIndex(&SystemVM{}, f); err != nil {
+						return fmt.Errorf("index %s: %w", f, err)
+					}
+				}
+			}
+			return nil
+		}},
 	}
 }
 
