@@ -19,35 +19,6 @@ import (
 	"time"
 )
 
-// Failure is an error answer from XAPI: its ErrorDescription, code first, then parameters
-// (on JSON-RPC v2: error.message and error.data).
-type Failure struct {
-	Method string
-	Code   string
-	Params []string
-}
-
-// Error renders "VM.start: VM_BAD_POWER_STATE(OpaqueRef:..., halted, running)".
-func (f *Failure) Error() string {
-	return fmt.Sprintf("%s: %s(%s)", f.Method, f.Code, strings.Join(f.Params, ", "))
-}
-
-// transportError is a call that got no XAPI answer: connection refused or reset, TLS
-// failure, an HTTP error status, an unreadable body.
-type transportError struct {
-	method string
-	err    error
-}
-
-func (e *transportError) Error() string { return fmt.Sprintf("%s: %v", e.method, e.err) }
-func (e *transportError) Unwrap() error { return e.err }
-
-// isCode reports whether err is a XAPI failure with this code.
-func isCode(err error, code string) bool {
-	var f *Failure
-	return errors.As(err, &f) && f.Code == code
-}
-
 // client is a small typed XAPI client over JSON-RPC v2 (POST <endpoint>/jsonrpc), the wire
 // format of the current XenServer SDKs and XCP-ng 8. It holds one session and logs in again,
 // once, when XAPI says SESSION_INVALID (xapi restart, master change, session timeout).

@@ -3,7 +3,9 @@ package xen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/sysvm/sysvm/hypervisors"
 )
@@ -82,3 +84,33 @@ func kindOf(err error) error {
 	}
 	return errXAPI
 }
+
+// Failure is an error answer from XAPI: its ErrorDescription, code first, then parameters
+// (on JSON-RPC v2: error.message and error.data).
+type Failure struct {
+	Method string
+	Code   string
+	Params []string
+}
+
+// Error renders "VM.start: VM_BAD_POWER_STATE(OpaqueRef:..., halted, running)".
+func (f *Failure) Error() string {
+	return fmt.Sprintf("%s: %s(%s)", f.Method, f.Code, strings.Join(f.Params, ", "))
+}
+
+// transportError is a call that got no XAPI answer: connection refused or reset, TLS
+// failure, an HTTP error status, an unreadable body.
+type transportError struct {
+	method string
+	err    error
+}
+
+// isCode reports whether err is a XAPI failure with this code.
+func isCode(err error, code string) bool {
+	var f *Failure
+	return errors.As(err, &f) && f.Code == code
+}
+
+func (e *transportError) Error() string { return fmt.Sprintf("%s: %v", e.method, e.err) }
+
+func (e *transportError) Unwrap() error { return e.err }
