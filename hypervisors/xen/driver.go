@@ -39,17 +39,18 @@ type driver struct {
 // Connect logs in to the XAPI pool master at conn.Endpoint ("https://xen1.example.com").
 // Refused credentials are ErrAuth, an endpoint that does not answer ErrUnreachable.
 func Connect(ctx context.Context, conn hypervisors.Connection) (hypervisors.Driver, error) {
+	endpoint := redactURL(conn.Endpoint) // no user info or query in errors and logs
 	if conn.Type != "" && conn.Type != hypervisors.XenServer {
-		return nil, hypervisors.Errorf(hypervisors.ErrInvalid, "connect", conn.Endpoint,
+		return nil, hypervisors.Errorf(hypervisors.ErrInvalid, "connect", endpoint,
 			"connection is for %s, not XenServer", conn.Type)
 	}
-	log := slog.Default().With("hypervisor", "xen", "endpoint", conn.Endpoint)
+	log := slog.Default().With("hypervisor", "xen", "endpoint", endpoint)
 	c, err := newClient(conn.Endpoint, conn.Username, conn.Password, conn.Insecure, log)
 	if err != nil {
-		return nil, hypervisors.Wrap(hypervisors.ErrInvalid, "connect", conn.Endpoint, err)
+		return nil, hypervisors.Wrap(hypervisors.ErrInvalid, "connect", endpoint, err)
 	}
 	if err := c.login(ctx); err != nil {
-		return nil, wrap("connect", conn.Endpoint, err)
+		return nil, wrap("connect", endpoint, err)
 	}
 	log.Info("connected to XAPI", "user", conn.Username)
 	return &driver{c: c, log: log}, nil

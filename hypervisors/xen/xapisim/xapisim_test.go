@@ -757,6 +757,73 @@ func TestImportRawVDI(t *testing.T) {
 	}
 }
 
+// TestImportAuthentication: the import handler takes credentials as XAPI's HTTP handlers do
+// (Xapi_http.assert_credentials_ok): a session_id cookie first, then a session_id query
+// parameter, then HTTP basic auth; an unknown Authorization scheme is an error, nothing 401.
+func TestImportAuthentication(t *testing.T) {
+	s, c := start(t, Options{})
+	sess := c.login()
+	user, pass := s.Credentials()
+	var srs []string
+	c.must(&srs, "SR.get_by_name_label", sess, DefaultSRName)
+	img := FixedVHD(bytes.Repeat([]byte("x"), 4096))
+	var vdi string
+	c.must(&vdi, "VDI.create", sess, map[string]any{"SR": srs[0], "virtual_size": int64(len(img) - 512), "type": "user",
+		"sharable": false, "read_only": false, "other_config": map[string]string{}})
+	put := func(query string, auth func(*http.Request)) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, c.url+"/import_raw_vdi?vdi="+vdi+"&format=vhd"+query, bytes.NewReader(img))
+		auth(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("PUT: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cookie := func(v string) func(*http.Request) {
+		return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session_id", Value: v}) }
+	}
+	basic := func(u, p string) func(*http.Request) { return func(r *http.Request) { r.SetBasicAuth(u, p) } }
+	none := func(*http.Request) {}
+	for _, tc := range []struct {
+		name  string
+		query string
+		auth  func(*http.Request)
+		want  int
+	}{
+		{"cookie", "", cookie(sess), http.StatusOK},
+		{"query", "&session_id=" + sess, none, http.StatusOK},
+		{"basic", "", basic(user, pass), http.StatusOK},
+		{"cookie wins over a bad query", "&session_id=OpaqueRef:bad", cookie(sess), http.StatusOK},
+		{"bad cookie wins over a good query", "&session_id=" + sess, cookie("OpaqueRef:bad"), http.StatusUnauthorized},
+		{"bad cookie is not rescued by basic auth", "", func(r *http.Request) { cookie("OpaqueRef:bad")(r); basic(user, pass)(r) }, http.StatusUnauthorized},
+		{"wrong password", "", basic(user, "wrong"), http.StatusUnauthorized},
+		{"unknown scheme", "", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+sess) }, http.StatusInternalServerError},
+		{"nothing", "", none, http.StatusUnauthorized},
+	} {
+		if got := put(tc.query, tc.auth); got != tc.want {
+			t.Errorf("%s: HTTP %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	for how, want := range map[string]int{AuthCookie: 2, AuthQuery: 1, AuthBasic: 1} {
+		if got := s.HTTPAuthCount(how); got != want {
+			t.Errorf("HTTPAuthCount(%s) = %d, want %d", how, got, want)
+		}
+	}
+	// A fault on the handler applies after authentication.
+	s.InjectFault(Fault{Method: ImportRawVDIMethod, Code: CodeVDIIOError, Times: 1})
+	if got := put("", cookie(sess)); got != http.StatusInternalServerError {
+		t.Errorf("injected fault: HTTP %d, want 500", got)
+	}
+	if got := put("", cookie(sess)); got != http.StatusOK {
+		t.Errorf("after the fault: HTTP %d, want 200", got)
+	}
+	if got := s.CallCount(ImportRawVDIMethod); got != 6 {
+		t.Errorf("CallCount(%s) = %d, want 6 authenticated calls", ImportRawVDIMethod, got)
+	}
+}
+
 func TestStartRefusesNonLoopback(t *testing.T) {
 	s := New(Options{})
 	defer s.Close()
