@@ -12,7 +12,8 @@
 // parameters. Async.<method> returns a task, as XAPI does. Faults can be injected per method.
 //
 // One file per XAPI class: session.go, pool.go, host.go, sr.go, vdi.go, vbd.go, vif.go,
-// network.go, vm.go, task.go; import.go is the HTTP import handler.
+// network.go, vm.go, task.go; import.go is the HTTP import handler. Every method declares its
+// parameters by kind and args.go decodes them all (decodeArgs), so handlers read typed values.
 package xapisim
 
 import (

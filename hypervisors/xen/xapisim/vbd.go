@@ -27,12 +27,9 @@ type vbdRec struct {
 func newVBDClass() *class { return newClass(classVBD, vbdRec{}) }
 
 func (s *Server) registerVBD() {
-	s.methods["VBD.create"] = &method{name: "VBD.create", params: []string{"args"}, fn: s.vbdCreate}
-	s.methods["VBD.destroy"] = &method{name: "VBD.destroy", params: []string{"self"}, fn: func(c *call) (any, error) {
-		ref, err := c.ref(0, classVBD)
-		if err != nil {
-			return nil, err
-		}
+	s.methods["VBD.create"] = &method{name: "VBD.create", params: []param{pRecord("args")}, fn: s.vbdCreate}
+	s.methods["VBD.destroy"] = &method{name: "VBD.destroy", params: []param{pRef("self", classVBD)}, fn: func(c *call) (any, error) {
+		ref := c.ref(0)
 		v, _ := lookup[vbdRec](s.db, classVBD, ref)
 		if v.CurrentlyAttached {
 			return nil, fail(CodeDeviceAlreadyAttached, ref)
@@ -43,10 +40,7 @@ func (s *Server) registerVBD() {
 }
 
 func (s *Server) vbdCreate(c *call) (any, error) {
-	r, err := c.rec(0)
-	if err != nil {
-		return nil, err
-	}
+	r := c.rec(0)
 	vmRef, err := recStr(r, "VM", nil)
 	if err != nil {
 		return nil, err

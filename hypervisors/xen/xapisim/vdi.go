@@ -52,40 +52,25 @@ var vdiTypes = map[string]bool{
 }
 
 func (s *Server) registerVDI() {
-	s.methods["VDI.create"] = &method{name: "VDI.create", params: []string{"args"}, fn: s.vdiCreate}
-	s.methods["VDI.destroy"] = &method{name: "VDI.destroy", params: []string{"self"}, fn: s.vdiDestroy}
-	s.methods["VDI.clone"] = &method{name: "VDI.clone", params: []string{"vdi", "driver_params"},
+	s.methods["VDI.create"] = &method{name: "VDI.create", params: []param{pRecord("args")}, fn: s.vdiCreate}
+	s.methods["VDI.destroy"] = &method{name: "VDI.destroy", params: []param{pRef("self", classVDI)}, fn: s.vdiDestroy}
+	s.methods["VDI.clone"] = &method{name: "VDI.clone", params: []param{pRef("vdi", classVDI), pStrMap("driver_params")},
 		fn: func(c *call) (any, error) {
-			ref, err := c.ref(0, classVDI)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := c.strMap(1); err != nil {
-				return nil, err
-			}
+			ref := c.ref(0)
 			v, _ := lookup[vdiRec](s.db, classVDI, ref)
 			return s.copyVDI(ref, v, v.SR, true)
 		}}
-	s.methods["VDI.copy"] = &method{name: "VDI.copy", params: []string{"vdi", "sr"},
+	s.methods["VDI.copy"] = &method{name: "VDI.copy", params: []param{pRef("vdi", classVDI), pRef("sr", classSR)},
 		fn: func(c *call) (any, error) {
-			ref, err := c.ref(0, classVDI)
-			if err != nil {
-				return nil, err
-			}
-			sr, err := c.ref(1, classSR)
-			if err != nil {
-				return nil, err
-			}
+			ref := c.ref(0)
+			sr := c.ref(1)
 			v, _ := lookup[vdiRec](s.db, classVDI, ref)
 			return s.copyVDI(ref, v, sr, false)
 		}}
 }
 
 func (s *Server) vdiCreate(c *call) (any, error) {
-	r, err := c.rec(0)
-	if err != nil {
-		return nil, err
-	}
+	r := c.rec(0)
 	srRef, err := recStr(r, "SR", nil)
 	if err != nil {
 		return nil, err
@@ -213,10 +198,7 @@ func (s *Server) copyVDI(ref string, v *vdiRec, srRef string, clone bool) (strin
 }
 
 func (s *Server) vdiDestroy(c *call) (any, error) {
-	ref, err := c.ref(0, classVDI)
-	if err != nil {
-		return nil, err
-	}
+	ref := c.ref(0)
 	v, _ := lookup[vdiRec](s.db, classVDI, ref)
 	if f := busy(classVDI, ref, v); f != nil {
 		return nil, f

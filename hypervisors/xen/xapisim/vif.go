@@ -39,12 +39,9 @@ type vifRec struct {
 func newVIFClass() *class { return newClass(classVIF, vifRec{}) }
 
 func (s *Server) registerVIF() {
-	s.methods["VIF.create"] = &method{name: "VIF.create", params: []string{"args"}, fn: s.vifCreate}
-	s.methods["VIF.destroy"] = &method{name: "VIF.destroy", params: []string{"self"}, fn: func(c *call) (any, error) {
-		ref, err := c.ref(0, classVIF)
-		if err != nil {
-			return nil, err
-		}
+	s.methods["VIF.create"] = &method{name: "VIF.create", params: []param{pRecord("args")}, fn: s.vifCreate}
+	s.methods["VIF.destroy"] = &method{name: "VIF.destroy", params: []param{pRef("self", classVIF)}, fn: func(c *call) (any, error) {
+		ref := c.ref(0)
 		v, _ := lookup[vifRec](s.db, classVIF, ref)
 		if v.CurrentlyAttached {
 			return nil, fail(CodeDeviceAlreadyAttached, ref)
@@ -55,24 +52,12 @@ func (s *Server) registerVIF() {
 	// VIF.configure_ipv4(self, mode, address, gateway): mode "None" or "Static", address in
 	// CIDR form ("192.0.2.5/24").
 	s.methods["VIF.configure_ipv4"] = &method{name: "VIF.configure_ipv4",
-		params: []string{"self", "mode", "address", "gateway"}, fn: func(c *call) (any, error) {
-			obj, err := c.object(0, s.db.classes[classVIF])
-			if err != nil {
-				return nil, err
-			}
+		params: []param{pRef("self", classVIF), pString("mode"), pString("address"), pString("gateway")}, fn: func(c *call) (any, error) {
+			obj := c.object(0)
 			v := obj.(*vifRec)
-			mode, err := c.str(1)
-			if err != nil {
-				return nil, err
-			}
-			addr, err := c.str(2)
-			if err != nil {
-				return nil, err
-			}
-			gw, err := c.str(3)
-			if err != nil {
-				return nil, err
-			}
+			mode := c.str(1)
+			addr := c.str(2)
+			gw := c.str(3)
 			switch mode {
 			case "None":
 				v.IPv4ConfigurationMode, v.IPv4Addresses, v.IPv4Gateway = "None", []string{}, ""
@@ -92,10 +77,7 @@ func (s *Server) registerVIF() {
 }
 
 func (s *Server) vifCreate(c *call) (any, error) {
-	r, err := c.rec(0)
-	if err != nil {
-		return nil, err
-	}
+	r := c.rec(0)
 	device, err := recStr(r, "device", nil)
 	if err != nil {
 		return nil, err

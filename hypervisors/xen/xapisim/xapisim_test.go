@@ -846,3 +846,64 @@ func TestVHDFooter(t *testing.T) {
 		t.Error("a corrupted footer passed its checksum")
 	}
 }
+
+// TestArgumentDecoding: every method's parameters decode in one place (decodeArgs) by their
+// declared kinds, in order, with XAPI's errors, on JSON-RPC and XML-RPC alike, and inside the
+// task for Async calls.
+func TestArgumentDecoding(t *testing.T) {
+	s, c := start(t, Options{})
+	for name, m := range s.methods {
+		for _, p := range m.params {
+			if p.name == "" {
+				t.Errorf("%s: a parameter without a name", name)
+			}
+			if (p.kind == argRef || p.kind == argRefOrNull) && s.db.classes[p.class] == nil {
+				t.Errorf("%s: parameter %s refers to unknown class %q", name, p.name, p.class)
+			}
+		}
+	}
+	sess := c.login()
+	vm := newVM(c, sess, "decode")
+	c.wantErr([]string{CodeFieldTypeError, "start_paused"}, "VM.start", sess, vm, "maybe", false)
+	c.wantErr([]string{CodeFieldTypeError, "force"}, "VM.start", sess, vm, false, 7)
+	// The first bad parameter is the one reported.
+	c.wantErr([]string{CodeHandleInvalid, classVM, "OpaqueRef:none"}, "VM.start", sess, "OpaqueRef:none", "maybe", false)
+	c.wantErr([]string{CodeFieldTypeError, "vm"}, "VM.start", sess, 12, false, false)
+	c.wantErr([]string{CodeFieldTypeError, "static_max"}, "VM.set_memory_limits", sess, vm, 1, "lots", 1, 1)
+	c.wantErr([]string{CodeHandleInvalid, classHost, "OpaqueRef:nohost"}, "VM.set_affinity", sess, vm, "OpaqueRef:nohost")
+	c.must(nil, "VM.set_affinity", sess, vm, NullRef)
+	c.wantErr([]string{CodeFieldTypeError, "options"}, "VM.pool_migrate", sess, vm, s.db.classes[classHost].refs()[0], "fast")
+	c.wantErr([]string{CodeFieldTypeError, "args"}, "VIF.create", sess, "not a record")
+
+	// XML-RPC carries ints as strings; a string that is no int is a FIELD_TYPE_ERROR there too.
+	body := "<?xml version='1.0'?><methodCall><methodName>VM.set_VCPUs_max</methodName><params>" +
+		"<param><value>" + sess + "</value></param><param><value>" + vm + "</value></param>" +
+		"<param><value>many</value></param></params></methodCall>"
+	resp, err := http.Post(c.url+"/", "text/xml", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(ans), "<value>"+CodeFieldTypeError+"</value><value>value</value>") {
+		t.Errorf("XML-RPC set_VCPUs_max with a non-int: %s", ans)
+	}
+
+	// Async: the call answers a task, and the task fails with the decoding error.
+	var task string
+	c.must(&task, "Async.VM.start", sess, "OpaqueRef:gone", false, false)
+	var st string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if c.must(&st, "task.get_status", sess, task); st != "pending" {
+			break
+		}
+	}
+	if st != "failure" {
+		t.Fatalf("Async.VM.start of an unknown VM: task %s, want failure", st)
+	}
+	var info []string
+	c.must(&info, "task.get_error_info", sess, task)
+	if len(info) != 3 || info[0] != CodeHandleInvalid || info[2] != "OpaqueRef:gone" {
+		t.Errorf("Async.VM.start of an unknown VM: task error_info %v, want HANDLE_INVALID", info)
+	}
+}
