@@ -168,20 +168,25 @@ func TestRealOpenSSH(t *testing.T) {
 	// without RemoteKill the command outlives the session; with it, timeout(1) kills it.
 	pgrep, err := exec.LookPath("pgrep")
 	testenv.Require(t, "pgrep (package procps), to see the remote commands", err)
+	// The sleeps carry this process's ID in their fraction, so pgrep sees this test's remote
+	// commands only, not those of another run of it on the same machine.
+	long := fmt.Sprintf("12.%05d", os.Getpid()%100000)
+	killed := fmt.Sprintf("9.%05d", os.Getpid()%100000)
 	running := func(pattern string) bool {
 		out, _ := exec.Command(pgrep, "-f", pattern).Output()
 		return len(bytes.TrimSpace(out)) > 0
 	}
-	plain := newExecutor(t, sshexec.Config{HostKeys: store, RunTimeout: time.Second})
+	// 5 s, as for e: a new connection to sshd on a loaded 2-core machine took over 3 s.
+	plain := newExecutor(t, sshexec.Config{HostKeys: store, RunTimeout: 5 * time.Second})
 	if _, err := plain.Run(ctx, direct, []string{"true"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	// sshd confirms the session close only when the command ends; Run must not wait for it.
-	if _, err := plain.Run(ctx, direct, []string{"sleep", "3.17"}, nil); !errors.Is(err, sshexec.ErrRunTimeout) || time.Since(start) > 2*time.Second {
+	if _, err := plain.Run(ctx, direct, []string{"sleep", long}, nil); !errors.Is(err, sshexec.ErrRunTimeout) || time.Since(start) > 10*time.Second {
 		t.Fatalf("timeout: %v after %v", err, time.Since(start))
 	}
-	t.Logf("without RemoteKill, remote command still running after the run timeout: %v", running("sleep 3.17"))
+	t.Logf("without RemoteKill, remote command still running after the run timeout: %v", running("sleep "+long))
 	// The client holding the unconfirmed session was drained; the next run connects afresh.
 	if st := plain.Stats(); st.Open != 0 {
 		t.Errorf("drained client still open: %+v", st)
@@ -193,14 +198,14 @@ func TestRealOpenSSH(t *testing.T) {
 	killing := newExecutor(t, sshexec.Config{HostKeys: store, RunTimeout: 300 * time.Millisecond, RemoteKill: true})
 	for _, tgt := range []sshexec.Target{direct, jump} {
 		start = time.Now()
-		if _, err := killing.Run(ctx, tgt, []string{"sleep", "9.71"}, nil); !errors.Is(err, sshexec.ErrRunTimeout) {
+		if _, err := killing.Run(ctx, tgt, []string{"sleep", killed}, nil); !errors.Is(err, sshexec.ErrRunTimeout) {
 			t.Fatalf("%s: %v", tgt, err)
 		}
-		if !running("sleep 9.71") {
+		if !running("sleep " + killed) {
 			out, _ := exec.Command("ps", "-eo", "pid,ppid,etime,args").Output()
 			t.Fatalf("%s: remote command not seen running right after the timeout\n%s", tgt, out)
 		}
-		eventually(t, "timeout(1) to kill the remote command", func() bool { return !running("sleep 9.71") })
+		eventually(t, "timeout(1) to kill the remote command", func() bool { return !running("sleep " + killed) })
 		t.Logf("%s: remote command killed %v after start", tgt, time.Since(start).Round(100*time.Millisecond))
 	}
 }
