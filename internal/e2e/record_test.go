@@ -23,14 +23,11 @@ import (
 	"github.com/sysvm/sysvm/workflows"
 )
 
-// recordEnv turns recording on: SYSVM_RECORD_HISTORIES=1 (SYSVM_RECORD_HISTORY is the older
-// spelling, still honoured by recordHistory).
+// recordEnv turns TestRecordHistories on: SYSVM_RECORD_HISTORIES=1.
 const recordEnv = "SYSVM_RECORD_HISTORIES"
 
-// recording reports whether histories are to be written.
-func recording() bool {
-	return os.Getenv(recordEnv) == "1" || os.Getenv("SYSVM_RECORD_HISTORY") != ""
-}
+// recording reports whether TestRecordHistories is to write histories.
+func recording() bool { return os.Getenv(recordEnv) == "1" }
 
 // recordDir is where histories go: $SYSVM_RECORD_DIR or the repo's workflows/testdata, which
 // workflows' replay test replays.
@@ -41,10 +38,13 @@ func recordDir() string {
 	return filepath.Join(testenv.RepoRoot(), "workflows", "testdata")
 }
 
-// recordHistory writes a run's history when recording (see TestRecordHistories).
+// recordHistory writes a run's history when SYSVM_RECORD_HISTORY is set (the older, per-test
+// recorder; TestRecordHistories records every workflow type). It is a separate switch so that
+// SYSVM_RECORD_HISTORIES=1 over the whole package never overwrites lifecycle_recreate.json, a
+// history of older code that replay keeps.
 func (s *stack) recordHistory(name string, op operation) {
 	s.t.Helper()
-	if !recording() {
+	if os.Getenv("SYSVM_RECORD_HISTORY") == "" {
 		return
 	}
 	s.record(name, op.WorkflowID, op.RunID)
