@@ -220,7 +220,7 @@ func (c *client) call(ctx context.Context, method string, out any, params ...any
 func (c *client) put(ctx context.Context, path string, query url.Values, size int64, open func() (io.ReadCloser, error)) error {
 	for attempt := 0; ; attempt++ {
 		base, sess := c.current()
-		err, retry := c.putOnce(ctx, base+path, path, query, sess, size, open)
+		retry, err := c.putOnce(ctx, base+path, path, query, sess, size, open)
 		if retry && attempt == 0 {
 			if err := c.relogin(ctx, sess); err != nil {
 				return err
@@ -233,10 +233,10 @@ func (c *client) put(ctx context.Context, path string, query url.Values, size in
 
 // putOnce is one attempt of put; retry says the session was refused (401, 403).
 func (c *client) putOnce(ctx context.Context, target, path string, query url.Values, sess string, size int64,
-	open func() (io.ReadCloser, error)) (err error, retry bool) {
+	open func() (io.ReadCloser, error)) (retry bool, err error) {
 	body, err := open()
 	if err != nil {
-		return err, false
+		return false, err
 	}
 	if len(query) > 0 {
 		target += "?" + query.Encode()
@@ -244,24 +244,24 @@ func (c *client) putOnce(ctx context.Context, target, path string, query url.Val
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, body)
 	if err != nil {
 		body.Close()
-		return fmt.Errorf("PUT %s: %w", path, err), false
+		return false, fmt.Errorf("PUT %s: %w", path, err)
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.AddCookie(&http.Cookie{Name: "session_id", Value: sess})
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &transportError{method: "PUT " + path, err: err}, false
+		return false, &transportError{method: "PUT " + path, err: err}
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return nil, false
+		return false, nil
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}, true
+		return true, &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}
 	}
-	return &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}, false
+	return false, &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}
 }
 
 // httpError is a non-200 answer of an XAPI HTTP handler.
