@@ -15,7 +15,8 @@ const (
 	argInt                      // an int: a number on JSON-RPC, a decimal string on XML-RPC
 	argBool                     // a bool (or "true"/"false")
 	argStrMap                   // a (string -> string) map
-	argRecord                   // a struct of fields: a constructor's record, read with the rec* helpers
+	argRecord                   // a struct of fields (a constructor's record), decoded by param.fields
+	argStrings                  // a list of strings (record fields only)
 	argRef                      // a ref of param.class that must name an object
 	argRefOrNull                // a ref of param.class, or OpaqueRef:NULL
 	argValue                    // any wire value, converted by the handler (a generated setter's value)
@@ -26,14 +27,42 @@ type param struct {
 	name  string
 	kind  argKind
 	class string // argRef, argRefOrNull
+	// fields of an argRecord, decoded in order as XAPI's record unmarshaller does.
+	fields []field
 }
+
+// field is one field of a record parameter. A missing required field is
+// FIELD_TYPE_ERROR(name), as is a field of the wrong type; a missing optional one takes def
+// (nil: the kind's zero value, an empty map or list).
+type field struct {
+	name     string
+	kind     argKind // argString, argInt, argBool, argStrMap or argStrings
+	optional bool
+	def      any
+}
+
+func fReq(name string, kind argKind) field { return field{name: name, kind: kind} }
+func fOpt(name string, kind argKind, def any) field {
+	return field{name: name, kind: kind, optional: true, def: def}
+}
+
+// record is a decoded record parameter: each declared field, typed.
+type record map[string]any
+
+func (r record) str(k string) string               { return r[k].(string) }
+func (r record) int(k string) int64                { return r[k].(int64) }
+func (r record) bool(k string) bool                { return r[k].(bool) }
+func (r record) strMap(k string) map[string]string { return r[k].(map[string]string) }
+func (r record) strings(k string) []string         { return r[k].([]string) }
 
 func pString(name string) param { return param{name: name, kind: argString} }
 func pInt(name string) param    { return param{name: name, kind: argInt} }
 func pBool(name string) param   { return param{name: name, kind: argBool} }
 func pStrMap(name string) param { return param{name: name, kind: argStrMap} }
-func pRecord(name string) param { return param{name: name, kind: argRecord} }
-func pValue(name string) param  { return param{name: name, kind: argValue} }
+func pRecord(name string, fields ...field) param {
+	return param{name: name, kind: argRecord, fields: fields}
+}
+func pValue(name string) param { return param{name: name, kind: argValue} }
 func pRef(name, class string) param {
 	return param{name: name, kind: argRef, class: class}
 }
@@ -81,7 +110,17 @@ func decodeArg(d *db, p param, v any) (any, bool) {
 		return m, err == nil
 	case argRecord:
 		m, ok := v.(map[string]any)
-		return m, ok
+		if !ok {
+			return nil, false
+		}
+		r, f := decodeRecord(p.fields, m)
+		if f != nil {
+			return f, true
+		}
+		return r, true
+	case argStrings:
+		l, err := asStrings(v)
+		return l, err == nil
 	case argRef, argRefOrNull:
 		ref, ok := v.(string)
 		if !ok {
@@ -100,6 +139,31 @@ func decodeArg(d *db, p param, v any) (any, bool) {
 	return nil, false
 }
 
+// decodeRecord decodes the declared fields of a record, in order.
+func decodeRecord(fields []field, m map[string]any) (record, *Failure) {
+	out := make(record, len(fields))
+	for _, fl := range fields {
+		v, present := m[fl.name]
+		if !present {
+			if !fl.optional {
+				return nil, fail(CodeFieldTypeError, fl.name)
+			}
+			if fl.def != nil {
+				out[fl.name] = fl.def
+			} else {
+				out[fl.name] = zeroArg(fl.kind)
+			}
+			continue
+		}
+		dv, ok := decodeArg(nil, param{name: fl.name, kind: fl.kind}, v)
+		if !ok {
+			return nil, fail(CodeFieldTypeError, fl.name)
+		}
+		out[fl.name] = dv
+	}
+	return out, nil
+}
+
 func zeroArg(k argKind) any {
 	switch k {
 	case argInt:
@@ -109,7 +173,9 @@ func zeroArg(k argKind) any {
 	case argStrMap:
 		return map[string]string{}
 	case argRecord:
-		return map[string]any{}
+		return record{}
+	case argStrings:
+		return []string{}
 	case argValue:
 		return nil
 	}
@@ -122,7 +188,7 @@ func (c *call) str(i int) string               { return c.args[i].(string) }
 func (c *call) int(i int) int64                { return c.args[i].(int64) }
 func (c *call) bool(i int) bool                { return c.args[i].(bool) }
 func (c *call) strMap(i int) map[string]string { return c.args[i].(map[string]string) }
-func (c *call) rec(i int) map[string]any       { return c.args[i].(map[string]any) }
+func (c *call) rec(i int) record               { return c.args[i].(record) }
 func (c *call) ref(i int) string               { return c.args[i].(string) }
 func (c *call) value(i int) any                { return c.args[i] }
 func (c *call) paramOf(i int) param            { return c.m.params[i] }

@@ -39,7 +39,18 @@ type vifRec struct {
 func newVIFClass() *class { return newClass(classVIF, vifRec{}) }
 
 func (s *Server) registerVIF() {
-	s.methods["VIF.create"] = &method{name: "VIF.create", params: []param{pRecord("args")}, fn: s.vifCreate}
+	s.methods["VIF.create"] = &method{name: "VIF.create", params: []param{pRecord("args",
+		fReq("device", argString),
+		fReq("network", argString),
+		fReq("VM", argString),
+		fReq("MAC", argString),
+		fReq("MTU", argInt),
+		fReq("other_config", argStrMap),
+		fOpt("qos_algorithm_type", argString, ""),
+		fOpt("qos_algorithm_params", argStrMap, nil),
+		fOpt("locking_mode", argString, "network_default"),
+		fOpt("ipv4_allowed", argStrings, nil),
+		fOpt("ipv6_allowed", argStrings, nil))}, fn: s.vifCreate}
 	s.methods["VIF.destroy"] = &method{name: "VIF.destroy", params: []param{pRef("self", classVIF)}, fn: func(c *call) (any, error) {
 		ref := c.ref(0)
 		v, _ := lookup[vifRec](s.db, classVIF, ref)
@@ -78,58 +89,25 @@ func (s *Server) registerVIF() {
 
 func (s *Server) vifCreate(c *call) (any, error) {
 	r := c.rec(0)
-	device, err := recStr(r, "device", nil)
-	if err != nil {
-		return nil, err
-	}
-	netRef, err := recStr(r, "network", nil)
-	if err != nil {
-		return nil, err
-	}
+	device := r.str("device")
+	netRef := r.str("network")
 	nw, f := lookup[networkRec](s.db, classNetwork, netRef)
 	if f != nil {
 		return nil, f
 	}
-	vmRef, err := recStr(r, "VM", nil)
-	if err != nil {
-		return nil, err
-	}
+	vmRef := r.str("VM")
 	vm, f := lookup[vmRec](s.db, classVM, vmRef)
 	if f != nil {
 		return nil, f
 	}
-	mac, err := recStr(r, "MAC", nil)
-	if err != nil {
-		return nil, err
-	}
-	mtu, err := recInt(r, "MTU", nil)
-	if err != nil {
-		return nil, err
-	}
-	oc, err := recMap(r, "other_config", true)
-	if err != nil {
-		return nil, err
-	}
-	qt, err := recStr(r, "qos_algorithm_type", ptr(""))
-	if err != nil {
-		return nil, err
-	}
-	qp, err := recMap(r, "qos_algorithm_params", false)
-	if err != nil {
-		return nil, err
-	}
-	locking, err := recStr(r, "locking_mode", ptr("network_default"))
-	if err != nil {
-		return nil, err
-	}
-	v4, err := recStrings(r, "ipv4_allowed")
-	if err != nil {
-		return nil, err
-	}
-	v6, err := recStrings(r, "ipv6_allowed")
-	if err != nil {
-		return nil, err
-	}
+	mac := r.str("MAC")
+	mtu := r.int("MTU")
+	oc := r.strMap("other_config")
+	qt := r.str("qos_algorithm_type")
+	qp := r.strMap("qos_algorithm_params")
+	locking := r.str("locking_mode")
+	v4 := r.strings("ipv4_allowed")
+	v6 := r.strings("ipv6_allowed")
 	if n, err := strconv.Atoi(device); err != nil || n < 0 {
 		return nil, fail(CodeFieldTypeError, "device")
 	}

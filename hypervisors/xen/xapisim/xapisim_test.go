@@ -874,6 +874,22 @@ func TestArgumentDecoding(t *testing.T) {
 	c.must(nil, "VM.set_affinity", sess, vm, NullRef)
 	c.wantErr([]string{CodeFieldTypeError, "options"}, "VM.pool_migrate", sess, vm, s.db.classes[classHost].refs()[0], "fast")
 	c.wantErr([]string{CodeFieldTypeError, "args"}, "VIF.create", sess, "not a record")
+	// Record fields decode in their declared order: a missing or mistyped field is named.
+	var nets []string
+	c.must(&nets, "network.get_all", sess)
+	vif := map[string]any{"device": "0", "network": nets[0], "VM": vm, "MAC": "", "MTU": 1500, "other_config": map[string]any{}}
+	delete(vif, "device")
+	c.wantErr([]string{CodeFieldTypeError, "device"}, "VIF.create", sess, vif)
+	vif["device"], vif["MTU"] = "0", "jumbo"
+	c.wantErr([]string{CodeFieldTypeError, "MTU"}, "VIF.create", sess, vif)
+	vif["MTU"] = 1500
+	var vifRef string
+	c.must(&vifRef, "VIF.create", sess, vif)
+	var locking string
+	c.must(&locking, "VIF.get_locking_mode", sess, vifRef)
+	if locking != "network_default" {
+		t.Errorf("VIF.create without locking_mode: %q, want the default network_default", locking)
+	}
 
 	// XML-RPC carries ints as strings; a string that is no int is a FIELD_TYPE_ERROR there too.
 	body := "<?xml version='1.0'?><methodCall><methodName>VM.set_VCPUs_max</methodName><params>" +
