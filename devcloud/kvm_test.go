@@ -11,6 +11,7 @@ import (
 
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/hypervisors/kvm"
+	"github.com/sysvm/sysvm/internal/testenv"
 )
 
 // TestStartKVM starts two simulated clusters on real private libvirtd daemons and checks what
@@ -21,10 +22,7 @@ func TestStartKVM(t *testing.T) {
 		t.Skip("starts libvirtd daemons; skipped with -short")
 	}
 	if findLibvirtd() == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("libvirtd is not installed (scripts/libvirtd-setup.sh installs it)")
-		}
-		t.Skip("libvirtd is not installed: " + KVMInstallHint)
+		testenv.Require(t, "libvirtd (scripts/libvirtd-setup.sh installs it)", errors.New("not installed: "+KVMInstallHint))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -1,6 +1,12 @@
 // Package hypervisors is the one place where hypervisors differ. Workflows and activities reach
 // KVM, VMware and XenServer only through the Driver contract defined here; each implementation
 // lives in its own subpackage (kvm, vmware, xen) and is chosen by a Registry built at start-up.
+//
+// The three subpackages share one file layout: doc.go (package doc and the mapping onto the
+// hypervisor), driver.go (Connect, Type, Capabilities, Close, hosts and storage pools), vm.go
+// (the VM lifecycle and reading VMs back), template.go (SeedTemplate), errors.go (mapping the
+// hypervisor's errors onto the kinds in errors.go here), plus the driver's own transport:
+// kvm/endpoint.go and kvm/domainxml.go, vmware/inventory.go, xen/client.go and xen/records.go.
 package hypervisors
 
 import (

@@ -48,17 +48,67 @@ type Registrar interface {
 	RegisterActivity(a interface{})
 }
 
-// Register registers every workflow under its stable name and every activity.
-func Register(r Registrar, acts *activities.Activities) {
-	r.RegisterWorkflowWithOptions(workflows.SystemVMLifecycle, workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
-	r.RegisterWorkflowWithOptions(workflows.NetworkRestart, workflow.RegisterOptions{Name: workflows.NetworkRestartWorkflowName})
-	r.RegisterWorkflowWithOptions(workflows.HealthSweep, workflow.RegisterOptions{Name: workflows.HealthSweepWorkflowName})
-	r.RegisterWorkflowWithOptions(workflows.RouterHealthCheck, workflow.RegisterOptions{Name: workflows.RouterHealthCheckWorkflowName})
-	r.RegisterActivity(acts)
+// Workflow is a workflow type the worker runs: its stable registered name and its function.
+type Workflow struct {
+	Name string
+	Fn   any
 }
 
-// RegisterHealth registers the router health check activities (every method of h).
-func RegisterHealth(r Registrar, h *activities.Health) { r.RegisterActivity(h) }
+// Workflows is every workflow type sysvm runs, under its stable name. Register registers these;
+// the replay test in workflows replays a recorded history of each.
+func Workflows() []Workflow {
+	return []Workflow{
+		{workflows.LifecycleWorkflowName, workflows.SystemVMLifecycle},
+		{workflows.NetworkRestartWorkflowName, workflows.NetworkRestart},
+		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
+		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
+	}
+}
+
+// WorkflowActivities is the one list of the activities workflows call, by method value, and
+// only those: an exported method of activities.Activities or activities.Health that no
+// workflow calls is not an activity. Add a line here when a workflow calls a new activity;
+// TestActivitiesMatchWorkflows fails while a workflow calls an activity missing here, or an
+// activity here is called by no workflow. a and h may be nil (the method values then only name
+// the activities).
+func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecycle, health []any) {
+	lifecycle = []any{
+		// SystemVMLifecycle
+		a.LoadVM, a.CheckDestroyAllowed, a.SetVMState, a.HypervisorStep, a.RecordEvent, a.FinishOperation,
+		a.AdmitDestroy, a.PrepareRecreate, a.RecreateStep, a.SettleVM,
+		// NetworkRestart
+		a.NetworkRouters,
+	}
+	health = []any{
+		// HealthSweep
+		h.HealthSweepSettings, h.HealthListRouters, h.HealthCheckBatch, h.HealthPlanRecreations,
+		h.HealthReleaseRecreation, h.HealthRecreationStarted,
+		// RouterHealthCheck
+		h.HealthCheckNow,
+	}
+	return lifecycle, health
+}
+
+// Register registers every workflow under its stable name and the lifecycle and network
+// activities workflows call (WorkflowActivities).
+func Register(r Registrar, acts *activities.Activities) {
+	for _, w := range Workflows() {
+		r.RegisterWorkflowWithOptions(w.Fn, workflow.RegisterOptions{Name: w.Name})
+	}
+	lifecycle, _ := WorkflowActivities(acts, nil)
+	for _, fn := range lifecycle {
+		r.RegisterActivity(fn)
+	}
+}
+
+// RegisterHealth registers the router health check activities workflows call
+// (WorkflowActivities).
+func RegisterHealth(r Registrar, h *activities.Health) {
+	_, health := WorkflowActivities(nil, h)
+	for _, fn := range health {
+		r.RegisterActivity(fn)
+	}
+}
 
 // EnsureSearchAttributes registers sysvm's custom search attributes (all Keyword) on a
 // namespace; already registered ones are left as they are.

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sysvm/sysvm/internal/testenv"
 )
 
 // requireLibvirtd makes sure the system libvirtd answers on DefaultSocket, running
@@ -35,9 +37,9 @@ func requireLibvirtd(t *testing.T) {
 	if probe() == nil {
 		return
 	}
-	fail := t.Skipf
-	if os.Getenv("CI") == "true" {
-		fail = t.Fatalf
+	fail := func(format string, args ...any) {
+		t.Helper()
+		testenv.Require(t, "libvirtd", fmt.Errorf(format, args...))
 	}
 	if os.Geteuid() != 0 {
 		fail("libvirtd does not answer on %s and starting it needs root: run scripts/libvirtd-setup.sh as root", DefaultSocket)

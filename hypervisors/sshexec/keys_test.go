@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/hypervisors/sshexec"
+	"github.com/sysvm/sysvm/internal/testenv"
 )
 
 func TestGenerateKeyPair(t *testing.T) {
@@ -66,9 +67,7 @@ func TestGenerateKeyPair(t *testing.T) {
 // hosts as id_rsa.cloud): ssh-keygen -y derives the same public key from it.
 func TestPrivateKeyWorksWithOpenSSH(t *testing.T) {
 	keygen, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		t.Skip("ssh-keygen not installed")
-	}
+	testenv.Require(t, "ssh-keygen (package openssh-client)", err)
 	kp := testKey(t)
 	path := filepath.Join(t.TempDir(), "id_rsa.cloud")
 	if err := os.WriteFile(path, kp.PrivatePEM, 0o600); err != nil {
@@ -168,9 +167,7 @@ func TestEnsureKeyPair(t *testing.T) {
 // refuses SHA-1 RSA signatures, so this also checks rsa-sha2 works end to end).
 func TestOpenSSHClientUsesGeneratedKey(t *testing.T) {
 	sshBin, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Skip("OpenSSH client not installed")
-	}
+	testenv.Require(t, "the OpenSSH client ssh (package openssh-client)", err)
 	kp := testKey(t)
 	srv := vmServer(t, "127.0.0.1:0", nil)
 	keyFile := filepath.Join(t.TempDir(), "id_rsa.cloud")

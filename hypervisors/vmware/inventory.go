@@ -3,7 +3,6 @@ package vmware
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/vmware/govmomi/view"
@@ -94,29 +93,6 @@ func (d *Driver) datacenterOf(ctx context.Context, ref types.ManagedObjectRefere
 }
 
 var hostProps = []string{"name", "summary", "parent", "datastore", "network"}
-
-// Hosts lists every ESXi host in scope.
-func (d *Driver) Hosts(ctx context.Context) ([]hypervisors.HostInfo, error) {
-	var hosts []mo.HostSystem
-	if err := d.retrieve(ctx, d.root, "HostSystem", hostProps, &hosts); err != nil {
-		return nil, d.fail(ctx, "list hosts", "", err)
-	}
-	out := make([]hypervisors.HostInfo, 0, len(hosts))
-	for _, h := range hosts {
-		out = append(out, hostInfo(h))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
-// HostInfo describes one host by its inventory name.
-func (d *Driver) HostInfo(ctx context.Context, host string) (hypervisors.HostInfo, error) {
-	h, err := d.findHost(ctx, "host info", host)
-	if err != nil {
-		return hypervisors.HostInfo{}, err
-	}
-	return hostInfo(h), nil
-}
 
 func (d *Driver) findHost(ctx context.Context, op, name string) (mo.HostSystem, error) {
 	if name == "" {
@@ -219,29 +195,6 @@ func poolNames(recs []datastoreRec) []string {
 		}
 	}
 	return names
-}
-
-// StoragePools lists the datastores in scope. A datastore name used in several datacenters
-// is reported (and may be named) as "<datacenter>/<datastore>".
-func (d *Driver) StoragePools(ctx context.Context) ([]hypervisors.StoragePool, error) {
-	recs, err := d.datastores(ctx)
-	if err != nil {
-		return nil, d.fail(ctx, "list storage pools", "", err)
-	}
-	names := poolNames(recs)
-	out := make([]hypervisors.StoragePool, 0, len(recs))
-	for i, r := range recs {
-		s := r.ds.Summary
-		out = append(out, hypervisors.StoragePool{
-			Name:          names[i],
-			UUID:          datastoreUUID(s.Url, r.ds.Self.Value),
-			Type:          s.Type,
-			CapacityBytes: s.Capacity,
-			FreeBytes:     s.FreeSpace,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
 }
 
 // datastoreUUID takes the volume id out of a datastore URL (ds:///vmfs/volumes/<id>/), or

@@ -19,35 +19,6 @@ import (
 	"time"
 )
 
-// Failure is an error answer from XAPI: its ErrorDescription, code first, then parameters
-// (on JSON-RPC v2: error.message and error.data).
-type Failure struct {
-	Method string
-	Code   string
-	Params []string
-}
-
-// Error renders "VM.start: VM_BAD_POWER_STATE(OpaqueRef:..., halted, running)".
-func (f *Failure) Error() string {
-	return fmt.Sprintf("%s: %s(%s)", f.Method, f.Code, strings.Join(f.Params, ", "))
-}
-
-// transportError is a call that got no XAPI answer: connection refused or reset, TLS
-// failure, an HTTP error status, an unreadable body.
-type transportError struct {
-	method string
-	err    error
-}
-
-func (e *transportError) Error() string { return fmt.Sprintf("%s: %v", e.method, e.err) }
-func (e *transportError) Unwrap() error { return e.err }
-
-// isCode reports whether err is a XAPI failure with this code.
-func isCode(err error, code string) bool {
-	var f *Failure
-	return errors.As(err, &f) && f.Code == code
-}
-
 // client is a small typed XAPI client over JSON-RPC v2 (POST <endpoint>/jsonrpc), the wire
 // format of the current XenServer SDKs and XCP-ng 8. It holds one session and logs in again,
 // once, when XAPI says SESSION_INVALID (xapi restart, master change, session timeout).
@@ -66,7 +37,7 @@ type client struct {
 func newClient(endpoint, user, pass string, insecure bool, log *slog.Logger) (*client, error) {
 	u, err := url.Parse(strings.TrimRight(endpoint, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("XAPI endpoint %q is not an http(s) URL", endpoint)
+		return nil, fmt.Errorf("XAPI endpoint %q is not an http(s) URL", redactURL(endpoint))
 	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -104,8 +75,24 @@ type rpcResponse struct {
 // maxAnswer bounds one JSON-RPC answer (get_all_records of a big pool is a few MB).
 const maxAnswer = 256 << 20
 
-// rpc makes one JSON-RPC call as is (the caller adds the session).
+// rpc makes one JSON-RPC call as is (the caller adds the session). Its error never holds the
+// password or a session ID: a Failure's parameters (SESSION_INVALID names the session) and a
+// transport error's text are scrubbed.
 func (c *client) rpc(ctx context.Context, base, method string, params []any, out any) error {
+	err := c.rawRPC(ctx, base, method, params, out)
+	if err == nil {
+		return nil
+	}
+	secrets := []string{c.pass}
+	if len(params) > 0 {
+		if s, ok := params[0].(string); ok && method != "session.login_with_password" {
+			secrets = append(secrets, s) // the session ID of a session call
+		}
+	}
+	return scrub(err, secrets...)
+}
+
+func (c *client) rawRPC(ctx context.Context, base, method string, params []any, out any) error {
 	id := c.id.Add(1)
 	body, err := json.Marshal(rpcRequest{JSONRPC: "2.0", Method: method, Params: params, ID: id})
 	if err != nil {
@@ -220,48 +207,61 @@ func (c *client) call(ctx context.Context, method string, out any, params ...any
 	if lerr := c.relogin(ctx, sess); lerr != nil {
 		return lerr
 	}
+	stale := sess
 	base, sess = c.current()
-	return c.rpc(ctx, base, method, append([]any{sess}, params...), out)
+	// The stale session is scrubbed too: a second SESSION_INVALID may still name it.
+	return scrub(c.rpc(ctx, base, method, append([]any{sess}, params...), out), stale)
 }
 
-// put streams a body to an XAPI HTTP handler (e.g. /import_raw_vdi), adding session_id to
-// query. open is called for each attempt so the body can be replayed after a re-login.
+// put streams a body to an XAPI HTTP handler (e.g. /import_raw_vdi). The session travels as
+// a session_id cookie, which XAPI's HTTP handlers read before the query string, so it never
+// appears in a URL (and so in no url.Error, proxy log or access log). open is called for each
+// attempt so the body can be replayed after a re-login. Its error never holds the session ID.
 func (c *client) put(ctx context.Context, path string, query url.Values, size int64, open func() (io.ReadCloser, error)) error {
 	for attempt := 0; ; attempt++ {
 		base, sess := c.current()
-		q := url.Values{}
-		for k, v := range query {
-			q[k] = v
-		}
-		q.Set("session_id", sess)
-		body, err := open()
-		if err != nil {
-			return err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+path+"?"+q.Encode(), body)
-		if err != nil {
-			body.Close()
-			return fmt.Errorf("PUT %s: %w", path, err)
-		}
-		req.ContentLength = size
-		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err := c.http.Do(req)
-		if err != nil {
-			return &transportError{method: "PUT " + path, err: err}
-		}
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusOK:
-			return nil
-		case (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && attempt == 0:
+		retry, err := c.putOnce(ctx, base+path, path, query, sess, size, open)
+		if retry && attempt == 0 {
 			if err := c.relogin(ctx, sess); err != nil {
 				return err
 			}
 			continue
 		}
-		return &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}
+		return scrub(err, sess, c.pass)
 	}
+}
+
+// putOnce is one attempt of put; retry says the session was refused (401, 403).
+func (c *client) putOnce(ctx context.Context, target, path string, query url.Values, sess string, size int64,
+	open func() (io.ReadCloser, error)) (retry bool, err error) {
+	body, err := open()
+	if err != nil {
+		return false, err
+	}
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, body)
+	if err != nil {
+		body.Close()
+		return false, fmt.Errorf("PUT %s: %w", path, err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.AddCookie(&http.Cookie{Name: "session_id", Value: sess})
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false, &transportError{method: "PUT " + path, err: err}
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return false, nil
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return true, &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}
+	}
+	return false, &httpError{path: path, status: resp.StatusCode, body: strings.TrimSpace(string(msg))}
 }
 
 // httpError is a non-200 answer of an XAPI HTTP handler.

@@ -2,12 +2,13 @@ package e2e
 
 import (
 	"context"
-	"os"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 )
@@ -25,10 +26,7 @@ func TestLifecycleOnEveryHypervisor(t *testing.T) {
 	for _, ht := range []hypervisors.Type{hypervisors.KVM, hypervisors.VMware, hypervisors.XenServer} {
 		t.Run(string(ht), func(t *testing.T) {
 			if ht == hypervisors.KVM && p.kvmReason != "" {
-				if os.Getenv("CI") == "true" {
-					t.Fatalf("KVM is unavailable under CI: %s", p.kvmReason)
-				}
-				t.Skipf("KVM is unavailable: %s", p.kvmReason)
+				testenv.Require(t, "KVM (libvirtd)", errors.New(p.kvmReason))
 			}
 			begin := time.Now()
 			lifecycleOn(t, p, ht)

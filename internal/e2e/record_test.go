@@ -2,25 +2,64 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
+	"testing"
+	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/devcloud/fleet"
+	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/internal/testenv"
+	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
+	"github.com/sysvm/sysvm/workflows"
 )
 
-// recordHistory writes a run's history as `temporal workflow show --output json` does, into
-// workflows/testdata, when SYSVM_RECORD_HISTORY is set; the replay test there replays it so a
-// change that breaks determinism fails.
+// recordEnv turns TestRecordHistories on: SYSVM_RECORD_HISTORIES=1.
+const recordEnv = "SYSVM_RECORD_HISTORIES"
+
+// recording reports whether TestRecordHistories is to write histories.
+func recording() bool { return os.Getenv(recordEnv) == "1" }
+
+// recordDir is where histories go: $SYSVM_RECORD_DIR or the repo's workflows/testdata, which
+// workflows' replay test replays.
+func recordDir() string {
+	if d := os.Getenv("SYSVM_RECORD_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(testenv.RepoRoot(), "workflows", "testdata")
+}
+
+// recordHistory writes a run's history when SYSVM_RECORD_HISTORY is set (the older, per-test
+// recorder; TestRecordHistories records every workflow type). It is a separate switch so that
+// SYSVM_RECORD_HISTORIES=1 over the whole package never overwrites lifecycle_recreate.json, a
+// history of older code that replay keeps.
 func (s *stack) recordHistory(name string, op operation) {
 	s.t.Helper()
 	if os.Getenv("SYSVM_RECORD_HISTORY") == "" {
 		return
 	}
-	it := s.client.GetWorkflowHistory(context.Background(), op.WorkflowID, op.RunID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	s.record(name, op.WorkflowID, op.RunID)
+}
+
+// record writes the history of one run (runID "" = the latest run of workflowID) as
+// `temporal workflow show --output json` does, into recordDir()/name.
+func (s *stack) record(name, workflowID, runID string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The operation row is finished by the run's last activity, a moment before the run closes:
+	// wait for the close (a failed run answers its failure, which is fine here).
+	_ = s.client.GetWorkflow(ctx, workflowID, runID).Get(ctx, nil)
+	it := s.client.GetWorkflowHistory(ctx, workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	var h historypb.History
 	for it.HasNext() {
 		ev, err := it.Next()
@@ -28,17 +67,152 @@ func (s *stack) recordHistory(name string, op operation) {
 			err = s.codec.DecodeMessage(context.Background(), ev) // record in clear: replay needs no key
 		}
 		if err != nil {
-			s.t.Fatal(err)
+			s.t.Fatalf("history of %s/%s: %v", workflowID, runID, err)
 		}
 		h.Events = append(h.Events, ev)
+	}
+	if len(h.Events) == 0 {
+		s.t.Fatalf("history of %s/%s is empty", workflowID, runID)
+	}
+	last := h.Events[len(h.Events)-1].GetEventType()
+	if last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED && last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED {
+		s.t.Fatalf("history of %s/%s ends with %s: record closed runs only", workflowID, runID, last)
 	}
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(&h)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	path := filepath.Join(testenv.RepoRoot(), "workflows", "testdata", name)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	path := filepath.Join(recordDir(), name)
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
-	s.t.Logf("recorded %d events to %s", len(h.Events), path)
+	s.t.Logf("recorded %d events of %s to %s", len(h.Events), workflowID, path)
+}
+
+// sweepRun runs one health sweep of the zone as its schedule would and returns the run.
+func (p *platform) sweepRun(kind activities.HealthKind) (workflows.SweepResult, client.WorkflowRun) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run, err := p.client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:        workflows.HealthScheduleID(kind, p.zoneID) + "-record-" + time.Now().UTC().Format("150405.000000000"),
+		TaskQueue: workflows.TaskQueue},
+		workflows.HealthSweepWorkflowName, workflows.SweepInput{ZoneID: p.zoneID, Kind: kind})
+	if err != nil {
+		p.t.Fatalf("start %s sweep: %v", kind, err)
+	}
+	var res workflows.SweepResult
+	if err := run.Get(ctx, &res); err != nil {
+		p.t.Fatalf("%s sweep %s: %v", kind, run.GetID(), err)
+	}
+	return res, run
+}
+
+// TestRecordHistories records a history of every workflow type, and of each of its paths that
+// matter for replay, from real runs on a Temporal dev server, the demo zone (vcsim and the XAPI
+// simulator) and the simulated router fleet, into workflows/testdata/<WorkflowType>_<case>.json
+// (one command; the README's test paragraph names it):
+//
+//	SYSVM_RECORD_HISTORIES=1 go test -count=1 -timeout 15m ./internal/e2e -run TestRecordHistories
+//
+// workflows' TestReplayRecordedHistories replays every file there with today's code. Re-record
+// after a workflow change that is meant to change new runs only, and keep the old files: they
+// are what running workflows replay (workflow.GetVersion). -run 'TestRecordHistories/HealthSweep'
+// records one group. Without SYSVM_RECORD_HISTORIES=1 it is skipped: it is a tool, not a test.
+func TestRecordHistories(t *testing.T) {
+	if !recording() {
+		t.Skip("records workflow histories into workflows/testdata only with " + recordEnv + "=1")
+	}
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true})
+
+	t.Run("SystemVMLifecycle", func(t *testing.T) {
+		// A VMware router with a network of its own goes through every action; destroying a
+		// member of a redundant pair is allowed, destroying an isolated network's only router
+		// is refused (a failed run).
+		r := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND network_id <> ?", string(hypervisors.VMware), false, "")
+		for _, action := range []string{"stop", "start", "reboot", "recreate"} {
+			op := p.wait(p.start("/api/v1/routers/"+r.ID+"/"+action), 3*time.Minute)
+			if op.Status != models.OpCompleted {
+				t.Fatalf("%s of %s ended %s: %s", action, r.Name, op.Status, op.Error)
+			}
+			p.record(workflows.LifecycleWorkflowName+"_"+action+".json", op.WorkflowID, op.RunID)
+		}
+		var out struct {
+			Operation operation `json:"operation"`
+		}
+		only := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND network_id <> ? AND id <> ?", string(hypervisors.VMware), false, "", r.ID)
+		if code := p.do(http.MethodPost, "/api/v1/routers/"+only.ID+"/destroy", nil, &out); code == http.StatusAccepted {
+			if done := p.wait(out.Operation, time.Minute); done.Status == models.OpFailed {
+				p.record(workflows.LifecycleWorkflowName+"_destroy_refused.json", done.WorkflowID, done.RunID)
+			}
+		}
+	})
+
+	t.Run("NetworkRestart", func(t *testing.T) {
+		var isolated, redundant models.Network
+		if err := p.store.DB.Where("type = ? AND redundant = ?", models.NetworkIsolated, false).Order("name").First(&isolated).Error; err != nil {
+			t.Fatalf("no isolated network: %v", err)
+		}
+		if err := p.store.DB.Where("type = ? AND redundant = ?", models.NetworkIsolated, true).Order("name").First(&redundant).Error; err != nil {
+			t.Fatalf("no redundant isolated network: %v", err)
+		}
+		for name, path := range map[string]string{
+			"reboot":  "/api/v1/networks/" + isolated.ID + "/restart",
+			"cleanup": "/api/v1/networks/" + redundant.ID + "/restart?cleanup=true",
+		} {
+			op := p.wait(p.start(path), 5*time.Minute)
+			if op.Status != models.OpCompleted {
+				t.Fatalf("restart %s ended %s: %s", path, op.Status, op.Error)
+			}
+			p.record(workflows.NetworkRestartWorkflowName+"_"+name+".json", op.WorkflowID, op.RunID)
+		}
+	})
+
+	t.Run("HealthSweep", func(t *testing.T) {
+		// Every kind on a healthy zone with the default settings (no recreate list: the rules
+		// still run, the GetVersion branch "rules-without-recreate-list").
+		for _, kind := range []activities.HealthKind{activities.HealthBasic, activities.HealthAdvanced, activities.HealthConfig, activities.HealthFetch} {
+			_, run := p.sweepRun(kind)
+			p.record(workflows.HealthSweepWorkflowName+"_"+string(kind)+".json", run.GetID(), run.GetRunID())
+		}
+		// A failing router with its check listed: the second failing sweep plans a recreation
+		// and starts it as a child.
+		a := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND network_id <> ? AND state = ?",
+			string(hypervisors.XenServer), false, "", models.StateRunning)
+		p.setting(activities.SettingHealthRecreateChecks, agent.CheckDHCPService)
+		p.fault(a.ID, fleet.FaultServiceDown, "dnsmasq")
+		p.sweepRun(activities.HealthBasic)
+		res, run := p.sweepRun(activities.HealthBasic)
+		if len(res.Recreations) != 1 || !res.Recreations[0].Started {
+			t.Fatalf("second failing sweep started %+v (plan %+v), want one recreation", res.Recreations, res.Plan)
+		}
+		p.record(workflows.HealthSweepWorkflowName+"_basic_recreate.json", run.GetID(), run.GetRunID())
+		rec := res.Recreations[0]
+		op := p.wait(operation{ID: rec.OperationID}, 3*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("health recreation ended %s: %s", op.Status, op.Error)
+		}
+		p.record(workflows.LifecycleWorkflowName+"_recreate_by_health.json", op.WorkflowID, op.RunID)
+		p.clearFaults(a.ID)
+		p.setting(activities.SettingHealthRecreateChecks, "")
+	})
+
+	t.Run("RouterHealthCheck", func(t *testing.T) {
+		r := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND state = ?", string(hypervisors.VMware), false, models.StateRunning)
+		var out map[string]any
+		if code := p.do(http.MethodPost, "/api/v1/routers/"+r.ID+"/health-checks", nil, &out); code != http.StatusOK {
+			t.Fatalf("POST health-checks of %s = %d (%v)", r.Name, code, out)
+		}
+		p.record(workflows.RouterHealthCheckWorkflowName+"_ondemand.json", workflows.RouterHealthCheckWorkflowID(r.ID), "")
+	})
+
+	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
+	t.Run("SystemVMLifecycle destroy", func(t *testing.T) {
+		pair := p.pickRouter("is_redundant = ? AND redundant_state = ? AND state = ?", true, models.RedundantBackup, models.StateRunning)
+		op := p.wait(p.start("/api/v1/routers/"+pair.ID+"/destroy"), 3*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("destroy of %s ended %s: %s", pair.Name, op.Status, op.Error)
+		}
+		p.record(workflows.LifecycleWorkflowName+"_destroy.json", op.WorkflowID, op.RunID)
+	})
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sysvm/sysvm/internal/testenv"
 )
 
 func TestListenRefusesNonLoopback(t *testing.T) {
@@ -129,9 +131,7 @@ func TestCloseEndsRunningHandlers(t *testing.T) {
 // through a second server with ProxyCommand "ssh -W" (a direct-tcpip channel, as -J uses).
 func TestOpenSSHClientInterop(t *testing.T) {
 	sshBin, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Skip("OpenSSH client not installed")
-	}
+	testenv.Require(t, "the OpenSSH client ssh (package openssh-client)", err)
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -17,9 +17,9 @@ type handler func(c *call) (any, error)
 
 type method struct {
 	name string
-	// params names the parameters after session_id (XAPI counts session_id too when it
-	// reports MESSAGE_PARAMETER_COUNT_MISMATCH).
-	params []string
+	// params are the parameters after session_id, decoded by decodeArgs (XAPI counts
+	// session_id too when it reports MESSAGE_PARAMETER_COUNT_MISMATCH).
+	params []param
 	// optional is how many trailing params may be left out (session.login_with_password's
 	// version and originator).
 	optional int
@@ -40,10 +40,13 @@ type deferred struct {
 var errDrop = errors.New("xapisim: drop connection")
 
 type call struct {
-	s          *Server
-	ctx        context.Context
-	method     string
+	s      *Server
+	m      *method
+	ctx    context.Context
+	method string
+	// params are the wire values after session_id; args the same decoded by m.params.
 	params     []any
+	args       []any
 	sessionRef string
 	session    *sessionRec
 }
@@ -78,7 +81,7 @@ func (s *Server) dispatch(ctx context.Context, name string, params []any) (any, 
 		s.mu.Unlock()
 		return nil, fail(CodeMessageParameterCountMismatch, name, strconv.Itoa(want), strconv.Itoa(len(params)))
 	}
-	c := &call{s: s, ctx: ctx, method: mname, params: params}
+	c := &call{s: s, m: m, ctx: ctx, method: mname, params: params}
 	if !m.noSession {
 		ref, _ := params[0].(string)
 		sess, ok := s.db.classes[classSession].objs[ref].(*sessionRec)
@@ -114,6 +117,12 @@ func (s *Server) run(m *method, c *call, locked bool) (res any, err error) {
 	}
 	defer s.mu.Unlock()
 	s.log.Debug("xapi call", "method", m.name)
+	// Arguments decode when the call runs (for Async.<method>, inside its task, as in XAPI).
+	args, f := decodeArgs(s.db, m.params, c.params)
+	if f != nil {
+		return nil, f
+	}
+	c.args = args
 	res, err = m.fn(c)
 	if d, ok := res.(*deferred); ok && err == nil {
 		if s.opts.OpDelay > 0 {
@@ -128,7 +137,6 @@ func (s *Server) run(m *method, c *call, locked bool) (res any, err error) {
 		}
 		res, err = d.finish()
 	}
-	var f *Failure
 	if err != nil && !errors.As(err, &f) {
 		return nil, fail(CodeInternalError, err.Error())
 	}
@@ -159,89 +167,6 @@ func busy(className, ref string, h opHolder) *Failure {
 		return fail(CodeOtherOperationInProgress, className, ref, op)
 	}
 	return nil
-}
-
-func (c *call) paramName(i int) string {
-	if m := c.s.methods[c.method]; m != nil && i < len(m.params) {
-		return m.params[i]
-	}
-	return strconv.Itoa(i)
-}
-
-func (c *call) typeErr(i int) *Failure { return fail(CodeFieldTypeError, c.paramName(i)) }
-
-func (c *call) str(i int) (string, error) {
-	if i >= len(c.params) {
-		return "", nil
-	}
-	s, ok := c.params[i].(string)
-	if !ok {
-		return "", c.typeErr(i)
-	}
-	return s, nil
-}
-
-func (c *call) int(i int) (int64, error) {
-	n, err := asInt(c.params[i])
-	if err != nil {
-		return 0, c.typeErr(i)
-	}
-	return n, nil
-}
-
-func (c *call) bool(i int) (bool, error) {
-	b, err := asBool(c.params[i])
-	if err != nil {
-		return false, c.typeErr(i)
-	}
-	return b, nil
-}
-
-func (c *call) strMap(i int) (map[string]string, error) {
-	m, err := asStringMap(c.params[i])
-	if err != nil {
-		return nil, c.typeErr(i)
-	}
-	return m, nil
-}
-
-func (c *call) rec(i int) (map[string]any, error) {
-	m, ok := c.params[i].(map[string]any)
-	if !ok {
-		return nil, c.typeErr(i)
-	}
-	return m, nil
-}
-
-// refParam is the raw string of a ref parameter (for error parameters).
-func (c *call) refParam(i int) string {
-	s, _ := c.params[i].(string)
-	return s
-}
-
-// object resolves a ref parameter of a class, or fails with HANDLE_INVALID.
-func (c *call) object(i int, cl *class) (any, error) {
-	ref, err := c.str(i)
-	if err != nil {
-		return nil, err
-	}
-	obj, ok := cl.objs[ref]
-	if !ok {
-		return nil, handleInvalid(cl.name, ref)
-	}
-	return obj, nil
-}
-
-// ref resolves a ref parameter of a class and returns it.
-func (c *call) ref(i int, className string) (string, error) {
-	ref, err := c.str(i)
-	if err != nil {
-		return "", err
-	}
-	if _, ok := c.s.db.classes[className].objs[ref]; !ok {
-		return "", handleInvalid(className, ref)
-	}
-	return ref, nil
 }
 
 func asInt(v any) (int64, error) {
@@ -325,80 +250,3 @@ func asStringMap(v any) (map[string]string, error) {
 	}
 	return out, nil
 }
-
-// field helpers for constructor records (VIF.create, VBD.create, VDI.create): a missing or
-// mistyped required field is FIELD_TYPE_ERROR(field), as XAPI's record unmarshaller says.
-
-func recStr(r map[string]any, k string, def *string) (string, error) {
-	v, ok := r[k]
-	if !ok {
-		if def != nil {
-			return *def, nil
-		}
-		return "", fail(CodeFieldTypeError, k)
-	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fail(CodeFieldTypeError, k)
-	}
-	return s, nil
-}
-
-func recInt(r map[string]any, k string, def *int64) (int64, error) {
-	v, ok := r[k]
-	if !ok {
-		if def != nil {
-			return *def, nil
-		}
-		return 0, fail(CodeFieldTypeError, k)
-	}
-	n, err := asInt(v)
-	if err != nil {
-		return 0, fail(CodeFieldTypeError, k)
-	}
-	return n, nil
-}
-
-func recBool(r map[string]any, k string, def *bool) (bool, error) {
-	v, ok := r[k]
-	if !ok {
-		if def != nil {
-			return *def, nil
-		}
-		return false, fail(CodeFieldTypeError, k)
-	}
-	b, err := asBool(v)
-	if err != nil {
-		return false, fail(CodeFieldTypeError, k)
-	}
-	return b, nil
-}
-
-func recMap(r map[string]any, k string, required bool) (map[string]string, error) {
-	v, ok := r[k]
-	if !ok {
-		if required {
-			return nil, fail(CodeFieldTypeError, k)
-		}
-		return map[string]string{}, nil
-	}
-	m, err := asStringMap(v)
-	if err != nil {
-		return nil, fail(CodeFieldTypeError, k)
-	}
-	return m, nil
-}
-
-func recStrings(r map[string]any, k string) ([]string, error) {
-	v, ok := r[k]
-	if !ok {
-		return []string{}, nil
-	}
-	s, err := asStrings(v)
-	if err != nil {
-		return nil, fail(CodeFieldTypeError, k)
-	}
-	return s, nil
-}
-
-func ptr[T any](v T) *T { return &v }

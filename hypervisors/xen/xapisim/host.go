@@ -95,32 +95,23 @@ func (s *Server) hostMetrics(h *hostRec) *hostMetricsRec {
 }
 
 func (s *Server) registerHost() {
-	s.methods["host.compute_free_memory"] = &method{name: "host.compute_free_memory", params: []string{"host"}, readOnly: true,
+	s.methods["host.compute_free_memory"] = &method{name: "host.compute_free_memory", params: []param{pRef("host", classHost)}, readOnly: true,
 		fn: func(c *call) (any, error) {
-			obj, err := c.object(0, s.db.classes[classHost])
-			if err != nil {
-				return nil, err
-			}
+			obj := c.object(0)
 			return s.hostMetrics(obj.(*hostRec)).MemoryFree, nil
 		}}
-	s.methods["host.disable"] = &method{name: "host.disable", params: []string{"host"},
+	s.methods["host.disable"] = &method{name: "host.disable", params: []param{pRef("host", classHost)},
 		fn: func(c *call) (any, error) {
-			obj, err := c.object(0, s.db.classes[classHost])
-			if err != nil {
-				return nil, err
-			}
+			obj := c.object(0)
 			obj.(*hostRec).Enabled = false
 			return "", nil
 		}}
-	s.methods["host.enable"] = &method{name: "host.enable", params: []string{"host"},
+	s.methods["host.enable"] = &method{name: "host.enable", params: []param{pRef("host", classHost)},
 		fn: func(c *call) (any, error) {
-			obj, err := c.object(0, s.db.classes[classHost])
-			if err != nil {
-				return nil, err
-			}
+			obj := c.object(0)
 			h := obj.(*hostRec)
 			if !s.hostMetrics(h).Live {
-				return nil, fail(CodeHostOffline, c.refParam(0))
+				return nil, fail(CodeHostOffline, c.ref(0))
 			}
 			h.Enabled = true
 			return "", nil

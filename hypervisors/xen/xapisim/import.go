@@ -10,10 +10,11 @@ import (
 	"time"
 )
 
-// serveImportRawVDI is XAPI's HTTP handler PUT /import_raw_vdi?session_id=&vdi=&format=
-// [&task_id=]: it writes the request body into an existing VDI. format is "raw" (default)
-// or "vhd"; a VHD must carry a valid footer and fit the VDI. With task_id the task's
-// progress and outcome are updated as the data arrives.
+// serveImportRawVDI is XAPI's HTTP handler PUT /import_raw_vdi?vdi=&format=[&task_id=]: it
+// writes the request body into an existing VDI. The caller authenticates as for every XAPI
+// HTTP handler (see httpAuth). format is "raw" (default) or "vhd"; a VHD must carry a valid
+// footer and fit the VDI. With task_id the task's progress and outcome are updated as the data
+// arrives. Faults injected for ImportRawVDIMethod apply after authentication.
 func (s *Server) serveImportRawVDI(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	format := q.Get("format")
@@ -25,10 +26,22 @@ func (s *Server) serveImportRawVDI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	if _, ok := s.db.classes[classSession].objs[q.Get("session_id")]; !ok {
+	if status, msg := s.httpAuth(r); status != 0 {
 		s.mu.Unlock()
-		w.Header().Set("WWW-Authenticate", `Basic realm="xapi"`)
-		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="xapi"`)
+		}
+		http.Error(w, msg, status)
+		return
+	}
+	s.calls[ImportRawVDIMethod]++
+	if f := s.faults.match(ImportRawVDIMethod); f != nil {
+		s.mu.Unlock()
+		if f.Drop {
+			dropConnection(w)
+			return
+		}
+		http.Error(w, fail(f.Code, f.Params...).Error(), http.StatusInternalServerError)
 		return
 	}
 	vdiRef := q.Get("vdi")

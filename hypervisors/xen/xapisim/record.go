@@ -178,7 +178,7 @@ func (s *Server) registerGenerated() {
 }
 
 func (s *Server) registerClass(c *class) {
-	add := func(name string, params []string, fn handler) {
+	add := func(name string, params []param, fn handler) {
 		full := c.name + "." + name
 		if _, ok := s.methods[full]; ok {
 			return
@@ -202,18 +202,12 @@ func (s *Server) registerClass(c *class) {
 			return out, nil
 		})
 	}
-	add("get_record", []string{"self"}, func(cl *call) (any, error) {
-		obj, err := cl.object(0, c)
-		if err != nil {
-			return nil, err
-		}
+	add("get_record", []param{pRef("self", c.name)}, func(cl *call) (any, error) {
+		obj := cl.object(0)
 		return c.record(obj), nil
 	})
-	add("get_by_uuid", []string{"uuid"}, func(cl *call) (any, error) {
-		id, err := cl.str(0)
-		if err != nil {
-			return nil, err
-		}
+	add("get_by_uuid", []param{pString("uuid")}, func(cl *call) (any, error) {
+		id := cl.str(0)
 		ref, ok := c.byUUID(id)
 		if !ok {
 			return nil, fail(CodeUUIDInvalid, c.name, id)
@@ -221,11 +215,8 @@ func (s *Server) registerClass(c *class) {
 		return ref, nil
 	})
 	if _, ok := c.byWire["name_label"]; ok {
-		add("get_by_name_label", []string{"label"}, func(cl *call) (any, error) {
-			label, err := cl.str(0)
-			if err != nil {
-				return nil, err
-			}
+		add("get_by_name_label", []param{pString("label")}, func(cl *call) (any, error) {
+			label := cl.str(0)
 			out := []any{}
 			for _, r := range c.order {
 				if c.field(c.objs[r], "name_label").String() == label {
@@ -237,11 +228,8 @@ func (s *Server) registerClass(c *class) {
 	}
 	for _, f := range c.fields {
 		f := f
-		add("get_"+f.wire, []string{"self"}, func(cl *call) (any, error) {
-			obj, err := cl.object(0, c)
-			if err != nil {
-				return nil, err
-			}
+		add("get_"+f.wire, []param{pRef("self", c.name)}, func(cl *call) (any, error) {
+			obj := cl.object(0)
 			return wireValue(reflect.ValueOf(obj).Elem().Field(f.index)), nil
 		})
 		if !f.rw {
@@ -249,15 +237,12 @@ func (s *Server) registerClass(c *class) {
 		}
 		full := c.name + ".set_" + f.wire
 		if _, ok := s.methods[full]; !ok {
-			s.methods[full] = &method{name: full, params: []string{"self", "value"}, fn: func(cl *call) (any, error) {
-				obj, err := cl.object(0, c)
-				if err != nil {
-					return nil, err
-				}
+			s.methods[full] = &method{name: full, params: []param{pRef("self", c.name), pValue("value")}, fn: func(cl *call) (any, error) {
+				obj := cl.object(0)
 				fv := reflect.ValueOf(obj).Elem().Field(f.index)
-				nv, ferr := convertParam(cl.params[1], fv.Type())
+				nv, ferr := cl.setValue(1, fv.Type())
 				if ferr != nil {
-					return nil, fail(CodeFieldTypeError, "value")
+					return nil, ferr
 				}
 				fv.Set(nv)
 				return "", nil
@@ -273,26 +258,17 @@ func (s *Server) registerClass(c *class) {
 func (s *Server) registerMapOps(c *class, f fieldInfo) {
 	addName := c.name + ".add_to_" + f.wire
 	if _, ok := s.methods[addName]; !ok {
-		s.methods[addName] = &method{name: addName, params: []string{"self", "key", "value"}, fn: func(cl *call) (any, error) {
-			obj, err := cl.object(0, c)
-			if err != nil {
-				return nil, err
-			}
-			k, err := cl.str(1)
-			if err != nil {
-				return nil, err
-			}
-			v, err := cl.str(2)
-			if err != nil {
-				return nil, err
-			}
+		s.methods[addName] = &method{name: addName, params: []param{pRef("self", c.name), pString("key"), pString("value")}, fn: func(cl *call) (any, error) {
+			obj := cl.object(0)
+			k := cl.str(1)
+			v := cl.str(2)
 			fv := reflect.ValueOf(obj).Elem().Field(f.index)
 			if fv.IsNil() {
 				fv.Set(reflect.ValueOf(map[string]string{}))
 			}
 			m := fv.Interface().(map[string]string)
 			if _, dup := m[k]; dup {
-				return nil, fail(CodeMapDuplicateKey, c.name, f.wire, cl.refParam(0), k)
+				return nil, fail(CodeMapDuplicateKey, c.name, f.wire, cl.ref(0), k)
 			}
 			m[k] = v
 			return "", nil
@@ -300,15 +276,9 @@ func (s *Server) registerMapOps(c *class, f fieldInfo) {
 	}
 	rmName := c.name + ".remove_from_" + f.wire
 	if _, ok := s.methods[rmName]; !ok {
-		s.methods[rmName] = &method{name: rmName, params: []string{"self", "key"}, fn: func(cl *call) (any, error) {
-			obj, err := cl.object(0, c)
-			if err != nil {
-				return nil, err
-			}
-			k, err := cl.str(1)
-			if err != nil {
-				return nil, err
-			}
+		s.methods[rmName] = &method{name: rmName, params: []param{pRef("self", c.name), pString("key")}, fn: func(cl *call) (any, error) {
+			obj := cl.object(0)
+			k := cl.str(1)
 			fv := reflect.ValueOf(obj).Elem().Field(f.index)
 			if !fv.IsNil() {
 				delete(fv.Interface().(map[string]string), k)

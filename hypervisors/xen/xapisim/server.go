@@ -3,7 +3,7 @@
 // driver can be tested end to end where no XAPI server runs.
 //
 // It answers JSON-RPC (v1 and v2) at /jsonrpc, XML-RPC at / and the raw VDI import handler
-// at PUT /import_raw_vdi. Objects carry opaque refs ("OpaqueRef:<uuid>") and uuids; every
+// at PUT /import_raw_vdi (authenticated as XAPI's HTTP handlers are: httpauth.go). Objects carry opaque refs ("OpaqueRef:<uuid>") and uuids; every
 // class has XAPI's generated messages (get_all, get_all_records, get_record, get_by_uuid,
 // get_by_name_label, field getters and setters), plus the hand-written ones a control plane
 // uses (VM.clone / copy / provision / start / start_on / clean_shutdown / hard_shutdown /
@@ -12,7 +12,8 @@
 // parameters. Async.<method> returns a task, as XAPI does. Faults can be injected per method.
 //
 // One file per XAPI class: session.go, pool.go, host.go, sr.go, vdi.go, vbd.go, vif.go,
-// network.go, vm.go, task.go; import.go is the HTTP import handler.
+// network.go, vm.go, task.go; import.go is the HTTP import handler. Every method declares its
+// parameters by kind and args.go decodes them all (decodeArgs), so handlers read typed values.
 package xapisim
 
 import (
@@ -104,6 +105,8 @@ type Server struct {
 	methods map[string]*method
 	faults  faultSet
 	calls   map[string]int
+	// httpAuths counts how HTTP handler requests authenticated (AuthCookie, ...).
+	httpAuths map[string]int
 	// content holds the sha256 and length of what was imported into each VDI (by uuid).
 	content map[string]vdiContent
 	domid   int64
@@ -151,7 +154,7 @@ func New(opts Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: log.With("component", "xapisim"),
-		methods: map[string]*method{}, calls: map[string]int{}, content: map[string]vdiContent{},
+		methods: map[string]*method{}, calls: map[string]int{}, httpAuths: map[string]int{}, content: map[string]vdiContent{},
 		stopCtx: ctx, stop: cancel,
 	}
 	s.db = &db{classes: map[string]*class{}}
@@ -274,6 +277,14 @@ func (s *Server) SessionCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.db.classes[classSession].objs)
+}
+
+// SessionRefs are the refs of the live sessions (session IDs, secrets of their holders), for
+// tests that check a client never leaks them.
+func (s *Server) SessionRefs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.db.classes[classSession].refs()
 }
 
 // HostNames are the pool's hosts, master first.

@@ -33,21 +33,12 @@ func (s *Server) registerSession() {
 	// session.login_with_password(uname, pwd, version, originator): version and originator
 	// may be left out, as older SDKs do.
 	s.methods["session.login_with_password"] = &method{
-		name: "session.login_with_password", params: []string{"uname", "pwd", "version", "originator"},
+		name: "session.login_with_password", params: []param{pString("uname"), pString("pwd"), pString("version"), pString("originator")},
 		optional: 2, noSession: true,
 		fn: func(c *call) (any, error) {
-			user, err := c.str(0)
-			if err != nil {
-				return nil, err
-			}
-			pwd, err := c.str(1)
-			if err != nil {
-				return nil, err
-			}
-			originator, err := c.str(3)
-			if err != nil {
-				return nil, err
-			}
+			user := c.str(0)
+			pwd := c.str(1)
+			originator := c.str(3)
 			if user != s.opts.Username || pwd != s.opts.Password {
 				return nil, fail(CodeSessionAuthenticationFailed, user, "Authentication failure")
 			}

@@ -39,10 +39,7 @@ func (r *srRec) free() int64 { return r.PhysicalSize - r.PhysicalUtilisation }
 func newSRClass() *class { return newClass(classSR, srRec{}) }
 
 func (s *Server) registerSR() {
-	s.methods["SR.scan"] = &method{name: "SR.scan", params: []string{"sr"}, fn: func(c *call) (any, error) {
-		if _, err := c.ref(0, classSR); err != nil {
-			return nil, err
-		}
+	s.methods["SR.scan"] = &method{name: "SR.scan", params: []param{pRef("sr", classSR)}, fn: func(c *call) (any, error) {
 		return "", nil
 	}}
 }

@@ -31,27 +31,18 @@ type taskRec struct {
 func newTaskClass() *class { return newClass(classTask, taskRec{}) }
 
 func (s *Server) registerTask() {
-	s.methods["task.create"] = &method{name: "task.create", params: []string{"label", "description"},
+	s.methods["task.create"] = &method{name: "task.create", params: []param{pString("label"), pString("description")},
 		fn: func(c *call) (any, error) {
-			label, err := c.str(0)
-			if err != nil {
-				return nil, err
-			}
-			desc, err := c.str(1)
-			if err != nil {
-				return nil, err
-			}
+			label := c.str(0)
+			desc := c.str(1)
 			ref := s.newTask(label)
 			t, _ := lookup[taskRec](s.db, classTask, ref)
 			t.NameDescription = desc
 			return ref, nil
 		}}
-	s.methods["task.destroy"] = &method{name: "task.destroy", params: []string{"self"},
+	s.methods["task.destroy"] = &method{name: "task.destroy", params: []param{pRef("self", classTask)},
 		fn: func(c *call) (any, error) {
-			ref, err := c.ref(0, classTask)
-			if err != nil {
-				return nil, err
-			}
+			ref := c.ref(0)
 			s.db.remove(classTask, ref)
 			return "", nil
 		}}

@@ -27,12 +27,20 @@ type vbdRec struct {
 func newVBDClass() *class { return newClass(classVBD, vbdRec{}) }
 
 func (s *Server) registerVBD() {
-	s.methods["VBD.create"] = &method{name: "VBD.create", params: []string{"args"}, fn: s.vbdCreate}
-	s.methods["VBD.destroy"] = &method{name: "VBD.destroy", params: []string{"self"}, fn: func(c *call) (any, error) {
-		ref, err := c.ref(0, classVBD)
-		if err != nil {
-			return nil, err
-		}
+	s.methods["VBD.create"] = &method{name: "VBD.create", params: []param{pRecord("args",
+		fReq("VM", argString),
+		fReq("VDI", argString),
+		fReq("type", argString),
+		fReq("empty", argBool),
+		fReq("userdevice", argString),
+		fReq("bootable", argBool),
+		fReq("mode", argString),
+		fReq("other_config", argStrMap),
+		fOpt("qos_algorithm_type", argString, ""),
+		fOpt("qos_algorithm_params", argStrMap, nil),
+		fOpt("unpluggable", argBool, true))}, fn: s.vbdCreate}
+	s.methods["VBD.destroy"] = &method{name: "VBD.destroy", params: []param{pRef("self", classVBD)}, fn: func(c *call) (any, error) {
+		ref := c.ref(0)
 		v, _ := lookup[vbdRec](s.db, classVBD, ref)
 		if v.CurrentlyAttached {
 			return nil, fail(CodeDeviceAlreadyAttached, ref)
@@ -43,70 +51,34 @@ func (s *Server) registerVBD() {
 }
 
 func (s *Server) vbdCreate(c *call) (any, error) {
-	r, err := c.rec(0)
-	if err != nil {
-		return nil, err
-	}
-	vmRef, err := recStr(r, "VM", nil)
-	if err != nil {
-		return nil, err
-	}
+	r := c.rec(0)
+	vmRef := r.str("VM")
 	vm, f := lookup[vmRec](s.db, classVM, vmRef)
 	if f != nil {
 		return nil, f
 	}
-	vdiRef, err := recStr(r, "VDI", nil)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := recStr(r, "type", nil)
-	if err != nil {
-		return nil, err
-	}
+	vdiRef := r.str("VDI")
+	typ := r.str("type")
 	if typ != "Disk" && typ != "CD" && typ != "Floppy" {
 		return nil, fail(CodeFieldTypeError, "type")
 	}
-	empty, err := recBool(r, "empty", nil)
-	if err != nil {
-		return nil, err
-	}
+	empty := r.bool("empty")
 	var vdi *vdiRec
 	if vdiRef != NullRef || !empty || typ == "Disk" {
 		if vdi, f = lookup[vdiRec](s.db, classVDI, vdiRef); f != nil {
 			return nil, f
 		}
 	}
-	userdevice, err := recStr(r, "userdevice", nil)
-	if err != nil {
-		return nil, err
-	}
-	bootable, err := recBool(r, "bootable", nil)
-	if err != nil {
-		return nil, err
-	}
-	mode, err := recStr(r, "mode", nil)
-	if err != nil {
-		return nil, err
-	}
+	userdevice := r.str("userdevice")
+	bootable := r.bool("bootable")
+	mode := r.str("mode")
 	if mode != "RO" && mode != "RW" {
 		return nil, fail(CodeFieldTypeError, "mode")
 	}
-	oc, err := recMap(r, "other_config", true)
-	if err != nil {
-		return nil, err
-	}
-	qt, err := recStr(r, "qos_algorithm_type", ptr(""))
-	if err != nil {
-		return nil, err
-	}
-	qp, err := recMap(r, "qos_algorithm_params", false)
-	if err != nil {
-		return nil, err
-	}
-	unpluggable, err := recBool(r, "unpluggable", ptr(true))
-	if err != nil {
-		return nil, err
-	}
+	oc := r.strMap("other_config")
+	qt := r.str("qos_algorithm_type")
+	qp := r.strMap("qos_algorithm_params")
+	unpluggable := r.bool("unpluggable")
 	used := map[string]bool{}
 	for _, other := range vm.VBDs {
 		o, _ := lookup[vbdRec](s.db, classVBD, other)

@@ -52,91 +52,54 @@ var vdiTypes = map[string]bool{
 }
 
 func (s *Server) registerVDI() {
-	s.methods["VDI.create"] = &method{name: "VDI.create", params: []string{"args"}, fn: s.vdiCreate}
-	s.methods["VDI.destroy"] = &method{name: "VDI.destroy", params: []string{"self"}, fn: s.vdiDestroy}
-	s.methods["VDI.clone"] = &method{name: "VDI.clone", params: []string{"vdi", "driver_params"},
+	s.methods["VDI.create"] = &method{name: "VDI.create", params: []param{pRecord("args",
+		fReq("SR", argString),
+		fReq("virtual_size", argInt),
+		fReq("type", argString),
+		fReq("sharable", argBool),
+		fReq("read_only", argBool),
+		fReq("other_config", argStrMap),
+		fOpt("name_label", argString, ""),
+		fOpt("name_description", argString, ""),
+		fOpt("sm_config", argStrMap, nil),
+		fOpt("xenstore_data", argStrMap, nil),
+		fOpt("tags", argStrings, nil))}, fn: s.vdiCreate}
+	s.methods["VDI.destroy"] = &method{name: "VDI.destroy", params: []param{pRef("self", classVDI)}, fn: s.vdiDestroy}
+	s.methods["VDI.clone"] = &method{name: "VDI.clone", params: []param{pRef("vdi", classVDI), pStrMap("driver_params")},
 		fn: func(c *call) (any, error) {
-			ref, err := c.ref(0, classVDI)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := c.strMap(1); err != nil {
-				return nil, err
-			}
+			ref := c.ref(0)
 			v, _ := lookup[vdiRec](s.db, classVDI, ref)
 			return s.copyVDI(ref, v, v.SR, true)
 		}}
-	s.methods["VDI.copy"] = &method{name: "VDI.copy", params: []string{"vdi", "sr"},
+	s.methods["VDI.copy"] = &method{name: "VDI.copy", params: []param{pRef("vdi", classVDI), pRef("sr", classSR)},
 		fn: func(c *call) (any, error) {
-			ref, err := c.ref(0, classVDI)
-			if err != nil {
-				return nil, err
-			}
-			sr, err := c.ref(1, classSR)
-			if err != nil {
-				return nil, err
-			}
+			ref := c.ref(0)
+			sr := c.ref(1)
 			v, _ := lookup[vdiRec](s.db, classVDI, ref)
 			return s.copyVDI(ref, v, sr, false)
 		}}
 }
 
 func (s *Server) vdiCreate(c *call) (any, error) {
-	r, err := c.rec(0)
-	if err != nil {
-		return nil, err
-	}
-	srRef, err := recStr(r, "SR", nil)
-	if err != nil {
-		return nil, err
-	}
+	r := c.rec(0)
+	srRef := r.str("SR")
 	sr, f := lookup[srRec](s.db, classSR, srRef)
 	if f != nil {
 		return nil, f
 	}
-	size, err := recInt(r, "virtual_size", nil)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := recStr(r, "type", nil)
-	if err != nil {
-		return nil, err
-	}
+	size := r.int("virtual_size")
+	typ := r.str("type")
 	if !vdiTypes[typ] {
 		return nil, fail(CodeFieldTypeError, "type")
 	}
-	sharable, err := recBool(r, "sharable", nil)
-	if err != nil {
-		return nil, err
-	}
-	ro, err := recBool(r, "read_only", nil)
-	if err != nil {
-		return nil, err
-	}
-	oc, err := recMap(r, "other_config", true)
-	if err != nil {
-		return nil, err
-	}
-	name, err := recStr(r, "name_label", ptr(""))
-	if err != nil {
-		return nil, err
-	}
-	desc, err := recStr(r, "name_description", ptr(""))
-	if err != nil {
-		return nil, err
-	}
-	smc, err := recMap(r, "sm_config", false)
-	if err != nil {
-		return nil, err
-	}
-	xsd, err := recMap(r, "xenstore_data", false)
-	if err != nil {
-		return nil, err
-	}
-	tags, err := recStrings(r, "tags")
-	if err != nil {
-		return nil, err
-	}
+	sharable := r.bool("sharable")
+	ro := r.bool("read_only")
+	oc := r.strMap("other_config")
+	name := r.str("name_label")
+	desc := r.str("name_description")
+	smc := r.strMap("sm_config")
+	xsd := r.strMap("xenstore_data")
+	tags := r.strings("tags")
 	if size < 0 {
 		return nil, fail(CodeValueNotSupported, "virtual_size", strconv.FormatInt(size, 10), "must not be negative")
 	}
@@ -213,10 +176,7 @@ func (s *Server) copyVDI(ref string, v *vdiRec, srRef string, clone bool) (strin
 }
 
 func (s *Server) vdiDestroy(c *call) (any, error) {
-	ref, err := c.ref(0, classVDI)
-	if err != nil {
-		return nil, err
-	}
+	ref := c.ref(0)
 	v, _ := lookup[vdiRec](s.db, classVDI, ref)
 	if f := busy(classVDI, ref, v); f != nil {
 		return nil, f

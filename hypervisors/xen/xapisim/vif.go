@@ -39,12 +39,20 @@ type vifRec struct {
 func newVIFClass() *class { return newClass(classVIF, vifRec{}) }
 
 func (s *Server) registerVIF() {
-	s.methods["VIF.create"] = &method{name: "VIF.create", params: []string{"args"}, fn: s.vifCreate}
-	s.methods["VIF.destroy"] = &method{name: "VIF.destroy", params: []string{"self"}, fn: func(c *call) (any, error) {
-		ref, err := c.ref(0, classVIF)
-		if err != nil {
-			return nil, err
-		}
+	s.methods["VIF.create"] = &method{name: "VIF.create", params: []param{pRecord("args",
+		fReq("device", argString),
+		fReq("network", argString),
+		fReq("VM", argString),
+		fReq("MAC", argString),
+		fReq("MTU", argInt),
+		fReq("other_config", argStrMap),
+		fOpt("qos_algorithm_type", argString, ""),
+		fOpt("qos_algorithm_params", argStrMap, nil),
+		fOpt("locking_mode", argString, "network_default"),
+		fOpt("ipv4_allowed", argStrings, nil),
+		fOpt("ipv6_allowed", argStrings, nil))}, fn: s.vifCreate}
+	s.methods["VIF.destroy"] = &method{name: "VIF.destroy", params: []param{pRef("self", classVIF)}, fn: func(c *call) (any, error) {
+		ref := c.ref(0)
 		v, _ := lookup[vifRec](s.db, classVIF, ref)
 		if v.CurrentlyAttached {
 			return nil, fail(CodeDeviceAlreadyAttached, ref)
@@ -55,24 +63,12 @@ func (s *Server) registerVIF() {
 	// VIF.configure_ipv4(self, mode, address, gateway): mode "None" or "Static", address in
 	// CIDR form ("192.0.2.5/24").
 	s.methods["VIF.configure_ipv4"] = &method{name: "VIF.configure_ipv4",
-		params: []string{"self", "mode", "address", "gateway"}, fn: func(c *call) (any, error) {
-			obj, err := c.object(0, s.db.classes[classVIF])
-			if err != nil {
-				return nil, err
-			}
+		params: []param{pRef("self", classVIF), pString("mode"), pString("address"), pString("gateway")}, fn: func(c *call) (any, error) {
+			obj := c.object(0)
 			v := obj.(*vifRec)
-			mode, err := c.str(1)
-			if err != nil {
-				return nil, err
-			}
-			addr, err := c.str(2)
-			if err != nil {
-				return nil, err
-			}
-			gw, err := c.str(3)
-			if err != nil {
-				return nil, err
-			}
+			mode := c.str(1)
+			addr := c.str(2)
+			gw := c.str(3)
 			switch mode {
 			case "None":
 				v.IPv4ConfigurationMode, v.IPv4Addresses, v.IPv4Gateway = "None", []string{}, ""
@@ -92,62 +88,26 @@ func (s *Server) registerVIF() {
 }
 
 func (s *Server) vifCreate(c *call) (any, error) {
-	r, err := c.rec(0)
-	if err != nil {
-		return nil, err
-	}
-	device, err := recStr(r, "device", nil)
-	if err != nil {
-		return nil, err
-	}
-	netRef, err := recStr(r, "network", nil)
-	if err != nil {
-		return nil, err
-	}
+	r := c.rec(0)
+	device := r.str("device")
+	netRef := r.str("network")
 	nw, f := lookup[networkRec](s.db, classNetwork, netRef)
 	if f != nil {
 		return nil, f
 	}
-	vmRef, err := recStr(r, "VM", nil)
-	if err != nil {
-		return nil, err
-	}
+	vmRef := r.str("VM")
 	vm, f := lookup[vmRec](s.db, classVM, vmRef)
 	if f != nil {
 		return nil, f
 	}
-	mac, err := recStr(r, "MAC", nil)
-	if err != nil {
-		return nil, err
-	}
-	mtu, err := recInt(r, "MTU", nil)
-	if err != nil {
-		return nil, err
-	}
-	oc, err := recMap(r, "other_config", true)
-	if err != nil {
-		return nil, err
-	}
-	qt, err := recStr(r, "qos_algorithm_type", ptr(""))
-	if err != nil {
-		return nil, err
-	}
-	qp, err := recMap(r, "qos_algorithm_params", false)
-	if err != nil {
-		return nil, err
-	}
-	locking, err := recStr(r, "locking_mode", ptr("network_default"))
-	if err != nil {
-		return nil, err
-	}
-	v4, err := recStrings(r, "ipv4_allowed")
-	if err != nil {
-		return nil, err
-	}
-	v6, err := recStrings(r, "ipv6_allowed")
-	if err != nil {
-		return nil, err
-	}
+	mac := r.str("MAC")
+	mtu := r.int("MTU")
+	oc := r.strMap("other_config")
+	qt := r.str("qos_algorithm_type")
+	qp := r.strMap("qos_algorithm_params")
+	locking := r.str("locking_mode")
+	v4 := r.strings("ipv4_allowed")
+	v6 := r.strings("ipv6_allowed")
 	if n, err := strconv.Atoi(device); err != nil || n < 0 {
 		return nil, fail(CodeFieldTypeError, "device")
 	}

@@ -194,45 +194,44 @@ func (s *Server) unplace(ref string, v *vmRec) {
 }
 
 func (s *Server) registerVM() {
-	reg := func(name string, params []string, fn handler) {
+	reg := func(name string, params []param, fn handler) {
 		s.methods["VM."+name] = &method{name: "VM." + name, params: params, fn: fn}
 	}
-	reg("start", []string{"vm", "start_paused", "force"}, s.vmStart)
-	reg("start_on", []string{"vm", "host", "start_paused", "force"}, s.vmStartOn)
-	reg("clean_shutdown", []string{"vm"}, s.vmShutdown(false))
-	reg("hard_shutdown", []string{"vm"}, s.vmShutdown(true))
-	reg("shutdown", []string{"vm"}, s.vmShutdown(false))
-	reg("clean_reboot", []string{"vm"}, s.vmReboot)
-	reg("hard_reboot", []string{"vm"}, s.vmReboot)
-	reg("pause", []string{"vm"}, s.vmPause(true))
-	reg("unpause", []string{"vm"}, s.vmPause(false))
-	reg("pool_migrate", []string{"vm", "host", "options"}, s.vmPoolMigrate)
-	reg("destroy", []string{"self"}, s.vmDestroy)
-	reg("clone", []string{"vm", "new_name"}, s.vmClone)
-	reg("copy", []string{"vm", "new_name", "sr"}, s.vmCopy)
-	reg("provision", []string{"vm"}, s.vmProvision)
-	reg("set_VCPUs_max", []string{"self", "value"}, s.vmSetVCPUsMax)
-	reg("set_VCPUs_at_startup", []string{"self", "value"}, s.vmSetVCPUsAtStartup)
-	reg("set_VCPUs_number_live", []string{"self", "nvcpu"}, s.vmSetVCPUsLive)
-	reg("set_memory_limits", []string{"self", "static_min", "static_max", "dynamic_min", "dynamic_max"}, s.vmSetMemoryLimits)
-	reg("set_memory_static_max", []string{"self", "value"}, s.vmSetMemoryField("static_max"))
-	reg("set_memory_static_min", []string{"self", "value"}, s.vmSetMemoryField("static_min"))
-	reg("set_memory_dynamic_max", []string{"self", "value"}, s.vmSetMemoryField("dynamic_max"))
-	reg("set_memory_dynamic_min", []string{"self", "value"}, s.vmSetMemoryField("dynamic_min"))
-	reg("set_memory_dynamic_range", []string{"self", "min", "max"}, s.vmSetDynamicRange)
-	reg("set_memory", []string{"self", "value"}, s.vmSetMemory)
-	reg("set_is_a_template", []string{"self", "value"}, s.vmSetIsATemplate)
-	reg("set_affinity", []string{"self", "value"}, s.vmSetAffinity)
+	reg("start", []param{vmP("vm"), pBool("start_paused"), pBool("force")}, s.vmStart)
+	reg("start_on", []param{vmP("vm"), pRef("host", classHost), pBool("start_paused"), pBool("force")}, s.vmStartOn)
+	reg("clean_shutdown", []param{vmP("vm")}, s.vmShutdown(false))
+	reg("hard_shutdown", []param{vmP("vm")}, s.vmShutdown(true))
+	reg("shutdown", []param{vmP("vm")}, s.vmShutdown(false))
+	reg("clean_reboot", []param{vmP("vm")}, s.vmReboot)
+	reg("hard_reboot", []param{vmP("vm")}, s.vmReboot)
+	reg("pause", []param{vmP("vm")}, s.vmPause(true))
+	reg("unpause", []param{vmP("vm")}, s.vmPause(false))
+	reg("pool_migrate", []param{vmP("vm"), pRef("host", classHost), pStrMap("options")}, s.vmPoolMigrate)
+	reg("destroy", []param{vmP("self")}, s.vmDestroy)
+	reg("clone", []param{vmP("vm"), pString("new_name")}, s.vmClone)
+	reg("copy", []param{vmP("vm"), pString("new_name"), pRefOrNull("sr", classSR)}, s.vmCopy)
+	reg("provision", []param{vmP("vm")}, s.vmProvision)
+	reg("set_VCPUs_max", []param{vmP("self"), pInt("value")}, s.vmSetVCPUsMax)
+	reg("set_VCPUs_at_startup", []param{vmP("self"), pInt("value")}, s.vmSetVCPUsAtStartup)
+	reg("set_VCPUs_number_live", []param{vmP("self"), pInt("nvcpu")}, s.vmSetVCPUsLive)
+	reg("set_memory_limits", []param{vmP("self"), pInt("static_min"), pInt("static_max"), pInt("dynamic_min"), pInt("dynamic_max")}, s.vmSetMemoryLimits)
+	reg("set_memory_static_max", []param{vmP("self"), pInt("value")}, s.vmSetMemoryField("static_max"))
+	reg("set_memory_static_min", []param{vmP("self"), pInt("value")}, s.vmSetMemoryField("static_min"))
+	reg("set_memory_dynamic_max", []param{vmP("self"), pInt("value")}, s.vmSetMemoryField("dynamic_max"))
+	reg("set_memory_dynamic_min", []param{vmP("self"), pInt("value")}, s.vmSetMemoryField("dynamic_min"))
+	reg("set_memory_dynamic_range", []param{vmP("self"), pInt("min"), pInt("max")}, s.vmSetDynamicRange)
+	reg("set_memory", []param{vmP("self"), pInt("value")}, s.vmSetMemory)
+	reg("set_is_a_template", []param{vmP("self"), pBool("value")}, s.vmSetIsATemplate)
+	reg("set_affinity", []param{vmP("self"), pRefOrNull("value", classHost)}, s.vmSetAffinity)
 }
 
-// vmArg resolves the VM parameter i.
-func (c *call) vm(i int) (string, *vmRec, error) {
-	ref, err := c.ref(i, classVM)
-	if err != nil {
-		return "", nil, err
-	}
-	v, _ := lookup[vmRec](c.s.db, classVM, ref)
-	return ref, v, nil
+// vmP is a VM ref parameter.
+func vmP(name string) param { return pRef(name, classVM) }
+
+// vm is the decoded VM parameter i: its ref and record.
+func (c *call) vm(i int) (string, *vmRec) {
+	ref := c.ref(i)
+	return ref, c.object(i).(*vmRec)
 }
 
 // startable checks what VM.start and VM.start_on both require.
@@ -250,17 +249,8 @@ func (s *Server) startable(ref string, v *vmRec) *Failure {
 }
 
 func (s *Server) vmStart(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	paused, err := c.bool(1)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.bool(2); err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	paused := c.bool(1)
 	if f := s.startable(ref, v); f != nil {
 		return nil, f
 	}
@@ -295,21 +285,9 @@ func (s *Server) vmStart(c *call) (any, error) {
 }
 
 func (s *Server) vmStartOn(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	hostRef, err := c.ref(1, classHost)
-	if err != nil {
-		return nil, err
-	}
-	paused, err := c.bool(2)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.bool(3); err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	hostRef := c.ref(1)
+	paused := c.bool(2)
 	if f := s.startable(ref, v); f != nil {
 		return nil, f
 	}
@@ -379,10 +357,7 @@ func (s *Server) halt(ref string, v *vmRec) {
 
 func (s *Server) vmShutdown(hard bool) handler {
 	return func(c *call) (any, error) {
-		ref, v, err := c.vm(0)
-		if err != nil {
-			return nil, err
-		}
+		ref, v := c.vm(0)
 		if v.IsControlDomain {
 			return nil, fail(CodeOperationNotAllowed, "Operations on the control domain are not allowed")
 		}
@@ -405,10 +380,7 @@ func (s *Server) vmShutdown(hard bool) handler {
 }
 
 func (s *Server) vmReboot(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
 	if v.IsControlDomain {
 		return nil, fail(CodeOperationNotAllowed, "Operations on the control domain are not allowed")
 	}
@@ -430,10 +402,7 @@ func (s *Server) vmReboot(c *call) (any, error) {
 
 func (s *Server) vmPause(pause bool) handler {
 	return func(c *call) (any, error) {
-		ref, v, err := c.vm(0)
-		if err != nil {
-			return nil, err
-		}
+		ref, v := c.vm(0)
 		from, to := powerRunning, powerPaused
 		if !pause {
 			from, to = powerPaused, powerRunning
@@ -451,17 +420,8 @@ func (s *Server) vmPause(pause bool) handler {
 }
 
 func (s *Server) vmPoolMigrate(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	hostRef, err := c.ref(1, classHost)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.strMap(2); err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	hostRef := c.ref(1)
 	if v.IsControlDomain {
 		return nil, fail(CodeOperationNotAllowed, "Operations on the control domain are not allowed")
 	}
@@ -496,10 +456,7 @@ func (s *Server) vmPoolMigrate(c *call) (any, error) {
 }
 
 func (s *Server) vmDestroy(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
 	if v.IsControlDomain {
 		return nil, fail(CodeOperationNotAllowed, "Operations on the control domain are not allowed")
 	}
@@ -521,35 +478,16 @@ func (s *Server) vmDestroy(c *call) (any, error) {
 }
 
 func (s *Server) vmClone(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	name, err := c.str(1)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	name := c.str(1)
 	return s.duplicate(c, ref, v, name, "", true)
 }
 
 func (s *Server) vmCopy(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	name, err := c.str(1)
-	if err != nil {
-		return nil, err
-	}
-	sr, err := c.str(2)
-	if err != nil {
-		return nil, err
-	}
-	if sr != NullRef {
-		if _, err := c.ref(2, classSR); err != nil {
-			return nil, err
-		}
-	} else {
+	ref, v := c.vm(0)
+	name := c.str(1)
+	sr := c.ref(2)
+	if sr == NullRef {
 		sr = ""
 	}
 	return s.duplicate(c, ref, v, name, sr, false)
@@ -666,10 +604,7 @@ type provisionSpec struct {
 }
 
 func (s *Server) vmProvision(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
 	if !v.IsATemplate {
 		return nil, fail(CodeProvisionOnlyAllowedOnTemplate)
 	}
@@ -735,14 +670,8 @@ func vcpuErr(field string, value int64, reason string) *Failure {
 }
 
 func (s *Server) vmSetVCPUsMax(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	n, err := c.int(1)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	n := c.int(1)
 	if f := halted(ref, v); f != nil {
 		return nil, f
 	}
@@ -757,14 +686,8 @@ func (s *Server) vmSetVCPUsMax(c *call) (any, error) {
 }
 
 func (s *Server) vmSetVCPUsAtStartup(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	n, err := c.int(1)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	n := c.int(1)
 	if f := halted(ref, v); f != nil {
 		return nil, f
 	}
@@ -776,14 +699,8 @@ func (s *Server) vmSetVCPUsAtStartup(c *call) (any, error) {
 }
 
 func (s *Server) vmSetVCPUsLive(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	n, err := c.int(1)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	n := c.int(1)
 	if v.PowerState != powerRunning {
 		return nil, badPowerState(ref, powerRunning, v.PowerState)
 	}
@@ -805,15 +722,10 @@ func checkMemory(smin, smax, dmin, dmax int64) *Failure {
 }
 
 func (s *Server) vmSetMemoryLimits(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
 	var vals [4]int64
 	for i := range vals {
-		if vals[i], err = c.int(i + 1); err != nil {
-			return nil, err
-		}
+		vals[i] = c.int(i + 1)
 	}
 	if f := halted(ref, v); f != nil {
 		return nil, f
@@ -828,14 +740,8 @@ func (s *Server) vmSetMemoryLimits(c *call) (any, error) {
 
 func (s *Server) vmSetMemoryField(which string) handler {
 	return func(c *call) (any, error) {
-		ref, v, err := c.vm(0)
-		if err != nil {
-			return nil, err
-		}
-		n, err := c.int(1)
-		if err != nil {
-			return nil, err
-		}
+		ref, v := c.vm(0)
+		n := c.int(1)
 		if f := halted(ref, v); f != nil {
 			return nil, f
 		}
@@ -859,18 +765,9 @@ func (s *Server) vmSetMemoryField(which string) handler {
 }
 
 func (s *Server) vmSetDynamicRange(c *call) (any, error) {
-	_, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	dmin, err := c.int(1)
-	if err != nil {
-		return nil, err
-	}
-	dmax, err := c.int(2)
-	if err != nil {
-		return nil, err
-	}
+	_, v := c.vm(0)
+	dmin := c.int(1)
+	dmax := c.int(2)
 	if f := checkMemory(v.MemoryStaticMin, v.MemoryStaticMax, dmin, dmax); f != nil {
 		return nil, f
 	}
@@ -880,14 +777,8 @@ func (s *Server) vmSetDynamicRange(c *call) (any, error) {
 
 // vmSetMemory is VM.set_memory: static_max, dynamic_min and dynamic_max all to value.
 func (s *Server) vmSetMemory(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	n, err := c.int(1)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	n := c.int(1)
 	if f := halted(ref, v); f != nil {
 		return nil, f
 	}
@@ -900,14 +791,8 @@ func (s *Server) vmSetMemory(c *call) (any, error) {
 }
 
 func (s *Server) vmSetIsATemplate(c *call) (any, error) {
-	ref, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	b, err := c.bool(1)
-	if err != nil {
-		return nil, err
-	}
+	ref, v := c.vm(0)
+	b := c.bool(1)
 	if v.IsControlDomain {
 		return nil, fail(CodeOperationNotAllowed, "Operations on the control domain are not allowed")
 	}
@@ -923,19 +808,7 @@ func (s *Server) vmSetIsATemplate(c *call) (any, error) {
 }
 
 func (s *Server) vmSetAffinity(c *call) (any, error) {
-	_, v, err := c.vm(0)
-	if err != nil {
-		return nil, err
-	}
-	h, err := c.str(1)
-	if err != nil {
-		return nil, err
-	}
-	if h != NullRef {
-		if _, err := c.ref(1, classHost); err != nil {
-			return nil, err
-		}
-	}
-	v.Affinity = h
+	_, v := c.vm(0)
+	v.Affinity = c.ref(1)
 	return "", nil
 }

@@ -757,6 +757,73 @@ func TestImportRawVDI(t *testing.T) {
 	}
 }
 
+// TestImportAuthentication: the import handler takes credentials as XAPI's HTTP handlers do
+// (Xapi_http.assert_credentials_ok): a session_id cookie first, then a session_id query
+// parameter, then HTTP basic auth; an unknown Authorization scheme is an error, nothing 401.
+func TestImportAuthentication(t *testing.T) {
+	s, c := start(t, Options{})
+	sess := c.login()
+	user, pass := s.Credentials()
+	var srs []string
+	c.must(&srs, "SR.get_by_name_label", sess, DefaultSRName)
+	img := FixedVHD(bytes.Repeat([]byte("x"), 4096))
+	var vdi string
+	c.must(&vdi, "VDI.create", sess, map[string]any{"SR": srs[0], "virtual_size": int64(len(img) - 512), "type": "user",
+		"sharable": false, "read_only": false, "other_config": map[string]string{}})
+	put := func(query string, auth func(*http.Request)) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, c.url+"/import_raw_vdi?vdi="+vdi+"&format=vhd"+query, bytes.NewReader(img))
+		auth(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("PUT: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cookie := func(v string) func(*http.Request) {
+		return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session_id", Value: v}) }
+	}
+	basic := func(u, p string) func(*http.Request) { return func(r *http.Request) { r.SetBasicAuth(u, p) } }
+	none := func(*http.Request) {}
+	for _, tc := range []struct {
+		name  string
+		query string
+		auth  func(*http.Request)
+		want  int
+	}{
+		{"cookie", "", cookie(sess), http.StatusOK},
+		{"query", "&session_id=" + sess, none, http.StatusOK},
+		{"basic", "", basic(user, pass), http.StatusOK},
+		{"cookie wins over a bad query", "&session_id=OpaqueRef:bad", cookie(sess), http.StatusOK},
+		{"bad cookie wins over a good query", "&session_id=" + sess, cookie("OpaqueRef:bad"), http.StatusUnauthorized},
+		{"bad cookie is not rescued by basic auth", "", func(r *http.Request) { cookie("OpaqueRef:bad")(r); basic(user, pass)(r) }, http.StatusUnauthorized},
+		{"wrong password", "", basic(user, "wrong"), http.StatusUnauthorized},
+		{"unknown scheme", "", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+sess) }, http.StatusInternalServerError},
+		{"nothing", "", none, http.StatusUnauthorized},
+	} {
+		if got := put(tc.query, tc.auth); got != tc.want {
+			t.Errorf("%s: HTTP %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	for how, want := range map[string]int{AuthCookie: 2, AuthQuery: 1, AuthBasic: 1} {
+		if got := s.HTTPAuthCount(how); got != want {
+			t.Errorf("HTTPAuthCount(%s) = %d, want %d", how, got, want)
+		}
+	}
+	// A fault on the handler applies after authentication.
+	s.InjectFault(Fault{Method: ImportRawVDIMethod, Code: CodeVDIIOError, Times: 1})
+	if got := put("", cookie(sess)); got != http.StatusInternalServerError {
+		t.Errorf("injected fault: HTTP %d, want 500", got)
+	}
+	if got := put("", cookie(sess)); got != http.StatusOK {
+		t.Errorf("after the fault: HTTP %d, want 200", got)
+	}
+	if got := s.CallCount(ImportRawVDIMethod); got != 6 {
+		t.Errorf("CallCount(%s) = %d, want 6 authenticated calls", ImportRawVDIMethod, got)
+	}
+}
+
 func TestStartRefusesNonLoopback(t *testing.T) {
 	s := New(Options{})
 	defer s.Close()
@@ -777,5 +844,82 @@ func TestVHDFooter(t *testing.T) {
 	img[len(img)-400] ^= 1
 	if _, err := parseVHDFooter(img[len(img)-512:]); err == nil {
 		t.Error("a corrupted footer passed its checksum")
+	}
+}
+
+// TestArgumentDecoding: every method's parameters decode in one place (decodeArgs) by their
+// declared kinds, in order, with XAPI's errors, on JSON-RPC and XML-RPC alike, and inside the
+// task for Async calls.
+func TestArgumentDecoding(t *testing.T) {
+	s, c := start(t, Options{})
+	for name, m := range s.methods {
+		for _, p := range m.params {
+			if p.name == "" {
+				t.Errorf("%s: a parameter without a name", name)
+			}
+			if (p.kind == argRef || p.kind == argRefOrNull) && s.db.classes[p.class] == nil {
+				t.Errorf("%s: parameter %s refers to unknown class %q", name, p.name, p.class)
+			}
+		}
+	}
+	sess := c.login()
+	vm := newVM(c, sess, "decode")
+	c.wantErr([]string{CodeFieldTypeError, "start_paused"}, "VM.start", sess, vm, "maybe", false)
+	c.wantErr([]string{CodeFieldTypeError, "force"}, "VM.start", sess, vm, false, 7)
+	// The first bad parameter is the one reported.
+	c.wantErr([]string{CodeHandleInvalid, classVM, "OpaqueRef:none"}, "VM.start", sess, "OpaqueRef:none", "maybe", false)
+	c.wantErr([]string{CodeFieldTypeError, "vm"}, "VM.start", sess, 12, false, false)
+	c.wantErr([]string{CodeFieldTypeError, "static_max"}, "VM.set_memory_limits", sess, vm, 1, "lots", 1, 1)
+	c.wantErr([]string{CodeHandleInvalid, classHost, "OpaqueRef:nohost"}, "VM.set_affinity", sess, vm, "OpaqueRef:nohost")
+	c.must(nil, "VM.set_affinity", sess, vm, NullRef)
+	c.wantErr([]string{CodeFieldTypeError, "options"}, "VM.pool_migrate", sess, vm, s.db.classes[classHost].refs()[0], "fast")
+	c.wantErr([]string{CodeFieldTypeError, "args"}, "VIF.create", sess, "not a record")
+	// Record fields decode in their declared order: a missing or mistyped field is named.
+	var nets []string
+	c.must(&nets, "network.get_all", sess)
+	vif := map[string]any{"device": "0", "network": nets[0], "VM": vm, "MAC": "", "MTU": 1500, "other_config": map[string]any{}}
+	delete(vif, "device")
+	c.wantErr([]string{CodeFieldTypeError, "device"}, "VIF.create", sess, vif)
+	vif["device"], vif["MTU"] = "0", "jumbo"
+	c.wantErr([]string{CodeFieldTypeError, "MTU"}, "VIF.create", sess, vif)
+	vif["MTU"] = 1500
+	var vifRef string
+	c.must(&vifRef, "VIF.create", sess, vif)
+	var locking string
+	c.must(&locking, "VIF.get_locking_mode", sess, vifRef)
+	if locking != "network_default" {
+		t.Errorf("VIF.create without locking_mode: %q, want the default network_default", locking)
+	}
+
+	// XML-RPC carries ints as strings; a string that is no int is a FIELD_TYPE_ERROR there too.
+	body := "<?xml version='1.0'?><methodCall><methodName>VM.set_VCPUs_max</methodName><params>" +
+		"<param><value>" + sess + "</value></param><param><value>" + vm + "</value></param>" +
+		"<param><value>many</value></param></params></methodCall>"
+	resp, err := http.Post(c.url+"/", "text/xml", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(ans), "<value>"+CodeFieldTypeError+"</value><value>value</value>") {
+		t.Errorf("XML-RPC set_VCPUs_max with a non-int: %s", ans)
+	}
+
+	// Async: the call answers a task, and the task fails with the decoding error.
+	var task string
+	c.must(&task, "Async.VM.start", sess, "OpaqueRef:gone", false, false)
+	var st string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if c.must(&st, "task.get_status", sess, task); st != "pending" {
+			break
+		}
+	}
+	if st != "failure" {
+		t.Fatalf("Async.VM.start of an unknown VM: task %s, want failure", st)
+	}
+	var info []string
+	c.must(&info, "task.get_error_info", sess, task)
+	if len(info) != 3 || info[0] != CodeHandleInvalid || info[2] != "OpaqueRef:gone" {
+		t.Errorf("Async.VM.start of an unknown VM: task error_info %v, want HANDLE_INVALID", info)
 	}
 }

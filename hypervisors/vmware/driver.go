@@ -1,24 +1,3 @@
-// Package vmware is the VMware vSphere driver: it reaches a vCenter (or a standalone ESXi)
-// through its SOAP SDK with github.com/vmware/govmomi and implements hypervisors.Driver.
-//
-// Inventory mapping:
-//   - hosts are ESXi HostSystems, named by their inventory name;
-//   - storage pools are datastores (capacity and free space from their summary);
-//   - a template is a VirtualMachine marked as template, kept in the folder
-//     vm/sysvm-templates/<datastore>/ of the datastore's datacenter, so the same template name
-//     can be seeded into several datastores; Template.Ref is its inventory path;
-//   - system VMs are cloned from a template into the datacenter's root VM folder, on the named
-//     host, datastore and the host's cluster (or standalone host) root resource pool.
-//
-// Datacenters: with Connection.Datacenter empty the driver works across every datacenter of
-// the vCenter (VM, host and template names are resolved in all of them; a VM name must be
-// unique across the vCenter, which CreateVM enforces). With Connection.Datacenter set, every
-// lookup is narrowed to that one datacenter and objects elsewhere are invisible.
-//
-// Boot arguments are written to the VM's extraConfig as guestinfo.cloudstack.cmdline (read in
-// the guest with `vmtoolsd --cmd "info-get guestinfo.cloudstack.cmdline"`) and as machine.id,
-// the key CloudStack's own VMware resource uses for the system VM cmdline. The driver keeps
-// its own bookkeeping (template name, NIC roles and addresses) under sysvm.* keys.
 package vmware
 
 import (
@@ -26,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -198,4 +179,50 @@ func (d *Driver) fail(ctx context.Context, op, object string, err error) error {
 			fmt.Errorf("vCenter session was lost and has been renewed, retry: %w", err))
 	}
 	return mapErr(op, object, err)
+}
+
+// Hosts lists every ESXi host in scope.
+func (d *Driver) Hosts(ctx context.Context) ([]hypervisors.HostInfo, error) {
+	var hosts []mo.HostSystem
+	if err := d.retrieve(ctx, d.root, "HostSystem", hostProps, &hosts); err != nil {
+		return nil, d.fail(ctx, "list hosts", "", err)
+	}
+	out := make([]hypervisors.HostInfo, 0, len(hosts))
+	for _, h := range hosts {
+		out = append(out, hostInfo(h))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// HostInfo describes one host by its inventory name.
+func (d *Driver) HostInfo(ctx context.Context, host string) (hypervisors.HostInfo, error) {
+	h, err := d.findHost(ctx, "host info", host)
+	if err != nil {
+		return hypervisors.HostInfo{}, err
+	}
+	return hostInfo(h), nil
+}
+
+// StoragePools lists the datastores in scope. A datastore name used in several datacenters
+// is reported (and may be named) as "<datacenter>/<datastore>".
+func (d *Driver) StoragePools(ctx context.Context) ([]hypervisors.StoragePool, error) {
+	recs, err := d.datastores(ctx)
+	if err != nil {
+		return nil, d.fail(ctx, "list storage pools", "", err)
+	}
+	names := poolNames(recs)
+	out := make([]hypervisors.StoragePool, 0, len(recs))
+	for i, r := range recs {
+		s := r.ds.Summary
+		out = append(out, hypervisors.StoragePool{
+			Name:          names[i],
+			UUID:          datastoreUUID(s.Url, r.ds.Self.Value),
+			Type:          s.Type,
+			CapacityBytes: s.Capacity,
+			FreeBytes:     s.FreeSpace,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
