@@ -39,7 +39,7 @@ func TestComposeFileIsValid(t *testing.T) {
 				t.Errorf("service %s depends on unknown service %s", name, dep)
 			}
 		}
-		if strings.HasPrefix(name, "temporal") || name == "mysql" {
+		if strings.HasPrefix(name, "temporal") || name == "mysql" || name == "prometheus" {
 			continue
 		}
 		env := svc.Environment

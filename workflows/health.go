@@ -217,6 +217,7 @@ func HealthSweep(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 		return res, workflow.NewContinueAsNewError(ctx, HealthSweepWorkflowName, next)
 	}
 	res.Summary, res.Batches, res.Runs = st.Summary, st.Batches, st.Runs
+	recordSweepEnd(ctx, in, st)
 	progress.Step, progress.Percent = "checked", 100
 	if !in.Kind.ProducesResults() {
 		progress.Step = "done"

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,10 +13,16 @@ import (
 )
 
 func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
-	c, err := parseConfig("api", args, nil)
+	var tcfg telemetryConfig
+	c, err := parseConfig("api", args, func(fs *flag.FlagSet) { tcfg.flags(fs, "") })
 	if err != nil {
 		return err
 	}
+	tel, err := tcfg.start(ctx, logger, "sysvm-api", c)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(logger, tel)
 	store, err := c.openStore(ctx, false)
 	if err != nil {
 		return err
@@ -32,6 +39,9 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.TemporalNamespace,
 		TemporalUI: c.TemporalUI, Logger: logger, OnSettingChanged: resyncSchedules(tc, store, logger)})
 	if err != nil {
+		return err
+	}
+	if err := instrumentAPI(ctx, logger, tel, tcfg, srv, store); err != nil {
 		return err
 	}
 	return serveHTTP(ctx, logger, c.APIAddr, srv.Handler())

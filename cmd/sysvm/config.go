@@ -25,6 +25,8 @@ type config struct {
 	TemporalUI        string
 	APIAddr           string
 	APIKey            string
+	// clientOptions adjust the Temporal client's options (telemetry: metrics and tracing).
+	clientOptions []func(*client.Options)
 }
 
 func env(name, def string) string {
@@ -97,8 +99,10 @@ func (c *config) dialTemporal(ctx context.Context, logger *slog.Logger) (client.
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		cl, err := client.Dial(client.Options{HostPort: c.TemporalAddress, Namespace: c.TemporalNamespace,
-			Logger: tlog.NewStructuredLogger(logger.With("component", "temporal-sdk"))})
+		opts := client.Options{HostPort: c.TemporalAddress, Namespace: c.TemporalNamespace,
+			Logger: tlog.NewStructuredLogger(logger.With("component", "temporal-sdk"))}
+		c.applyClientOptions(&opts)
+		cl, err := client.Dial(opts)
 		if err == nil {
 			if _, err = cl.CheckHealth(ctx, &client.CheckHealthRequest{}); err == nil {
 				return cl, nil

@@ -22,14 +22,21 @@ import (
 func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	var temporalPort, uiPort int
 	var temporalBin string
+	var tcfg telemetryConfig
 	c, err := parseConfig("dev", args, func(fs *flag.FlagSet) {
 		fs.IntVar(&temporalPort, "temporal-port", 7233, "port of the Temporal dev server's frontend")
 		fs.IntVar(&uiPort, "ui-port", 8233, "port of the Temporal Web UI")
 		fs.StringVar(&temporalBin, "temporal-bin", env("SYSVM_TEMPORAL_BIN", filepath.Join("bin", "temporal")), "temporal CLI (SYSVM_TEMPORAL_BIN)")
+		tcfg.flags(fs, defaultWorkerMetricsAddr)
 	})
 	if err != nil {
 		return err
 	}
+	tel, err := tcfg.start(ctx, logger, "sysvm-dev", c)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(logger, tel)
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return err
 	}
@@ -106,6 +113,10 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
+	// One process: the API port and the worker's metrics port serve the same registry.
+	if err := instrumentDev(ctx, logger, tel, tcfg, srv, store, p); err != nil {
+		return err
+	}
 	seeded := "kept from the last run"
 	if created {
 		seeded = "seeded"
@@ -121,11 +132,12 @@ sysvm dev is running (demo cloud %s; data in %s)
   Temporal UI    %s
   Temporal       %s  (temporal workflow list --address %s)
   Admin API key  %s
+  Metrics        %s/metrics   (worker port: %s)
 
   Try: curl -H "Authorization: Bearer %s" %s/api/v1/routers
 
 Ctrl-C stops everything; running it again keeps the data.
-`, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, c.TemporalAddress, c.TemporalAddress, key, key, apiURL)
+`, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, c.TemporalAddress, c.TemporalAddress, key, apiURL, workerMetricsURL(tcfg), key, apiURL)
 	return serveHTTP(ctx, logger, c.APIAddr, srv.Handler())
 }
 

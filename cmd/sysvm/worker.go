@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,10 +15,16 @@ import (
 )
 
 func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
-	c, err := parseConfig("worker", args, nil)
+	var tcfg telemetryConfig
+	c, err := parseConfig("worker", args, func(fs *flag.FlagSet) { tcfg.flags(fs, defaultWorkerMetricsAddr) })
 	if err != nil {
 		return err
 	}
+	tel, err := tcfg.start(ctx, logger, "sysvm-worker", c)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(logger, tel)
 	store, err := c.openStore(ctx, false)
 	if err != nil {
 		return err
@@ -33,6 +40,9 @@ func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer p.Close()
+	if err := instrumentWorker(ctx, logger, tel, tcfg, p); err != nil {
+		return err
+	}
 	stop, err := startWorker(ctx, tc, c.TemporalNamespace, store, p, logger)
 	if err != nil {
 		return err
