@@ -182,23 +182,29 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 		Group("zone_id, type").Scan(&alerts).Error; err != nil {
 		fail("alerts", err)
 	} else {
-		open := map[string]bool{}
-		for _, a := range alerts {
-			gauge(f.alertsOpen, float64(a.N), zone(a.ZoneID), a.Type)
-			if a.Type == activities.AlertCircuitBreaker && a.N > 0 {
-				open[a.ZoneID] = true
+		// Health's alert types are sent for every zone, 0 when none is open.
+		open := map[[2]string]int64{}
+		for _, z := range zones {
+			for _, typ := range []string{activities.AlertHealthChecks, activities.AlertCircuitBreaker, activities.AlertRecreateLimit} {
+				open[[2]string{z.ID, typ}] = 0
 			}
+		}
+		for _, a := range alerts {
+			open[[2]string{a.ZoneID, a.Type}] += a.N
+		}
+		for k, n := range open {
+			gauge(f.alertsOpen, float64(n), zone(k[0]), k[1])
 		}
 		for _, z := range zones {
 			v := 0.0
-			if open[z.ID] {
+			if open[[2]string{z.ID, activities.AlertCircuitBreaker}] > 0 {
 				v = 1
 			}
 			gauge(f.breakerOpen, v, z.Name)
 		}
 	}
 
-	if err := f.collectRecreations(ctx, counter, zone); err != nil {
+	if err := f.collectRecreations(ctx, zones, counter, zone); err != nil {
 		fail("recreations", err)
 	}
 	if err := f.collectOperations(ctx, ch, gauge, counter); err != nil {
@@ -213,7 +219,7 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 
 // collectRecreations counts recreation operations by reason: the check of the health
 // recreation that journaled them (health_recreations), or requested.
-func (f *FleetCollector) collectRecreations(ctx context.Context, counter func(*prometheus.Desc, float64, ...string), zone func(string) string) error {
+func (f *FleetCollector) collectRecreations(ctx context.Context, zones []models.Zone, counter func(*prometheus.Desc, float64, ...string), zone func(string) string) error {
 	db := f.store.DB.WithContext(ctx)
 	var rows []struct {
 		ZoneID, Reason string
@@ -230,12 +236,20 @@ func (f *FleetCollector) collectRecreations(ctx context.Context, counter func(*p
 	if err := q.Scan(&rows).Error; err != nil {
 		return err
 	}
+	// requested is sent for every zone, 0 until an operator recreates a router there.
+	counts := map[[2]string]int64{}
+	for _, z := range zones {
+		counts[[2]string{z.ID, ReasonRequested}] = 0
+	}
 	for _, r := range rows {
 		reason := r.Reason
 		if reason == "" {
 			reason = ReasonRequested
 		}
-		counter(f.recreations, float64(r.N), zone(r.ZoneID), reason)
+		counts[[2]string{r.ZoneID, reason}] += r.N
+	}
+	for k, n := range counts {
+		counter(f.recreations, float64(n), zone(k[0]), k[1])
 	}
 	return nil
 }

@@ -33,7 +33,20 @@ func (s *SSHCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(s.conns, prometheus.GaugeValue, float64(st.Pooled), "pooled")
 	ch <- prometheus.MustNewConstMetric(s.conns, prometheus.GaugeValue, float64(st.Idle), "idle")
 	ch <- prometheus.MustNewConstMetric(s.max, prometheus.GaugeValue, float64(s.exec.MaxConns()))
+	// Every combination is sent, 0 until it happens, so rate() and alerts see the series.
+	type key struct{ hop, stage, reason string }
+	counts := map[key]uint64{}
+	for _, hop := range []sshexec.Hop{sshexec.HopHost, sshexec.HopVM} {
+		for _, stage := range []string{sshexec.StageDial, sshexec.StageHandshake} {
+			for _, reason := range sshexec.ConnectErrorReasons {
+				counts[key{string(hop), stage, reason}] = 0
+			}
+		}
+	}
 	for _, e := range s.exec.ConnectErrors() {
-		ch <- prometheus.MustNewConstMetric(s.errs, prometheus.CounterValue, float64(e.Count), string(e.Hop), e.Stage, e.Reason)
+		counts[key{string(e.Hop), e.Stage, e.Reason}] += e.Count
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(s.errs, prometheus.CounterValue, float64(n), k.hop, k.stage, k.reason)
 	}
 }

@@ -19,6 +19,9 @@ const (
 	ReasonOther       = "other"       // the host key store failed, the executor was closed
 )
 
+// ConnectErrorReasons lists every reason ConnectErrors reports.
+var ConnectErrorReasons = []string{ReasonAuth, ReasonTimeout, ReasonUnreachable, ReasonCanceled, ReasonOther}
+
 // ConnectErrorCount is how many connections to one kind of hop failed at one stage for one
 // reason since the executor was built.
 type ConnectErrorCount struct {
