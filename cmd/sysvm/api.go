@@ -41,7 +41,7 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := instrumentAPI(ctx, logger, tel, tcfg, srv, store); err != nil {
+	if _, err := instrumentAPI(ctx, logger, tel, tcfg, srv, store); err != nil {
 		return err
 	}
 	return serveHTTP(ctx, logger, c.APIAddr, srv.Handler())

@@ -64,15 +64,16 @@ func stopTelemetry(logger *slog.Logger, tel *metrics.Telemetry) {
 	}
 }
 
-// serveMetrics serves /metrics on addr until ctx ends ("" or "off": nothing). It returns once
-// the listener is bound, so a bad address fails the command at start.
-func serveMetrics(ctx context.Context, logger *slog.Logger, addr string, tel *metrics.Telemetry) error {
+// serveMetrics serves /metrics on addr until ctx ends ("" or "off": nothing) and returns the
+// address it is bound to. It returns once the listener is bound, so a bad address fails the
+// command at start.
+func serveMetrics(ctx context.Context, logger *slog.Logger, addr string, tel *metrics.Telemetry) (string, error) {
 	if addr == "" || addr == "off" {
-		return nil
+		return "", nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics listener on %s: %w", addr, err)
+		return "", fmt.Errorf("metrics listener on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET "+metrics.Path, tel.Handler())
@@ -87,8 +88,8 @@ func serveMetrics(ctx context.Context, logger *slog.Logger, addr string, tel *me
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	})
-	logger.Info("metrics listening", "addr", addr, "path", metrics.Path)
-	return nil
+	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", metrics.Path)
+	return ln.Addr().String(), nil
 }
 
 // localURL turns a listen address into a URL to print.
@@ -107,13 +108,14 @@ func (c *config) applyClientOptions(o *client.Options) {
 }
 
 // instrumentAPI adds request metrics, tracing and the fleet collector to the API, and serves
-// /metrics on the API port or on its own listener.
-func instrumentAPI(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server, store *models.Store) error {
+// /metrics on the API port (MetricsAddr empty) or on its own listener, whose address it
+// returns.
+func instrumentAPI(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server, store *models.Store) (string, error) {
 	if err := tel.Register(metrics.NewFleetCollector(store, logger)); err != nil {
-		return err
+		return "", err
 	}
 	if err := tel.InstrumentAPI(srv.Echo(), tc.MetricsAddr == ""); err != nil {
-		return err
+		return "", err
 	}
 	return serveMetrics(ctx, logger, tc.MetricsAddr, tel)
 }
@@ -123,7 +125,8 @@ func instrumentWorker(ctx context.Context, logger *slog.Logger, tel *metrics.Tel
 	if err := tel.Register(metrics.NewSSHCollector(p.Exec)); err != nil {
 		return err
 	}
-	return serveMetrics(ctx, logger, tc.MetricsAddr, tel)
+	_, err := serveMetrics(ctx, logger, tc.MetricsAddr, tel)
+	return err
 }
 
 // instrumentDev is instrumentAPI and instrumentWorker in one process: /metrics on the API port
@@ -136,7 +139,8 @@ func instrumentDev(ctx context.Context, logger *slog.Logger, tel *metrics.Teleme
 	if err := tel.InstrumentAPI(srv.Echo(), true); err != nil {
 		return err
 	}
-	return serveMetrics(ctx, logger, tc.MetricsAddr, tel)
+	_, err := serveMetrics(ctx, logger, tc.MetricsAddr, tel)
+	return err
 }
 
 // workerMetricsURL is the worker metrics URL dev prints.
