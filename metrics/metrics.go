@@ -35,8 +35,9 @@ const Namespace = "sysvm"
 type Options struct {
 	// Service names the process in traces (sysvm-api, sysvm-worker, sysvm-dev).
 	Service string
-	// OTLPEndpoint turns tracing on and exports spans there over OTLP/HTTP (a URL such as
-	// http://collector:4318, or host:port). Empty leaves tracing off unless
+	// OTLPEndpoint turns tracing on and exports spans there over OTLP/HTTP: a base URL such
+	// as http://collector:4318 (spans go to /v1/traces under it), a URL with a path (used as
+	// it is), or host:port (plain HTTP). Empty leaves tracing off unless
 	// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
 	OTLPEndpoint string
 	// SpanExporter, when set, receives the spans instead of OTLP (tests: an in-memory

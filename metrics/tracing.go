@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -35,7 +36,16 @@ func (t *Telemetry) setupTracing(ctx context.Context, o Options) error {
 		var opts []otlptracehttp.Option
 		if ep := o.OTLPEndpoint; ep != "" {
 			if strings.Contains(ep, "://") {
-				opts = append(opts, otlptracehttp.WithEndpointURL(ep))
+				// A base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is: traces go to /v1/traces
+				// under it; a URL with a path is used as it is.
+				u, err := url.Parse(ep)
+				if err != nil {
+					return fmt.Errorf("tracing: OTLP endpoint %q: %w", ep, err)
+				}
+				if u.Path == "" || u.Path == "/" {
+					u.Path = "/v1/traces"
+				}
+				opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
 			} else {
 				opts = append(opts, otlptracehttp.WithEndpoint(ep), otlptracehttp.WithInsecure())
 			}
