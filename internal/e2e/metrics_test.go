@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -383,4 +386,100 @@ func spanNames(spans tracetest.SpanStubs) string {
 		names = append(names, s.Name+"@"+s.SpanContext.TraceID().String()[:8])
 	}
 	return strings.Join(names, ", ")
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// waitScrape polls a /metrics endpoint until it answers (bounded).
+func waitScrape(t *testing.T, url string, has string) map[string]*dto.MetricFamily {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := http.Get(url + metrics.Path)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				fams := scrape(t, url)
+				if _, ok := fams[has]; ok {
+					return fams
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/metrics never served %s (last error %v)", url, has, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// The real processes: `sysvm worker` serves /metrics on --metrics-listen, `sysvm api` on its
+// API port, without an API key.
+func TestProcessesServeMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds sysvm and starts Temporal and two sysvm processes")
+	}
+	bin := buildSysvm(t)
+	dsn := modelstest.MySQLDSN(t)
+	store, err := models.Open(context.Background(), dsn, modelstest.TestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	modelstest.Must(t, store.DB.Create(&models.Zone{Name: "zone-p"}).Error, "zone")
+	temporal := testenv.TemporalT(t, false)
+	workerAddr, apiAddr := freeAddr(t), freeAddr(t)
+	key := "sysvm_" + strings.Repeat("ab", 32)
+	start := func(args ...string) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "SYSVM_DB_DSN="+dsn, "SYSVM_TEMPORAL_ADDRESS="+temporal.Address,
+			"SYSVM_SECRET_KEY="+b64(modelstest.TestKey), "SYSVM_API_KEY="+key, "SYSVM_METRICS_ADDR=")
+		if os.Getenv("SYSVM_TEST_VERBOSE") != "" {
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	}
+	start("worker", "--metrics-listen", workerAddr)
+	start("api", "--listen", apiAddr)
+
+	w := waitScrape(t, "http://"+workerAddr, "temporal_num_pollers")
+	for _, name := range []string{"sysvm_ssh_pool_connections", "sysvm_ssh_pool_max_connections", "go_goroutines"} {
+		if _, ok := w[name]; !ok {
+			t.Errorf("sysvm worker /metrics lacks %s", name)
+		}
+	}
+	apiURL := "http://" + apiAddr
+	a := waitScrape(t, apiURL, "sysvm_zone_info")
+	if v := value(a, "sysvm_zone_info", map[string]string{"zone": "zone-p"}); v != 1 {
+		t.Errorf("sysvm api /metrics: zone info of zone-p = %v", v)
+	}
+	req, _ := http.NewRequest(http.MethodGet, apiURL+"/api/v1/zones", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/v1/zones = %d", resp.StatusCode)
+	}
+	a = scrape(t, apiURL)
+	if v := value(a, "sysvm_api_requests_total", map[string]string{"url": "/api/v1/zones", "code": "200"}); v != 1 {
+		t.Errorf("sysvm api counted GET /api/v1/zones %v times, want 1", v)
+	}
+	if _, ok := a["temporal_request_total"]; !ok {
+		t.Error("sysvm api /metrics lacks its Temporal client's metrics")
+	}
 }
