@@ -259,6 +259,7 @@ func (w *sweep) check(ctx workflow.Context) error {
 		return workflow.NewContinueAsNewError(ctx, HealthSweepWorkflowName, next)
 	}
 	w.res.Summary, w.res.Batches, w.res.Runs = st.Summary, st.Batches, st.Runs
+	recordSweepEnd(ctx, w.in, st)
 	w.progress.Step, w.progress.Percent = "checked", 100
 	return nil
 }

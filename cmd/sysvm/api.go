@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,11 +14,17 @@ import (
 
 // runAPI serves the REST API, and the payload codec endpoint under /codec/, on one port.
 func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
-	a, err := setup(logger, "api", args, false, nil)
+	var tcfg telemetryConfig
+	a, err := setup(logger, "api", args, false, func(fs *flag.FlagSet) { tcfg.flags(fs, "") })
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	tel, err := tcfg.start(ctx, logger, "sysvm-api", a.cfg)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(logger, tel)
 	if _, err := a.openStore(ctx); err != nil {
 		return err
 	}
@@ -30,6 +37,9 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 	srv, err := api.New(api.Config{Store: a.store, Temporal: a.tc, Namespace: a.cfg.Temporal.Namespace,
 		TemporalUI: a.cfg.TemporalUI, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(a.tc, a.store, logger)})
 	if err != nil {
+		return err
+	}
+	if _, err := instrumentAPI(ctx, logger, tel, tcfg, srv, a.store); err != nil {
 		return err
 	}
 	return serveHTTP(ctx, logger, a.cfg.APIAddr, a.withCodec(srv.Handler()))

@@ -26,17 +26,24 @@ import (
 func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	var temporalPort, uiPort, codecPort int
 	var temporalBin string
+	var tcfg telemetryConfig
 	a, err := setup(logger, "dev", args, true, func(fs *flag.FlagSet) {
 		fs.IntVar(&temporalPort, "temporal-port", 7233, "port of the Temporal dev server's frontend")
 		fs.IntVar(&uiPort, "ui-port", 8233, "port of the Temporal Web UI")
 		fs.IntVar(&codecPort, "codec-port", 8234, "port on 127.0.0.1 of the codec endpoint the dev Web UI decodes payloads with (no API key: loopback and the UI's origin only)")
 		fs.StringVar(&temporalBin, "temporal-bin", env("SYSVM_TEMPORAL_BIN", filepath.Join("bin", "temporal")), "temporal CLI (SYSVM_TEMPORAL_BIN)")
+		tcfg.flags(fs, defaultWorkerMetricsAddr)
 	})
 	if err != nil {
 		return err
 	}
 	defer a.close()
 	c := a.cfg
+	tel, err := tcfg.start(ctx, logger, "sysvm-dev", c)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(logger, tel)
 
 	uiCodec := ""
 	if c.Temporal.Address == "" {
@@ -123,6 +130,10 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
+	// One process: the API port and the worker's metrics port serve the same registry.
+	if err := instrumentDev(ctx, logger, tel, tcfg, srv, store, p); err != nil {
+		return err
+	}
 	seeded := "kept from the last run"
 	if created {
 		seeded = "seeded"
@@ -141,12 +152,13 @@ sysvm dev is running (demo cloud %s; data in %s)
   Temporal UI    %s  (decodes payloads through %s)
   Temporal       %s  (temporal workflow show --address %s --codec-endpoint %s%s --codec-auth "Bearer <key>" -w <id>)
   Admin API key  %s
+  Metrics        %s/metrics   (worker port: %s)
 
   Try: curl -H "Authorization: Bearer %s" %s/api/v1/routers
 
 Ctrl-C stops everything; running it again keeps the data.
 `, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, uiCodec, c.Temporal.Address, c.Temporal.Address, apiURL, codecPath,
-		key, key, apiURL)
+		key, apiURL, workerMetricsURL(tcfg), key, apiURL)
 	return serveHTTP(ctx, logger, c.APIAddr, a.withCodec(srv.Handler()))
 }
 

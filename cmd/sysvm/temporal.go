@@ -31,6 +31,9 @@ type temporalConfig struct {
 	APIKey        string // secret
 	// DialTimeout bounds the wait for Temporal to come up (0 = a minute).
 	DialTimeout time.Duration
+	// extra adjust the client's options before the codec is applied (telemetry: the metrics
+	// handler and the tracing interceptor).
+	extra []func(*client.Options)
 }
 
 func envBool(name string) bool {
@@ -98,6 +101,9 @@ func (t *temporalConfig) clientOptions(c *codec.Codec, logger *slog.Logger) (cli
 	if t.APIKey != "" {
 		// The SDK turns TLS on for an API key when none is configured.
 		o.Credentials = client.NewAPIKeyStaticCredentials(t.APIKey)
+	}
+	for _, f := range t.extra {
+		f(&o)
 	}
 	if c != nil {
 		c.Apply(&o)

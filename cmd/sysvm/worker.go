@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"time"
@@ -15,11 +16,17 @@ import (
 
 // runWorker runs a Temporal worker with every workflow and activity until ctx ends.
 func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
-	a, err := setup(logger, "worker", args, false, nil)
+	var tcfg telemetryConfig
+	a, err := setup(logger, "worker", args, false, func(fs *flag.FlagSet) { tcfg.flags(fs, defaultWorkerMetricsAddr) })
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	tel, err := tcfg.start(ctx, logger, "sysvm-worker", a.cfg)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry(logger, tel)
 	if _, err := a.openStore(ctx); err != nil {
 		return err
 	}
@@ -31,6 +38,9 @@ func runWorker(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	defer p.Close()
+	if err := instrumentWorker(ctx, logger, tel, tcfg, p); err != nil {
+		return err
+	}
 	stop, err := startWorker(ctx, a.tc, a.cfg.Temporal.Namespace, a.store, p, logger)
 	if err != nil {
 		return err

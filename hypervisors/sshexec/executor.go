@@ -233,6 +233,7 @@ type Executor struct {
 	hostSigner ssh.Signer
 	log        *slog.Logger
 	pool       *pool
+	errs       errorCounts
 
 	mu     sync.Mutex
 	closed bool
@@ -375,6 +376,7 @@ func (e *Executor) Run(ctx context.Context, t Target, argv []string, stdin []byt
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := e.connect(ctx, t, attempt > 0)
 		if err != nil {
+			e.errs.record(err)
 			return Result{Duration: time.Since(start)}, err
 		}
 		sess, err := pc.client.NewSession()
