@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -277,7 +278,11 @@ func (s *Server) csWrite(c echo.Context, command, format string, out map[string]
 			if ce.cause != nil {
 				attrs = append(attrs, "cause", ce.cause.Error())
 			}
-			s.log.Error("cloudstack command failed", attrs...)
+			level := slog.LevelError
+			if ce.code == csErrUnavailable {
+				level = slog.LevelWarn
+			}
+			s.log.Log(c.Request().Context(), level, "cloudstack command failed", attrs...)
 		}
 		status = ce.code
 		out = map[string]any{"uuidList": []any{}, "errorcode": ce.code, "errortext": ce.text}
