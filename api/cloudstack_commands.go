@@ -1094,7 +1094,6 @@ func (c *csCall) listApis(ctx context.Context) (map[string]any, error) {
 		IsAsync     bool    `json:"isasync"`
 		Related     string  `json:"related"`
 		Since       string  `json:"since"`
-		Type        string  `json:"type"`
 		Params      []param `json:"params"`
 		Response    []field `json:"response"`
 	}

@@ -278,6 +278,12 @@ func TestCloudStackKeyPairs(t *testing.T) {
 			t.Errorf("secret %s holds the secret key in clear", row.Name)
 		}
 	}
+	// Deleting the sysvm key refuses its pair at once.
+	if r := ce.cmd(models.RoleOperator, "listZones"); r.status != 200 {
+		t.Fatalf("listZones with the operator pair: %d %s", r.status, r.raw)
+	}
+	ce.want(ce.do("DELETE", "/api-keys/"+k.ID, models.RoleAdmin, nil), 204, "delete the operator key")
+	wantCSError(t, ce.cmd(models.RoleOperator, "listZones"), 401, csAuthFailed, "pair of a deleted key")
 }
 
 func TestCloudStackCommands(t *testing.T) {
