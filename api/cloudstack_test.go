@@ -30,7 +30,11 @@ type csEnv struct {
 
 func newCSEnv(t *testing.T) *csEnv {
 	t.Helper()
-	store := modelstest.SQLite(t)
+	return newCSEnvOn(t, modelstest.SQLite(t))
+}
+
+func newCSEnvOn(t *testing.T, store *models.Store) *csEnv {
+	t.Helper()
 	e := newEnv(t, store, Config{})
 	e.fx = seed(t, store)
 	ts := httptest.NewServer(e.srv.Handler())
@@ -287,7 +291,10 @@ func TestCloudStackKeyPairs(t *testing.T) {
 }
 
 func TestCloudStackCommands(t *testing.T) {
-	ce := newCSEnv(t)
+	modelstest.ForEach(t, func(t *testing.T, store *models.Store) { testCloudStackCommands(t, newCSEnvOn(t, store)) })
+}
+
+func testCloudStackCommands(t *testing.T, ce *csEnv) {
 	fx := ce.fx
 	_, err := ce.store.Settings.Set(context.Background(), "minreq.sysvmtemplate.version", models.ScopeGlobal, "", "4.15.0")
 	modelstest.Must(t, err, "set minreq")
@@ -411,6 +418,20 @@ func TestCloudStackCommands(t *testing.T) {
 	if x.status != 200 || !strings.HasPrefix(x.ctype, "text/xml") || !bytes.Contains(x.raw, []byte("<listzonesresponse cloud-stack-version=")) ||
 		!bytes.Contains(x.raw, []byte("<count>1</count>")) || !bytes.Contains(x.raw, []byte("<name>zone-1</name>")) {
 		t.Errorf("XML listZones: %d %s %s", x.status, x.ctype, x.raw)
+	}
+
+	// Without response, XML too (CloudStack's default), errors included.
+	pair := ce.pairs[models.RoleReadOnly]
+	dq := url.Values{"command": {"listPods"}, "apiKey": {pair.APIKey}, "zoneid": {fx.zone1}}
+	dq.Set("signature", sign(pair.SecretKey, csStringToSign(dq), sha1.New))
+	if x := ce.send(http.MethodGet, dq); x.status != 200 || !bytes.Contains(x.raw, []byte("<pod><endip>")) &&
+		!bytes.Contains(x.raw, []byte("<name>pod-1</name>")) {
+		t.Errorf("listPods without response: %d %s", x.status, x.raw)
+	}
+	eq := url.Values{"command": {"listPods"}, "apiKey": {pair.APIKey}, "signature": {"AAAA"}}
+	if x := ce.send(http.MethodGet, eq); x.status != 401 || !strings.HasPrefix(x.ctype, "text/xml") ||
+		!bytes.Contains(x.raw, []byte("<errorcode>401</errorcode>")) || !bytes.Contains(x.raw, []byte(csAuthFailed)) {
+		t.Errorf("XML 401: %d %s %s", x.status, x.ctype, x.raw)
 	}
 
 	// listApis and listCapabilities.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -203,8 +204,21 @@ func TestCloudStackClient(t *testing.T) {
 		j["cmd"] != "org.apache.cloudstack.api.command.admin.router.RebootRouterCmd" || j["jobinstanceid"] != r.ID {
 		t.Errorf("cs queryAsyncJobResult: exit %d %v", code, j)
 	}
-	if _, jobs := cs.run("listAsyncJobs"); len(asList(jobs["asyncjobs"])) != 1 {
+	if _, jobs := cs.run("listAsyncJobs"); len(asList(jobs["asyncjobs"])) != 1 || asList(jobs["asyncjobs"])[0]["jobstatus"] != float64(1) {
 		t.Errorf("cs listAsyncJobs: %v", jobs)
+	}
+
+	// A job that fails: destroying the only router of its network is refused by the workflow
+	// (the REST API's rule); cs polls the job to jobstatus 2 and exits non-zero.
+	code, f := cs.run("destroyRouter", "id="+r.ID)
+	fj, _ := f["queryasyncjobresultresponse"].(map[string]any)
+	fr, _ := fj["jobresult"].(map[string]any)
+	if code == 0 || fj["jobstatus"] != float64(2) || fj["jobresultcode"] != float64(530) || fr["errorcode"] != float64(530) ||
+		!strings.Contains(fmt.Sprint(fr["errortext"]), "restartNetwork cleanup=true") {
+		t.Errorf("cs destroyRouter of the only router: exit %d %v", code, f)
+	}
+	if s.vm(r.ID).State != models.StateRunning {
+		t.Errorf("the refused destroy left %s %s", r.Name, s.vm(r.ID).State)
 	}
 
 	// Error paths: an unknown router (431), a read-only key rebooting (401), a wrong secret.
