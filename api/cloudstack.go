@@ -215,9 +215,6 @@ func (s *Server) serveCloudStack(c echo.Context) error {
 			text: fmt.Sprintf("The given command '%s' is not available for API key %s: it has role %s and %s needs role %s or higher",
 				command, key.Name, key.Role, command, cmd.Role)})
 	}
-	if format == "xml" && cmd.Async {
-		return s.csWrite(c, command, format, nil, csParamError("%s answers JSON only: add response=json", command))
-	}
 	if err := cmd.checkParams(params); err != nil {
 		return s.csWrite(c, command, format, nil, err)
 	}

@@ -434,6 +434,13 @@ func testCloudStackCommands(t *testing.T, ce *csEnv) {
 		t.Errorf("XML 401: %d %s %s", x.status, x.ctype, x.raw)
 	}
 
+	// An async command's job in XML.
+	jq := url.Values{"command": {"queryAsyncJobResult"}, "response": {"xml"}, "jobid": {"no-such-job"}}
+	if x := ce.send(http.MethodGet, ce.signed(models.RoleReadOnly, jq)); x.status != 431 ||
+		!bytes.Contains(x.raw, []byte("<queryasyncjobresultresponse cloud-stack-version=")) || !bytes.Contains(x.raw, []byte("<cserrorcode>4350</cserrorcode>")) {
+		t.Errorf("XML queryAsyncJobResult error: %d %s", x.status, x.raw)
+	}
+
 	// listApis and listCapabilities.
 	a := ce.cmd(models.RoleReadOnly, "listApis", "name", "listRouters")
 	apis, _ := a.body["api"].([]any)
