@@ -393,16 +393,16 @@ func csList[T any](object string, count int64, items []T) map[string]any {
 
 // The REST operations the commands run.
 
-// restResponse is what a REST operation answered.
-type restResponse struct {
+// csRESTResponse is what a REST operation answered.
+type csRESTResponse struct {
 	header http.Header
 	status int
 	body   bytes.Buffer
 }
 
-func (r *restResponse) Header() http.Header         { return r.header }
-func (r *restResponse) Write(b []byte) (int, error) { return r.body.Write(b) }
-func (r *restResponse) WriteHeader(status int)      { r.status = status }
+func (r *csRESTResponse) Header() http.Header         { return r.header }
+func (r *csRESTResponse) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *csRESTResponse) WriteHeader(status int)      { r.status = status }
 
 // restCall runs the REST operation operationID on behalf of the caller, with path parameters,
 // query parameters and a JSON body (nil for none), through the operation's own parameter guard
@@ -451,7 +451,7 @@ func (c *csCall) restCall(ctx context.Context, operationID string, path map[stri
 	if rd != nil {
 		req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	}
-	w := &restResponse{header: http.Header{}, status: http.StatusOK}
+	w := &csRESTResponse{header: http.Header{}, status: http.StatusOK}
 	ec := s.e.NewContext(req, w)
 	ec.Set(callerKey, c.key)
 	var names, values []string

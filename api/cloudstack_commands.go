@@ -20,15 +20,15 @@ import (
 // uploadCustomCertificate, createConsoleEndpoint, registerTemplate, migrateSystemVm,
 // scaleSystemVm) are one entry each here when their REST operations land.
 
-func p(name, typ, desc string) csParamSpec {
+func csP(name, typ, desc string) csParamSpec {
 	return csParamSpec{Name: name, Type: typ, Description: desc}
 }
 
-func required(name, typ, desc string) csParamSpec {
+func csRequired(name, typ, desc string) csParamSpec {
 	return csParamSpec{Name: name, Type: typ, Description: desc, Required: true}
 }
 
-func fields(spec ...string) []csFieldSpec {
+func csFields(spec ...string) []csFieldSpec {
 	out := make([]csFieldSpec, 0, len(spec))
 	for _, s := range spec {
 		name, typ, _ := strings.Cut(s, ":")
@@ -41,132 +41,132 @@ func fields(spec ...string) []csFieldSpec {
 }
 
 var (
-	routerFields = fields("id", "name", "zoneid", "zonename", "podid", "podname", "hostid", "hostname", "hypervisor",
+	csRouterFields = csFields("id", "name", "zoneid", "zonename", "podid", "podname", "hostid", "hostname", "hypervisor",
 		"linklocalip", "linklocalmacaddress", "publicip", "publicmacaddress", "guestnetworkid", "guestnetworkname",
 		"templateid", "templatename", "created:date", "state", "account", "domainid", "domain", "serviceofferingid",
 		"serviceofferingname", "isredundantrouter:boolean", "redundantstate", "version", "vpcid", "vpcname", "role",
 		"requiresupgrade:boolean", "healthchecksfailed:boolean", "healthcheckresults:list")
-	systemVMFields = fields("id", "name", "systemvmtype", "zoneid", "zonename", "podid", "podname", "hostid", "hostname",
+	csSystemVMFields = csFields("id", "name", "systemvmtype", "zoneid", "zonename", "podid", "podname", "hostid", "hostname",
 		"hypervisor", "privateip", "privatemacaddress", "publicip", "publicmacaddress", "linklocalip", "linklocalmacaddress",
 		"templateid", "templatename", "created:date", "state", "activeviewersessions:integer", "version",
 		"serviceofferingid", "serviceofferingname")
-	jobFields = fields("jobid", "cmd", "jobstatus:integer", "jobprocstatus:integer", "jobresultcode:integer",
+	csJobFields = csFields("jobid", "cmd", "jobstatus:integer", "jobprocstatus:integer", "jobresultcode:integer",
 		"jobresulttype", "jobresult:object", "jobinstancetype", "jobinstanceid", "created:date", "completed:date")
 )
 
-func lifecycleCommand(name, desc string, typ string, action workflows.LifecycleAction) *csCommand {
-	ps := []csParamSpec{required("id", "uuid", "the ID of the "+map[string]string{TargetRouter: "router", TargetSystemVM: "system VM"}[typ])}
+func csLifecycleCommand(name, desc string, typ string, action workflows.LifecycleAction) *csCommand {
+	ps := []csParamSpec{csRequired("id", "uuid", "the ID of the "+map[string]string{TargetRouter: "router", TargetSystemVM: "system VM"}[typ])}
 	if action == workflows.ActionStop {
-		ps = append(ps, p("forced", "boolean", "stop without a clean shutdown (default false)"))
+		ps = append(ps, csP("forced", "boolean", "stop without a clean shutdown (default false)"))
 	}
-	resp := systemVMFields
+	resp := csSystemVMFields
 	if typ == TargetRouter {
-		resp = routerFields
+		resp = csRouterFields
 	}
 	return &csCommand{Name: name, Description: desc, Async: true, Role: models.RoleOperator, Params: ps, Response: resp,
 		Run: func(c *csCall, ctx context.Context) (map[string]any, error) { return c.lifecycle(ctx, typ, action) }}
 }
 
 func csCommandTable() []*csCommand {
-	listRouterParams := []csParamSpec{p("id", "uuid", "the ID of the router"), p("zoneid", "uuid", "the zone"),
-		p("podid", "uuid", "the pod"), p("clusterid", "uuid", "the cluster"), p("hostid", "uuid", "the host"),
-		p("networkid", "uuid", "the guest network"), p("vpcid", "uuid", "the VPC"),
-		p("account", "string", "the account's name (with domainid)"), p("domainid", "uuid", "the domain"),
-		p("state", "string", "the router's state"), p("name", "string", "the router's name"),
-		p("keyword", "string", "part of the name"), p("version", "string", "the template version"),
-		p("hypervisor", "string", "the hypervisor type"),
-		p("requiresupgrade", "boolean", "routers below minreq.sysvmtemplate.version (true) or not (false)"),
-		p("healthchecksfailed", "boolean", "routers whose last result of some health check failed"),
-		p("fetchhealthcheckresults", "boolean", "include healthcheckresults (default false)")}
+	listRouterParams := []csParamSpec{csP("id", "uuid", "the ID of the router"), csP("zoneid", "uuid", "the zone"),
+		csP("podid", "uuid", "the pod"), csP("clusterid", "uuid", "the cluster"), csP("hostid", "uuid", "the host"),
+		csP("networkid", "uuid", "the guest network"), csP("vpcid", "uuid", "the VPC"),
+		csP("account", "string", "the account's name (with domainid)"), csP("domainid", "uuid", "the domain"),
+		csP("state", "string", "the router's state"), csP("name", "string", "the router's name"),
+		csP("keyword", "string", "part of the name"), csP("version", "string", "the template version"),
+		csP("hypervisor", "string", "the hypervisor type"),
+		csP("requiresupgrade", "boolean", "routers below minreq.sysvmtemplate.version (true) or not (false)"),
+		csP("healthchecksfailed", "boolean", "routers whose last result of some health check failed"),
+		csP("fetchhealthcheckresults", "boolean", "include healthcheckresults (default false)")}
 	return []*csCommand{
 		{Name: "listRouters", Description: "List virtual routers.", Role: models.RoleReadOnly, Paged: true,
-			Params: listRouterParams, Response: routerFields, Run: (*csCall).listRouters},
+			Params: listRouterParams, Response: csRouterFields, Run: (*csCall).listRouters},
 		{Name: "listSystemVms", Description: "List system virtual machines (secondary storage and console proxy VMs).",
-			Role: models.RoleReadOnly, Paged: true, Response: systemVMFields, Run: (*csCall).listSystemVMs,
-			Params: []csParamSpec{p("id", "uuid", "the ID of the system VM"), p("systemvmtype", "string", "secondarystoragevm or consoleproxy"),
-				p("zoneid", "uuid", "the zone"), p("podid", "uuid", "the pod"), p("hostid", "uuid", "the host"),
-				p("state", "string", "the state"), p("name", "string", "the name"), p("keyword", "string", "part of the name")}},
-		lifecycleCommand("startRouter", "Starts a router.", TargetRouter, workflows.ActionStart),
-		lifecycleCommand("stopRouter", "Stops a router.", TargetRouter, workflows.ActionStop),
-		lifecycleCommand("rebootRouter", "Reboots a router.", TargetRouter, workflows.ActionReboot),
-		lifecycleCommand("destroyRouter", "Destroys a router.", TargetRouter, workflows.ActionDestroy),
-		lifecycleCommand("startSystemVm", "Starts a system virtual machine.", TargetSystemVM, workflows.ActionStart),
-		lifecycleCommand("stopSystemVm", "Stops a system VM.", TargetSystemVM, workflows.ActionStop),
-		lifecycleCommand("rebootSystemVm", "Reboots a system VM.", TargetSystemVM, workflows.ActionReboot),
-		lifecycleCommand("destroySystemVm", "Destroys a system virtual machine.", TargetSystemVM, workflows.ActionDestroy),
+			Role: models.RoleReadOnly, Paged: true, Response: csSystemVMFields, Run: (*csCall).listSystemVMs,
+			Params: []csParamSpec{csP("id", "uuid", "the ID of the system VM"), csP("systemvmtype", "string", "secondarystoragevm or consoleproxy"),
+				csP("zoneid", "uuid", "the zone"), csP("podid", "uuid", "the pod"), csP("hostid", "uuid", "the host"),
+				csP("state", "string", "the state"), csP("name", "string", "the name"), csP("keyword", "string", "part of the name")}},
+		csLifecycleCommand("startRouter", "Starts a router.", TargetRouter, workflows.ActionStart),
+		csLifecycleCommand("stopRouter", "Stops a router.", TargetRouter, workflows.ActionStop),
+		csLifecycleCommand("rebootRouter", "Reboots a router.", TargetRouter, workflows.ActionReboot),
+		csLifecycleCommand("destroyRouter", "Destroys a router.", TargetRouter, workflows.ActionDestroy),
+		csLifecycleCommand("startSystemVm", "Starts a system virtual machine.", TargetSystemVM, workflows.ActionStart),
+		csLifecycleCommand("stopSystemVm", "Stops a system VM.", TargetSystemVM, workflows.ActionStop),
+		csLifecycleCommand("rebootSystemVm", "Reboots a system VM.", TargetSystemVM, workflows.ActionReboot),
+		csLifecycleCommand("destroySystemVm", "Destroys a system virtual machine.", TargetSystemVM, workflows.ActionDestroy),
 		{Name: "restartNetwork", Description: "Restarts the network: reboots its routers, or recreates them with cleanup=true.",
-			Async: true, Role: models.RoleOperator, Run: (*csCall).restartNetwork, Response: fields("success:boolean"),
-			Params: []csParamSpec{required("id", "uuid", "the ID of the network"),
-				p("cleanup", "boolean", "recreate the routers instead of rebooting them (default false)")}},
+			Async: true, Role: models.RoleOperator, Run: (*csCall).restartNetwork, Response: csFields("success:boolean"),
+			Params: []csParamSpec{csRequired("id", "uuid", "the ID of the network"),
+				csP("cleanup", "boolean", "recreate the routers instead of rebooting them (default false)")}},
 		{Name: "getRouterHealthCheckResults", Description: "Returns the last result of each health check of a router.",
 			Role: models.RoleReadOnly, Run: (*csCall).routerHealth,
-			Response: fields("routerid", "healthchecks:list"),
-			Params: []csParamSpec{required("routerid", "uuid", "the ID of the router"),
-				p("performfreshchecks", "boolean", "run the checks now (needs an operator key; default false)")}},
+			Response: csFields("routerid", "healthchecks:list"),
+			Params: []csParamSpec{csRequired("routerid", "uuid", "the ID of the router"),
+				csP("performfreshchecks", "boolean", "run the checks now (needs an operator key; default false)")}},
 		{Name: "listConfigurations", Description: "Lists the settings with their values in effect.", Role: models.RoleReadOnly,
 			Paged: true, Run: (*csCall).listConfigurations,
-			Response: fields("name", "value", "defaultvalue", "category", "description", "scope", "type", "isdynamic:boolean"),
-			Params: []csParamSpec{p("name", "string", "part of the setting name"), p("category", "string", "the category"),
-				p("zoneid", "uuid", "values in effect in this zone"), p("clusterid", "uuid", "values in effect in this cluster"),
-				p("accountid", "uuid", "values in effect for this account")}},
+			Response: csFields("name", "value", "defaultvalue", "category", "description", "scope", "type", "isdynamic:boolean"),
+			Params: []csParamSpec{csP("name", "string", "part of the setting name"), csP("category", "string", "the category"),
+				csP("zoneid", "uuid", "values in effect in this zone"), csP("clusterid", "uuid", "values in effect in this cluster"),
+				csP("accountid", "uuid", "values in effect for this account")}},
 		{Name: "updateConfiguration", Description: "Updates a setting, globally or for a zone, cluster or account.",
 			Role: models.RoleAdmin, Run: (*csCall).updateConfiguration,
-			Response: fields("name", "value", "defaultvalue", "category", "description", "scope", "type", "isdynamic:boolean"),
-			Params: []csParamSpec{required("name", "string", "the setting"), required("value", "string", "its new value"),
-				p("zoneid", "uuid", "set it for this zone"), p("clusterid", "uuid", "set it for this cluster"),
-				p("accountid", "uuid", "set it for this account")}},
+			Response: csFields("name", "value", "defaultvalue", "category", "description", "scope", "type", "isdynamic:boolean"),
+			Params: []csParamSpec{csRequired("name", "string", "the setting"), csRequired("value", "string", "its new value"),
+				csP("zoneid", "uuid", "set it for this zone"), csP("clusterid", "uuid", "set it for this cluster"),
+				csP("accountid", "uuid", "set it for this account")}},
 		{Name: "listZones", Description: "Lists zones.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listZones,
-			Response: fields("id", "name", "networktype", "allocationstate", "dns1", "internaldns1"),
-			Params: []csParamSpec{p("id", "uuid", "the zone"), p("name", "string", "the name"), p("keyword", "string", "part of the name"),
-				p("networktype", "string", "Advanced or Basic")}},
+			Response: csFields("id", "name", "networktype", "allocationstate", "dns1", "internaldns1"),
+			Params: []csParamSpec{csP("id", "uuid", "the zone"), csP("name", "string", "the name"), csP("keyword", "string", "part of the name"),
+				csP("networktype", "string", "Advanced or Basic")}},
 		{Name: "listPods", Description: "Lists pods.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listPods,
-			Response: fields("id", "name", "zoneid", "zonename", "gateway", "netmask", "startip", "endip"),
-			Params: []csParamSpec{p("id", "uuid", "the pod"), p("zoneid", "uuid", "the zone"), p("name", "string", "the name"),
-				p("keyword", "string", "part of the name")}},
+			Response: csFields("id", "name", "zoneid", "zonename", "gateway", "netmask", "startip", "endip"),
+			Params: []csParamSpec{csP("id", "uuid", "the pod"), csP("zoneid", "uuid", "the zone"), csP("name", "string", "the name"),
+				csP("keyword", "string", "part of the name")}},
 		{Name: "listClusters", Description: "Lists clusters.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listClusters,
-			Response: fields("id", "name", "zoneid", "zonename", "podid", "podname", "hypervisortype", "clustertype", "allocationstate", "managedstate"),
-			Params: []csParamSpec{p("id", "uuid", "the cluster"), p("zoneid", "uuid", "the zone"), p("podid", "uuid", "the pod"),
-				p("hypervisor", "string", "the hypervisor type"), p("allocationstate", "string", "Enabled or Disabled"),
-				p("name", "string", "the name"), p("keyword", "string", "part of the name")}},
+			Response: csFields("id", "name", "zoneid", "zonename", "podid", "podname", "hypervisortype", "clustertype", "allocationstate", "managedstate"),
+			Params: []csParamSpec{csP("id", "uuid", "the cluster"), csP("zoneid", "uuid", "the zone"), csP("podid", "uuid", "the pod"),
+				csP("hypervisor", "string", "the hypervisor type"), csP("allocationstate", "string", "Enabled or Disabled"),
+				csP("name", "string", "the name"), csP("keyword", "string", "part of the name")}},
 		{Name: "listHosts", Description: "Lists hosts.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listHosts,
-			Response: fields("id", "name", "state", "type", "ipaddress", "zoneid", "zonename", "podid", "podname", "clusterid",
+			Response: csFields("id", "name", "state", "type", "ipaddress", "zoneid", "zonename", "podid", "podname", "clusterid",
 				"clustername", "hypervisor", "hypervisorversion", "cpunumber:integer", "cpuspeed:integer", "memorytotal:long", "created:date"),
-			Params: []csParamSpec{p("id", "uuid", "the host"), p("zoneid", "uuid", "the zone"), p("podid", "uuid", "the pod"),
-				p("clusterid", "uuid", "the cluster"), p("hypervisor", "string", "the hypervisor type"), p("state", "string", "the state"),
-				p("type", "string", "Routing (the only type sysvm has)"), p("name", "string", "the name"), p("keyword", "string", "part of the name")}},
+			Params: []csParamSpec{csP("id", "uuid", "the host"), csP("zoneid", "uuid", "the zone"), csP("podid", "uuid", "the pod"),
+				csP("clusterid", "uuid", "the cluster"), csP("hypervisor", "string", "the hypervisor type"), csP("state", "string", "the state"),
+				csP("type", "string", "Routing (the only type sysvm has)"), csP("name", "string", "the name"), csP("keyword", "string", "part of the name")}},
 		{Name: "listNetworks", Description: "Lists guest networks.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listNetworks,
-			Response: fields("id", "name", "zoneid", "zonename", "type", "state", "gateway", "cidr", "domainid", "domain", "account",
+			Response: csFields("id", "name", "zoneid", "zonename", "type", "state", "gateway", "cidr", "domainid", "domain", "account",
 				"vpcid", "redundantrouter:boolean", "service:list"),
-			Params: []csParamSpec{p("id", "uuid", "the network"), p("zoneid", "uuid", "the zone"), p("vpcid", "uuid", "the VPC"),
-				p("domainid", "uuid", "the domain"), p("account", "string", "the account's name (with domainid)"),
-				p("type", "string", "Isolated, Shared or VPCTier"), p("keyword", "string", "part of the name")}},
+			Params: []csParamSpec{csP("id", "uuid", "the network"), csP("zoneid", "uuid", "the zone"), csP("vpcid", "uuid", "the VPC"),
+				csP("domainid", "uuid", "the domain"), csP("account", "string", "the account's name (with domainid)"),
+				csP("type", "string", "Isolated, Shared or VPCTier"), csP("keyword", "string", "part of the name")}},
 		{Name: "listEvents", Description: "Lists events, newest first.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listEvents,
-			Response: fields("id", "type", "level", "description", "resourceid", "resourcetype", "created:date", "state"),
-			Params: []csParamSpec{p("id", "uuid", "the event"), p("type", "string", "the event type"), p("level", "string", "INFO, WARN or ERROR"),
-				p("startdate", "date", "events from this date (yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, UTC)"),
-				p("enddate", "date", "events up to this date (yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, UTC)"),
-				p("resourceid", "string", "events about this resource"), p("resourcetype", "string", "events about this type of resource"),
-				p("keyword", "string", "part of the description")}},
+			Response: csFields("id", "type", "level", "description", "resourceid", "resourcetype", "created:date", "state"),
+			Params: []csParamSpec{csP("id", "uuid", "the event"), csP("type", "string", "the event type"), csP("level", "string", "INFO, WARN or ERROR"),
+				csP("startdate", "date", "events from this date (yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, UTC)"),
+				csP("enddate", "date", "events up to this date (yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, UTC)"),
+				csP("resourceid", "string", "events about this resource"), csP("resourcetype", "string", "events about this type of resource"),
+				csP("keyword", "string", "part of the description")}},
 		{Name: "listAlerts", Description: "Lists alerts, newest first.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listAlerts,
-			Response: fields("id", "type", "name", "subject", "description", "sent:date"),
-			Params:   []csParamSpec{p("id", "uuid", "the alert"), p("type", "string", "the alert type"), p("keyword", "string", "part of the subject")}},
+			Response: csFields("id", "type", "name", "subject", "description", "sent:date"),
+			Params:   []csParamSpec{csP("id", "uuid", "the alert"), csP("type", "string", "the alert type"), csP("keyword", "string", "part of the subject")}},
 		{Name: "listTemplates", Description: "Lists templates.", Role: models.RoleReadOnly, Paged: true, Run: (*csCall).listTemplates,
-			Response: fields("id", "name", "displaytext", "format", "templatetype", "hypervisor", "zoneid", "zonename", "isready:boolean",
+			Response: csFields("id", "name", "displaytext", "format", "templatetype", "hypervisor", "zoneid", "zonename", "isready:boolean",
 				"status", "size:long", "checksum", "url", "created:date", "ispublic:boolean", "isfeatured:boolean", "crossZones:boolean"),
-			Params: []csParamSpec{required("templatefilter", "string", "featured, self, selfexecutable, sharedexecutable, executable, community or all (sysvm lists every template for each)"),
-				p("id", "uuid", "the template"), p("name", "string", "the name"), p("keyword", "string", "part of the name"),
-				p("zoneid", "uuid", "the zone"), p("hypervisor", "string", "the hypervisor type")}},
+			Params: []csParamSpec{csRequired("templatefilter", "string", "featured, self, selfexecutable, sharedexecutable, executable, community or all (sysvm lists every template for each)"),
+				csP("id", "uuid", "the template"), csP("name", "string", "the name"), csP("keyword", "string", "part of the name"),
+				csP("zoneid", "uuid", "the zone"), csP("hypervisor", "string", "the hypervisor type")}},
 		{Name: "queryAsyncJobResult", Description: "Retrieves the current status of an asynchronous job (a sysvm operation).",
-			Role: models.RoleReadOnly, Run: (*csCall).queryAsyncJobResult, Response: jobFields,
-			Params: []csParamSpec{required("jobid", "uuid", "the ID of the job (the operation ID)")}},
+			Role: models.RoleReadOnly, Run: (*csCall).queryAsyncJobResult, Response: csJobFields,
+			Params: []csParamSpec{csRequired("jobid", "uuid", "the ID of the job (the operation ID)")}},
 		{Name: "listAsyncJobs", Description: "Lists asynchronous jobs (sysvm operations), newest first.", Role: models.RoleReadOnly,
-			Paged: true, Run: (*csCall).listAsyncJobs, Response: jobFields,
-			Params: []csParamSpec{p("startdate", "date", "jobs created from this date (yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, UTC)")}},
+			Paged: true, Run: (*csCall).listAsyncJobs, Response: csJobFields,
+			Params: []csParamSpec{csP("startdate", "date", "jobs created from this date (yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, UTC)")}},
 		{Name: "listApis", Description: "Lists the commands this API serves, with their parameters and response fields.",
-			Role: models.RoleReadOnly, Run: (*csCall).listApis, Response: fields("name", "description", "isasync:boolean", "params:list", "response:list"),
-			Params: []csParamSpec{p("name", "string", "one command")}},
+			Role: models.RoleReadOnly, Run: (*csCall).listApis, Response: csFields("name", "description", "isasync:boolean", "params:list", "response:list"),
+			Params: []csParamSpec{csP("name", "string", "one command")}},
 		{Name: "listCapabilities", Description: "Lists capabilities.", Role: models.RoleReadOnly, Run: (*csCall).listCapabilities,
-			Response: fields("capability:object")},
+			Response: csFields("capability:object")},
 	}
 }
 
@@ -217,13 +217,13 @@ func (c *csCall) accountID(ctx context.Context, q url.Values) error {
 	return csParamError("account %s exists in %d domains: give domainid too", name, len(accts))
 }
 
-// named is what csListOf needs of a REST item.
-type named interface{ idName() (string, string) }
+// csNamed is what csListOf needs of a REST item.
+type csNamed interface{ idName() (string, string) }
 
 // csListOf runs a REST list, or with id the REST get of that one item (an unknown id is a
 // 431, as CloudStack answers it); with id and other filters the item is listed only when the
 // REST list with those filters holds it.
-func csListOf[T named](ctx context.Context, c *csCall, listOp, getOp string, q url.Values) (int64, []T, error) {
+func csListOf[T csNamed](ctx context.Context, c *csCall, listOp, getOp string, q url.Values) (int64, []T, error) {
 	id := c.get("id")
 	if id == "" {
 		var out ListResponse[T]
@@ -410,10 +410,10 @@ func (c *csCall) listRouters(ctx context.Context) (map[string]any, error) {
 	return csList("router", n, out), nil
 }
 
-// sysVM is a system VM as the REST API answers it.
-type sysVM struct{ models.SystemVM }
+// csSysVMItem is a system VM as the REST API answers it.
+type csSysVMItem struct{ models.SystemVM }
 
-func (v sysVM) idName() (string, string) { return v.ID, v.Name }
+func (v csSysVMItem) idName() (string, string) { return v.ID, v.Name }
 
 // csSystemVM is a system VM as listSystemVms answers it (SystemVmResponse).
 type csSystemVM struct {
@@ -443,7 +443,7 @@ type csSystemVM struct {
 	ServiceOfferingName string `json:"serviceofferingname,omitempty"`
 }
 
-func (c *csCall) csSystemVMs(ctx context.Context, vs []sysVM) []csSystemVM {
+func (c *csCall) csSystemVMs(ctx context.Context, vs []csSysVMItem) []csSystemVM {
 	var zones, pods, hosts, tpls, offs []string
 	for _, v := range vs {
 		zones, pods, hosts = append(zones, v.ZoneID), append(pods, v.PodID), append(hosts, v.HostID)
@@ -465,7 +465,7 @@ func (c *csCall) csSystemVMs(ctx context.Context, vs []sysVM) []csSystemVM {
 
 func (c *csCall) listSystemVMs(ctx context.Context) (map[string]any, error) {
 	q := c.query("systemvmtype", "zoneid", "podid", "hostid", "state", "name", "keyword")
-	n, vs, err := csListOf[sysVM](ctx, c, "listSystemVMs", "getSystemVM", q)
+	n, vs, err := csListOf[csSysVMItem](ctx, c, "listSystemVMs", "getSystemVM", q)
 	if err != nil {
 		return nil, err
 	}
@@ -590,12 +590,12 @@ func (c *csCall) updateConfiguration(ctx context.Context) (map[string]any, error
 
 // Inventory.
 
-type zoneItem struct{ models.Zone }
+type csZoneItem struct{ models.Zone }
 
-func (z zoneItem) idName() (string, string) { return z.ID, z.Name }
+func (z csZoneItem) idName() (string, string) { return z.ID, z.Name }
 
 func (c *csCall) listZones(ctx context.Context) (map[string]any, error) {
-	n, zs, err := csListOf[zoneItem](ctx, c, "listZones", "getZone", c.query("name", "keyword", "networktype"))
+	n, zs, err := csListOf[csZoneItem](ctx, c, "listZones", "getZone", c.query("name", "keyword", "networktype"))
 	if err != nil {
 		return nil, err
 	}
@@ -615,12 +615,12 @@ func (c *csCall) listZones(ctx context.Context) (map[string]any, error) {
 	return csList("zone", n, out), nil
 }
 
-type podItem struct{ models.Pod }
+type csPodItem struct{ models.Pod }
 
-func (x podItem) idName() (string, string) { return x.ID, x.Name }
+func (x csPodItem) idName() (string, string) { return x.ID, x.Name }
 
 func (c *csCall) listPods(ctx context.Context) (map[string]any, error) {
-	n, ps, err := csListOf[podItem](ctx, c, "listPods", "getPod", c.query("zoneid", "name", "keyword"))
+	n, ps, err := csListOf[csPodItem](ctx, c, "listPods", "getPod", c.query("zoneid", "name", "keyword"))
 	if err != nil {
 		return nil, err
 	}
@@ -650,12 +650,12 @@ func (c *csCall) listPods(ctx context.Context) (map[string]any, error) {
 	return csList("pod", n, out), nil
 }
 
-type clusterItem struct{ models.Cluster }
+type csClusterItem struct{ models.Cluster }
 
-func (x clusterItem) idName() (string, string) { return x.ID, x.Name }
+func (x csClusterItem) idName() (string, string) { return x.ID, x.Name }
 
 func (c *csCall) listClusters(ctx context.Context) (map[string]any, error) {
-	n, cs, err := csListOf[clusterItem](ctx, c, "listClusters", "getCluster", c.query("zoneid", "podid", "hypervisor", "allocationstate", "name", "keyword"))
+	n, cs, err := csListOf[csClusterItem](ctx, c, "listClusters", "getCluster", c.query("zoneid", "podid", "hypervisor", "allocationstate", "name", "keyword"))
 	if err != nil {
 		return nil, err
 	}
@@ -684,15 +684,15 @@ func (c *csCall) listClusters(ctx context.Context) (map[string]any, error) {
 	return csList("cluster", n, out), nil
 }
 
-type hostItem struct{ models.Host }
+type csHostItem struct{ models.Host }
 
-func (x hostItem) idName() (string, string) { return x.ID, x.Name }
+func (x csHostItem) idName() (string, string) { return x.ID, x.Name }
 
 func (c *csCall) listHosts(ctx context.Context) (map[string]any, error) {
 	if t := c.get("type"); t != "" && !strings.EqualFold(t, "Routing") {
 		return map[string]any{}, nil // sysvm's hosts are all hypervisor (Routing) hosts
 	}
-	n, hs, err := csListOf[hostItem](ctx, c, "listHosts", "getHost", c.query("zoneid", "podid", "clusterid", "hypervisor", "state", "name", "keyword"))
+	n, hs, err := csListOf[csHostItem](ctx, c, "listHosts", "getHost", c.query("zoneid", "podid", "clusterid", "hypervisor", "state", "name", "keyword"))
 	if err != nil {
 		return nil, err
 	}
@@ -731,16 +731,16 @@ func (c *csCall) listHosts(ctx context.Context) (map[string]any, error) {
 	return csList("host", n, out), nil
 }
 
-type networkItem struct{ models.Network }
+type csNetworkItem struct{ models.Network }
 
-func (x networkItem) idName() (string, string) { return x.ID, x.Name }
+func (x csNetworkItem) idName() (string, string) { return x.ID, x.Name }
 
 func (c *csCall) listNetworks(ctx context.Context) (map[string]any, error) {
 	q := c.query("zoneid", "vpcid", "domainid", "type", "keyword")
 	if err := c.accountID(ctx, q); err != nil {
 		return nil, err
 	}
-	n, ns, err := csListOf[networkItem](ctx, c, "listNetworks", "getNetwork", q)
+	n, ns, err := csListOf[csNetworkItem](ctx, c, "listNetworks", "getNetwork", q)
 	if err != nil {
 		return nil, err
 	}
@@ -801,9 +801,9 @@ func csDate(q url.Values, name, v string) error {
 	return csParamError("%s must be yyyy-MM-dd or yyyy-MM-dd HH:mm:ss, got %q", name, v)
 }
 
-type eventItem struct{ models.Event }
+type csEventItem struct{ models.Event }
 
-func (x eventItem) idName() (string, string) { return x.ID, x.Type }
+func (x csEventItem) idName() (string, string) { return x.ID, x.Type }
 
 func (c *csCall) listEvents(ctx context.Context) (map[string]any, error) {
 	q := c.query("type", "level", "resourceid", "resourcetype", "keyword")
@@ -813,15 +813,15 @@ func (c *csCall) listEvents(ctx context.Context) (map[string]any, error) {
 		}
 	}
 	var n int64
-	var es []eventItem
+	var es []csEventItem
 	if id := c.get("id"); id != "" {
-		var e eventItem
+		var e csEventItem
 		if err := c.restCall(ctx, "getEvent", map[string]string{"id": id}, nil, nil, &e); err != nil {
 			return nil, err
 		}
-		n, es = 1, []eventItem{e}
+		n, es = 1, []csEventItem{e}
 	} else {
-		var out ListResponse[eventItem]
+		var out ListResponse[csEventItem]
 		if err := c.restCall(ctx, "listEvents", nil, c.page(q), nil, &out); err != nil {
 			return nil, err
 		}
@@ -845,21 +845,21 @@ func (c *csCall) listEvents(ctx context.Context) (map[string]any, error) {
 	return csList("event", n, out), nil
 }
 
-type alertItem struct{ models.Alert }
+type csAlertItem struct{ models.Alert }
 
-func (x alertItem) idName() (string, string) { return x.ID, x.Subject }
+func (x csAlertItem) idName() (string, string) { return x.ID, x.Subject }
 
 func (c *csCall) listAlerts(ctx context.Context) (map[string]any, error) {
 	var n int64
-	var as []alertItem
+	var as []csAlertItem
 	if id := c.get("id"); id != "" {
-		var a alertItem
+		var a csAlertItem
 		if err := c.restCall(ctx, "getAlert", map[string]string{"id": id}, nil, nil, &a); err != nil {
 			return nil, err
 		}
-		n, as = 1, []alertItem{a}
+		n, as = 1, []csAlertItem{a}
 	} else {
-		var out ListResponse[alertItem]
+		var out ListResponse[csAlertItem]
 		if err := c.restCall(ctx, "listAlerts", nil, c.page(c.query("type", "keyword")), nil, &out); err != nil {
 			return nil, err
 		}
@@ -880,9 +880,9 @@ func (c *csCall) listAlerts(ctx context.Context) (map[string]any, error) {
 	return csList("alert", n, out), nil
 }
 
-type templateItem struct{ models.Template }
+type csTemplateItem struct{ models.Template }
 
-func (x templateItem) idName() (string, string) { return x.ID, x.Name }
+func (x csTemplateItem) idName() (string, string) { return x.ID, x.Name }
 
 func (c *csCall) listTemplates(ctx context.Context) (map[string]any, error) {
 	switch strings.ToLower(c.get("templatefilter")) {
@@ -891,7 +891,7 @@ func (c *csCall) listTemplates(ctx context.Context) (map[string]any, error) {
 		return nil, csParamError("templatefilter must be one of featured, self, selfexecutable, sharedexecutable, executable, community, all; got %q",
 			c.get("templatefilter"))
 	}
-	n, ts, err := csListOf[templateItem](ctx, c, "listTemplates", "getTemplate", c.query("name", "keyword", "zoneid", "hypervisor"))
+	n, ts, err := csListOf[csTemplateItem](ctx, c, "listTemplates", "getTemplate", c.query("name", "keyword", "zoneid", "hypervisor"))
 	if err != nil {
 		return nil, err
 	}
@@ -1009,9 +1009,9 @@ func (c *csCall) jobTarget(ctx context.Context, op OperationView) map[string]any
 			}
 		}
 	case TargetSystemVM:
-		var v sysVM
+		var v csSysVMItem
 		if err := c.restCall(ctx, "getSystemVM", map[string]string{"id": op.TargetID}, nil, nil, &v); err == nil {
-			return map[string]any{"systemvm": c.csSystemVMs(ctx, []sysVM{v})[0]}
+			return map[string]any{"systemvm": c.csSystemVMs(ctx, []csSysVMItem{v})[0]}
 		}
 	}
 	return map[string]any{"success": true}
@@ -1105,7 +1105,7 @@ func (c *csCall) listApis(ctx context.Context) (map[string]any, error) {
 		}
 	}
 	if len(names) == 0 {
-		return nil, csParamError("no API named %s", c.get("name"))
+		return nil, csParamError("no API csNamed %s", c.get("name"))
 	}
 	sort.Strings(names)
 	out := make([]api, 0, len(names))

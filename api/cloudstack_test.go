@@ -55,7 +55,7 @@ func newCSEnvOn(t *testing.T, store *models.Store) *csEnv {
 
 // sign signs params by hand as CloudStack documents it, over the canonical string given
 // (the test writes it out, so the server's own encoder is not the oracle).
-func sign(secret, canonical string, h func() hash.Hash) string {
+func csSign(secret, canonical string, h func() hash.Hash) string {
 	m := hmac.New(h, []byte(secret))
 	m.Write([]byte(canonical))
 	return base64.StdEncoding.EncodeToString(m.Sum(nil))
@@ -117,7 +117,7 @@ func (ce *csEnv) signed(role string, params url.Values) url.Values {
 	}
 	params.Set("signatureVersion", "3")
 	params.Set("expires", time.Now().Add(5*time.Minute).UTC().Format("2006-01-02T15:04:05-0700"))
-	params.Set("signature", sign(pair.SecretKey, csStringToSign(params), sha1.New))
+	params.Set("signature", csSign(pair.SecretKey, csStringToSign(params), sha1.New))
 	return params
 }
 
@@ -163,7 +163,7 @@ func TestCloudStackSignatures(t *testing.T) {
 		for k, v := range params {
 			q[k] = v
 		}
-		q.Set("signature", sign(pair.SecretKey, canonical, sha1.New))
+		q.Set("signature", csSign(pair.SecretKey, canonical, sha1.New))
 		r := ce.send(method, q)
 		if r.status != 200 || r.name != "listroutersresponse" {
 			t.Fatalf("%s with an edge-case value: %d %s", method, r.status, r.raw)
@@ -177,7 +177,7 @@ func TestCloudStackSignatures(t *testing.T) {
 	for k, v := range params {
 		q[k] = v
 	}
-	q.Set("signature", sign(pair.SecretKey, canonical, sha512.New))
+	q.Set("signature", csSign(pair.SecretKey, canonical, sha512.New))
 	if r := ce.send(http.MethodGet, q); r.status != 200 {
 		t.Errorf("HMAC-SHA512 signature: %d %s", r.status, r.raw)
 	}
@@ -195,20 +195,20 @@ func TestCloudStackSignatures(t *testing.T) {
 	for k, v := range params {
 		bad[k] = v
 	}
-	bad.Set("signature", sign("not-the-secret", canonical, sha1.New))
+	bad.Set("signature", csSign("not-the-secret", canonical, sha1.New))
 	refuse("wrong secret", bad)
 	other := url.Values{}
 	for k, v := range params {
 		other[k] = v
 	}
 	other.Set("apiKey", ce.pairs[models.RoleAdmin].APIKey)
-	other.Set("signature", sign(pair.SecretKey, canonical, sha1.New))
+	other.Set("signature", csSign(pair.SecretKey, canonical, sha1.New))
 	refuse("another key's apikey", other)
 	tampered := url.Values{}
 	for k, v := range params {
 		tampered[k] = v
 	}
-	tampered.Set("signature", sign(pair.SecretKey, canonical, sha1.New))
+	tampered.Set("signature", csSign(pair.SecretKey, canonical, sha1.New))
 	tampered.Set("keyword", "r 5")
 	refuse("changed parameter", tampered)
 	unsigned := url.Values{}
@@ -221,24 +221,24 @@ func TestCloudStackSignatures(t *testing.T) {
 		unknownKey[k] = v
 	}
 	unknownKey.Set("apiKey", strings.Repeat("ab", 32))
-	unknownKey.Set("signature", sign(pair.SecretKey, canonical, sha1.New))
+	unknownKey.Set("signature", csSign(pair.SecretKey, canonical, sha1.New))
 	refuse("unknown apikey", unknownKey)
 
 	// Expired, and a request replayed after it expired.
 	past := time.Now().Add(-time.Second).UTC().Format("2006-01-02T15:04:05-0700")
 	expired := url.Values{"apiKey": {pair.APIKey}, "command": {"listRouters"}, "response": {"json"}, "signatureVersion": {"3"}, "expires": {past}}
-	expired.Set("signature", sign(pair.SecretKey, csStringToSign(expired), sha1.New))
+	expired.Set("signature", csSign(pair.SecretKey, csStringToSign(expired), sha1.New))
 	refuse("expired", expired)
 	soon := time.Now().Add(2 * time.Second).UTC().Format("2006-01-02T15:04:05-0700")
 	replay := url.Values{"apiKey": {pair.APIKey}, "command": {"listRouters"}, "response": {"json"}, "signatureVersion": {"3"}, "expires": {soon}}
-	replay.Set("signature", sign(pair.SecretKey, csStringToSign(replay), sha1.New))
+	replay.Set("signature", csSign(pair.SecretKey, csStringToSign(replay), sha1.New))
 	if r := ce.send(http.MethodGet, replay); r.status != 200 {
 		t.Fatalf("request before it expires: %d %s", r.status, r.raw)
 	}
 	time.Sleep(time.Until(mustParseExpires(t, soon)) + 1100*time.Millisecond)
 	refuse("replayed after expiry", replay)
 	noExpires := url.Values{"apiKey": {pair.APIKey}, "command": {"listRouters"}, "response": {"json"}, "signatureVersion": {"3"}}
-	noExpires.Set("signature", sign(pair.SecretKey, csStringToSign(noExpires), sha1.New))
+	noExpires.Set("signature", csSign(pair.SecretKey, csStringToSign(noExpires), sha1.New))
 	refuse("signatureVersion 3 without expires", noExpires)
 
 	// Replacing the pair stops the old secret at once; deleting the sysvm key stops the pair.
@@ -423,7 +423,7 @@ func testCloudStackCommands(t *testing.T, ce *csEnv) {
 	// Without response, XML too (CloudStack's default), errors included.
 	pair := ce.pairs[models.RoleReadOnly]
 	dq := url.Values{"command": {"listPods"}, "apiKey": {pair.APIKey}, "zoneid": {fx.zone1}}
-	dq.Set("signature", sign(pair.SecretKey, csStringToSign(dq), sha1.New))
+	dq.Set("signature", csSign(pair.SecretKey, csStringToSign(dq), sha1.New))
 	if x := ce.send(http.MethodGet, dq); x.status != 200 || !strings.HasPrefix(x.ctype, "text/xml") ||
 		!bytes.Contains(x.raw, []byte("<name>pod-1</name>")) {
 		t.Errorf("listPods without response: %d %s", x.status, x.raw)

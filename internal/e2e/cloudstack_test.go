@@ -159,7 +159,7 @@ func TestCloudStackClient(t *testing.T) {
 	if n, _ := up["count"].(float64); int64(n) != restUp.Count {
 		t.Errorf("cs listRouters requiresupgrade=true count %v, REST %d", up["count"], restUp.Count)
 	}
-	for _, r := range asList(up["router"]) {
+	for _, r := range csItems(up["router"]) {
 		if r["requiresupgrade"] != true {
 			t.Errorf("requiresupgrade=true listed %v with requiresupgrade %v", r["name"], r["requiresupgrade"])
 		}
@@ -204,7 +204,7 @@ func TestCloudStackClient(t *testing.T) {
 		j["cmd"] != "org.apache.cloudstack.api.command.admin.router.RebootRouterCmd" || j["jobinstanceid"] != r.ID {
 		t.Errorf("cs queryAsyncJobResult: exit %d %v", code, j)
 	}
-	if _, jobs := cs.run("listAsyncJobs"); len(asList(jobs["asyncjobs"])) != 1 || asList(jobs["asyncjobs"])[0]["jobstatus"] != float64(1) {
+	if _, jobs := cs.run("listAsyncJobs"); len(csItems(jobs["asyncjobs"])) != 1 || csItems(jobs["asyncjobs"])[0]["jobstatus"] != float64(1) {
 		t.Errorf("cs listAsyncJobs: %v", jobs)
 	}
 
@@ -248,7 +248,7 @@ func TestCloudStackClient(t *testing.T) {
 	}
 }
 
-func asList(v any) []map[string]any {
+func csItems(v any) []map[string]any {
 	var out []map[string]any
 	l, _ := v.([]any)
 	for _, it := range l {
