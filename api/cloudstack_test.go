@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 )
@@ -35,7 +36,12 @@ func newCSEnv(t *testing.T) *csEnv {
 
 func newCSEnvOn(t *testing.T, store *models.Store) *csEnv {
 	t.Helper()
-	e := newEnv(t, store, Config{})
+	return newCSEnvOnConfig(t, store, Config{})
+}
+
+func newCSEnvOnConfig(t *testing.T, store *models.Store, cfg Config) *csEnv {
+	t.Helper()
+	e := newEnv(t, store, cfg)
 	e.fx = seed(t, store)
 	ts := httptest.NewServer(e.srv.Handler())
 	t.Cleanup(ts.Close)
@@ -468,4 +474,75 @@ func testCloudStackCommands(t *testing.T, ce *csEnv) {
 	// No Temporal: an async command is a 534 and leaves no job behind.
 	wantCSError(t, ce.cmd(models.RoleOperator, "rebootRouter", "id", fx.r4), 534, "", "reboot without Temporal")
 	wantCSError(t, ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", "no-such-job"), 431, "Unable to find job", "unknown job")
+}
+
+// TestCloudStackJobs runs async commands on a real Temporal dev server with no worker, so
+// their runs stay pending: a job is the operation (same ID, pending as jobstatus 0), a second
+// command on the same router is the engine's refusal (530, ConcurrentOperation, naming the
+// running operation), and a canceled operation is a failed job (jobstatus 2).
+func TestCloudStackJobs(t *testing.T) {
+	tsrv := testenv.TemporalT(t, false)
+	tc, err := tsrv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	store := modelstest.SQLite(t)
+	ce := newCSEnvOnConfig(t, store, Config{Temporal: tc, Namespace: tsrv.Namespace})
+	fx := ce.fx
+	t.Cleanup(func() {
+		var rows []models.Operation
+		_ = store.DB.Where("run_id <> ''").Find(&rows).Error
+		for _, r := range rows {
+			_ = tc.TerminateWorkflow(context.Background(), r.WorkflowID, r.RunID, "test cleanup")
+		}
+	})
+
+	r := ce.cmd(models.RoleOperator, "rebootRouter", "id", fx.r4)
+	jobID, _ := r.body["jobid"].(string)
+	if r.status != 200 || r.name != "rebootrouterresponse" || jobID == "" || r.body["id"] != fx.r4 {
+		t.Fatalf("rebootRouter: %d %s", r.status, r.raw)
+	}
+	var op models.Operation
+	modelstest.Must(t, store.Get(context.Background(), &op, jobID), "the job's operation")
+	if op.Kind != "systemvm.reboot" || op.TargetID != fx.r4 || op.RequestedBy != "operator-key" || op.RunID == "" {
+		t.Errorf("operation of job %s: %+v", jobID, op)
+	}
+	q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", jobID)
+	if q.body["jobstatus"] != float64(0) || q.body["jobresultcode"] != float64(0) || q.body["jobresult"] != nil ||
+		q.body["jobinstancetype"] != "DomainRouter" || q.body["jobinstanceid"] != fx.r4 ||
+		q.body["cmd"] != "org.apache.cloudstack.api.command.admin.router.RebootRouterCmd" {
+		t.Errorf("pending job: %s", q.raw)
+	}
+	second := ce.cmd(models.RoleOperator, "stopRouter", "id", fx.r4, "forced", "true")
+	wantCSError(t, second, 530, jobID, "a second operation on the router")
+	if second.body["cserrorcode"] != float64(4300) {
+		t.Errorf("second operation cserrorcode %v, want 4300", second.body["cserrorcode"])
+	}
+	var n int64
+	store.DB.Model(&models.Operation{}).Where("target_id = ?", fx.r4).Count(&n)
+	if n != 1 {
+		t.Errorf("%d operations on r-4 after the refused stop, want 1", n)
+	}
+	// Canceled through the REST API: the job has failed, with the reason.
+	ce.want(ce.do("POST", "/operations/"+jobID+"/cancel", models.RoleOperator, nil), 202, "cancel")
+	q = ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", jobID)
+	res, _ := q.body["jobresult"].(map[string]any)
+	if q.body["jobstatus"] != float64(2) || q.body["jobresultcode"] != float64(530) || res["errorcode"] != float64(530) ||
+		res["errortext"] == "" || q.body["completed"] == nil {
+		t.Errorf("canceled job: %s", q.raw)
+	}
+	l := ce.cmd(models.RoleReadOnly, "listAsyncJobs")
+	if jobs, _ := l.body["asyncjobs"].([]any); len(jobs) != 1 || jobs[0].(map[string]any)["jobid"] != jobID {
+		t.Errorf("listAsyncJobs: %s", l.raw)
+	}
+	// restartNetwork is a job on the network.
+	rn := ce.cmd(models.RoleOperator, "restartNetwork", "id", fx.net1, "cleanup", "false")
+	if rn.status != 200 || rn.body["id"] != fx.net1 || rn.body["jobid"] == nil {
+		t.Fatalf("restartNetwork: %d %s", rn.status, rn.raw)
+	}
+	if q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", rn.body["jobid"].(string)); q.body["jobinstancetype"] != "Network" ||
+		q.body["cmd"] != "org.apache.cloudstack.api.command.user.network.RestartNetworkCmd" {
+		t.Errorf("restartNetwork job: %s", q.raw)
+	}
 }
