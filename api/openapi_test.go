@@ -167,7 +167,10 @@ func TestOpenAPIResponses(t *testing.T) {
 	ro := models.RoleReadOnly
 	e.want(e.do("PUT", "/settings/minreq.sysvmtemplate.version", models.RoleAdmin, map[string]any{"value": "4.15"}), 200, "minreq")
 	ops, _, _ := documented(t, e)
-	ids := map[string]string{"/zones": f.zone1, "/pods": f.pod1, "/clusters": f.cluster1, "/hosts": f.host1,
+	admin, err := s.Authenticate(context.Background(), e.keys[models.RoleAdmin])
+	modelstest.Must(t, err, "find the admin key")
+	e.want(e.do("POST", "/api-keys/"+admin.ID+"/cloudstack-keys", models.RoleAdmin, nil), 201, "cloudstack keys")
+	ids := map[string]string{"/api-keys": admin.ID, "/zones": f.zone1, "/pods": f.pod1, "/clusters": f.cluster1, "/hosts": f.host1,
 		"/storage-pools": f.pool1, "/networks": f.net1, "/system-vms": f.cpvm1, "/routers": f.r4, "/templates": f.tplKVM,
 		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled"}
 	seen := 0

@@ -85,6 +85,10 @@ type Server struct {
 	mu      sync.Mutex
 	routes  []Route
 	schemas map[string]any
+
+	// csOnce builds csTable, the CloudStack command table (cloudstack.go).
+	csOnce  sync.Once
+	csTable map[string]*csCommand
 }
 
 // New builds the API server and mounts every route.
@@ -135,6 +139,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if err := s.mountHealthChecks(); err != nil {
+		return nil, err
+	}
+	if err := s.mountCloudStack(); err != nil {
 		return nil, err
 	}
 	if s.dev != nil {
