@@ -431,7 +431,7 @@ func TestProcessesServeMetrics(t *testing.T) {
 	}
 	bin := buildSysvm(t)
 	dsn := modelstest.MySQLDSN(t)
-	store, err := models.Open(context.Background(), dsn, modelstest.TestKey)
+	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey) // as `sysvm migrate` leaves it
 	if err != nil {
 		t.Fatal(err)
 	}
