@@ -279,10 +279,13 @@ func (sd *seeder) systemVMs(zone models.Zone, pod models.Pod, cls []placed, tpls
 				return err
 			}
 			p := nextCluster()
-			if err := addRouter(n, nil, models.RedundantPrimary, p, 0, false); err != nil {
+			// The second kind of pair is still on the old template, so the demo shows an
+			// outdated redundant pair for the upgrade (BACKUP first) to handle.
+			old := kind == 3
+			if err := addRouter(n, nil, models.RedundantPrimary, p, 0, old); err != nil {
 				return err
 			}
-			if err := addRouter(n, nil, models.RedundantBackup, p, 1, false); err != nil {
+			if err := addRouter(n, nil, models.RedundantBackup, p, 1, old); err != nil {
 				return err
 			}
 		case kind == 2: // VPC with two tiers, one router
