@@ -54,6 +54,9 @@ func Register(r Registrar, acts *activities.Activities) {
 	r.RegisterWorkflowWithOptions(workflows.NetworkRestart, workflow.RegisterOptions{Name: workflows.NetworkRestartWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.HealthSweep, workflow.RegisterOptions{Name: workflows.HealthSweepWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.RouterHealthCheck, workflow.RegisterOptions{Name: workflows.RouterHealthCheckWorkflowName})
+	// Router upgrades (issue 8); their activities are methods of acts (PlanRouterUpgrade,
+	// RouterUpgradeCheck, RaiseUpgradeAlert) and of the Health set (UpgradeHealthGate).
+	r.RegisterWorkflowWithOptions(workflows.RouterUpgrade, workflow.RegisterOptions{Name: workflows.RouterUpgradeWorkflowName})
 	r.RegisterActivity(acts)
 }
 
