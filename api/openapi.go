@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"sort"
 	"strconv"
@@ -35,6 +36,7 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.operationRoutes()...)
 	out = append(out, s.lifecycleRoutes()...)
 	out = append(out, s.networkRoutes()...)
+	out = append(out, s.upgradeRoutes()...)
 	out = append(out, s.accessRoutes()...)
 	return out
 }
@@ -358,5 +360,6 @@ func componentSchemas() map[string]any {
 		"Event", "Alert", "Setting", "APIKey", "Operation"} {
 		s[item+"List"] = listSchema(item)
 	}
+	maps.Copy(s, upgradeSchemas())
 	return s
 }
