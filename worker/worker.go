@@ -57,6 +57,8 @@ func Register(r Registrar, acts *activities.Activities) {
 	// Router upgrades (issue 8); their activities are methods of acts (PlanRouterUpgrade,
 	// RouterUpgradeCheck, RaiseUpgradeAlert) and of the Health set (UpgradeHealthGate).
 	r.RegisterWorkflowWithOptions(workflows.RouterUpgrade, workflow.RegisterOptions{Name: workflows.RouterUpgradeWorkflowName})
+	// Gated network changes (issue 8); PushNetworkRules is a method of the Health set.
+	r.RegisterWorkflowWithOptions(workflows.NetworkRulesPush, workflow.RegisterOptions{Name: workflows.NetworkRulesWorkflowName})
 	r.RegisterActivity(acts)
 }
 
