@@ -228,7 +228,9 @@ func (s *Server) addGuestVM(c echo.Context) error {
 			}
 			return row, nil
 		},
-		func(ctx context.Context) error { return s.store.DB.WithContext(ctx).Delete(&models.GuestVM{}, "id = ?", row.ID).Error },
+		func(ctx context.Context) error {
+			return s.store.DB.WithContext(ctx).Delete(&models.GuestVM{}, "id = ?", row.ID).Error
+		},
 		"guestvm")
 }
 
