@@ -387,7 +387,11 @@ func (w *upgrade) start(ctx workflow.Context, i int) {
 func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
 	r := &w.st.Routers[i]
 	var chk activities.UpgradeCheck
-	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.RouterUpgradeCheck, activities.UpgradeCheckInput{
+	// A local activity: one short read at the router's turn, recorded as a single marker.
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
+			MaximumAttempts: 10}})
+	if err := workflow.ExecuteLocalActivity(lctx, a.RouterUpgradeCheck, activities.UpgradeCheckInput{
 		RouterID: r.ID, Force: w.req.Selection.Force}).Get(ctx, &chk); err != nil {
 		return UpgradeFailed, "check before the upgrade: " + err.Error()
 	}
