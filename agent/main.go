@@ -23,6 +23,9 @@ const usage = `usage: sysvm-agent [--root DIR] <command>
 commands:
   push-config         read the health check configuration (JSON) on stdin and store it
                       in <root>/root/health_checks_data.json
+  apply-rules         read the configuration (JSON) on stdin, store it and serve it:
+                      /etc/hosts, /etc/dhcphosts.txt, haproxy.cfg and the iptables rules
+                      are rewritten and the daemons reloaded; prints what was done as JSON
   run basic|advanced  run the checks, write <root>/root/basic_monitor_results.json or
                       advance_monitor_results.json, print the run as JSON
   results basic|advanced
@@ -101,6 +104,8 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 			return errorf("%v", err)
 		}
 		return ExitOK
+	case "apply-rules":
+		return a.applyRulesCommand(ctx, args, stdin, stderr, printJSON)
 	case "run":
 		t, ok := typeArg()
 		if !ok {

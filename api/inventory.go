@@ -262,12 +262,19 @@ type routerDetail struct {
 	HealthCheckResults []models.HealthCheckResult `json:"healthcheckresults"`
 }
 
-func (s *Server) minReqVersion(ctx context.Context) (string, error) {
-	v, err := s.store.Settings.String(ctx, "minreq.sysvmtemplate.version", models.Scope{})
+// minReqVersions reads minreq.sysvmtemplate.version per zone (zone scope first) for one
+// request: requiresupgrade is computed at every read from the row's version, never stored.
+func (s *Server) minReqVersions() *models.MinReqVersions {
+	return &models.MinReqVersions{Settings: s.store.Settings}
+}
+
+// routerViewOf builds a router as listRouters shows it.
+func routerViewOf(ctx context.Context, m *models.MinReqVersions, vm models.SystemVM) (routerView, error) {
+	req, _, err := m.RouterRequiresUpgrade(ctx, vm)
 	if err != nil {
-		return "", Internal(err, "read minreq.sysvmtemplate.version")
+		return routerView{}, Internal(err, "read minreq.sysvmtemplate.version")
 	}
-	return v, nil
+	return routerView{SystemVM: vm, RequiresUpgrade: req}, nil
 }
 
 func (s *Server) routerReadRoutes() []Route {
@@ -275,7 +282,7 @@ func (s *Server) routerReadRoutes() []Route {
 	return []Route{
 		{Method: http.MethodGet, Path: "/routers", Role: models.RoleReadOnly, Handler: s.listRouters, Doc: Doc{
 			OperationID: "listRouters", Summary: "List virtual routers", Tag: "Routers", Query: params(fs), Paged: true,
-			Description: "requiresupgrade is true when minreq.sysvmtemplate.version is set and the router's version is below it or unknown.",
+			Description: "requiresupgrade is true when minreq.sysvmtemplate.version (the router's zone's value first, then the global one) is set and the router's version is below it or unknown; versions compare numerically (4.10.0 equals 4.10.0.0) and it is computed at every read.",
 			Responses:   []Response{{Status: 200, Description: "a page of routers", Schema: "RouterList"}}}},
 		{Method: http.MethodGet, Path: "/routers/{id}", Role: models.RoleReadOnly, Handler: s.getRouter, Doc: Doc{
 			OperationID: "getRouter", Summary: "Get one virtual router with its last health check results", Tag: "Routers",
@@ -285,19 +292,20 @@ func (s *Server) routerReadRoutes() []Route {
 
 func (s *Server) listRouters(c echo.Context) error {
 	ctx := c.Request().Context()
-	minreq, err := s.minReqVersion(ctx)
-	if err != nil {
-		return err
-	}
+	minreq := s.minReqVersions()
 	fs := routerFilters()
 	const order = "name, id"
 	base := s.store.DB.WithContext(ctx).Where("type = ?", models.TypeRouter)
-	view := func(vms []models.SystemVM) []routerView {
+	view := func(vms []models.SystemVM) ([]routerView, error) {
 		out := make([]routerView, 0, len(vms))
 		for _, vm := range vms {
-			out = append(out, routerView{SystemVM: vm, RequiresUpgrade: models.RequiresUpgrade(vm.Version, minreq)})
+			v, err := routerViewOf(ctx, minreq, vm)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
 		}
-		return out
+		return out, nil
 	}
 	rv := c.QueryParam("requiresupgrade")
 	if rv == "" {
@@ -305,7 +313,11 @@ func (s *Server) listRouters(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		return ok(c, ListResponse[routerView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: view(rows.Items)})
+		items, err := view(rows.Items)
+		if err != nil {
+			return err
+		}
+		return ok(c, ListResponse[routerView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
 	}
 	// requiresupgrade compares versions, which SQL cannot: select the candidates' versions,
 	// keep those that match, then load the page.
@@ -321,13 +333,17 @@ func (s *Server) listRouters(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var cands []struct{ ID, Version string }
-	if err := q.Select("id, version").Order(order).Find(&cands).Error; err != nil {
+	var cands []struct{ ID, Version, ZoneID string }
+	if err := q.Select("id, version, zone_id").Order(order).Find(&cands).Error; err != nil {
 		return Internal(err, "list routers")
 	}
 	var ids []string
 	for _, r := range cands {
-		if models.RequiresUpgrade(r.Version, minreq) == want {
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version})
+		if err != nil {
+			return Internal(err, "read minreq.sysvmtemplate.version")
+		}
+		if req == want {
 			ids = append(ids, r.ID)
 		}
 	}
@@ -345,7 +361,9 @@ func (s *Server) listRouters(c echo.Context) error {
 		pos[id] = i
 	}
 	slices.SortFunc(vms, func(a, b models.SystemVM) int { return pos[a.ID] - pos[b.ID] })
-	out.Items = view(vms)
+	if out.Items, err = view(vms); err != nil {
+		return err
+	}
 	return ok(c, out)
 }
 
@@ -358,12 +376,11 @@ func (s *Server) getRouter(c echo.Context) error {
 	if !vm.IsRouter() {
 		return NotFound("%s (%s) is a %s, not a router: see /api/v1/system-vms/%s", vm.Name, vm.ID, vm.Type, vm.ID)
 	}
-	minreq, err := s.minReqVersion(ctx)
+	rv, err := routerViewOf(ctx, s.minReqVersions(), vm)
 	if err != nil {
 		return err
 	}
-	out := routerDetail{routerView: routerView{SystemVM: vm, RequiresUpgrade: models.RequiresUpgrade(vm.Version, minreq)},
-		HealthCheckResults: []models.HealthCheckResult{}}
+	out := routerDetail{routerView: rv, HealthCheckResults: []models.HealthCheckResult{}}
 	if err := s.store.DB.WithContext(ctx).Where("router_id = ?", vm.ID).Order("check_type, check_name").
 		Find(&out.HealthCheckResults).Error; err != nil {
 		return Internal(err, "read health check results of %s", vm.Name)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"sort"
 	"strconv"
@@ -35,6 +36,8 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.operationRoutes()...)
 	out = append(out, s.lifecycleRoutes()...)
 	out = append(out, s.networkRoutes()...)
+	out = append(out, s.upgradeRoutes()...)
+	out = append(out, s.networkRuleRoutes()...)
 	out = append(out, s.accessRoutes()...)
 	return out
 }
@@ -347,9 +350,11 @@ func componentSchemas() map[string]any {
 		"OperationEnvelope": objectSchema("", "operation:@Operation"),
 		"LifecycleRequest":  objectSchema("options of a lifecycle operation", "forced?:bool"),
 		"Error":             objectSchema("an error", "error:@ErrorBody"),
-		"ConflictError":     objectSchema("a conflict; operation is the running operation in the way, when there is one", "error:@ErrorBody", "operation?:@Operation"),
-		"ErrorBody":         objectSchema("", "code", "message", "field?"),
-		"Health":            objectSchema("health of the API", "status:string=ok|degraded", "database", "temporal?"),
+		"ConflictError": objectSchema("a conflict; operation is the running operation in the way, when there is one; routers and "+
+			"requiredVersion name the routers a change was refused for (router requires upgrade)",
+			"error:@ErrorBody", "operation?:@Operation", "routers?:[]@OutdatedRouter", "requiredVersion?"),
+		"ErrorBody": objectSchema("", "code", "message", "field?"),
+		"Health":    objectSchema("health of the API", "status:string=ok|degraded", "database", "temporal?"),
 		"DevFault": objectSchema("a fault to inject into a dev router",
 			"routerId", "fault:string="+strings.Join(DevFaults(), "|"), "service?:string="+strings.Join(DevFaultServices(), "|")),
 		"OpenAPIDocument": map[string]any{"type": "object", "description": "an OpenAPI 3 document"},
@@ -358,5 +363,7 @@ func componentSchemas() map[string]any {
 		"Event", "Alert", "Setting", "APIKey", "Operation"} {
 		s[item+"List"] = listSchema(item)
 	}
+	maps.Copy(s, upgradeSchemas())
+	maps.Copy(s, networkRuleSchemas())
 	return s
 }

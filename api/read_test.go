@@ -250,3 +250,27 @@ func TestRouters(t *testing.T) {
 		}
 	})
 }
+
+// TestRoutersRequiresUpgradeZoneScope: a zone's minreq.sysvmtemplate.version wins over the
+// global one, and versions compare numerically (4.15.0.1 is not below 4.15.0.1.0).
+func TestRoutersRequiresUpgradeZoneScope(t *testing.T) {
+	s := modelstest.SQLite(t)
+	e := newEnv(t, s, Config{})
+	f := seed(t, s)
+	ro := models.RoleReadOnly
+	e.want(e.do("PUT", "/settings/minreq.sysvmtemplate.version", models.RoleAdmin, map[string]any{"value": "4.15.0.1.0"}), 200, "set minreq")
+	got := names(items(t, e.want(e.do("GET", "/routers?requiresupgrade=true", ro, nil), 200, "routers")))
+	if !slices.Equal(got, []string{"r-4-VM", "r-6-VM"}) {
+		t.Errorf("requiresupgrade=true under global 4.15.0.1.0 = %v, want r-4 and r-6", got)
+	}
+	// Zone 2 requires more: r-7 (4.16.0) is below 4.17 there; zone 1 is unchanged.
+	e.want(e.do("PUT", "/settings/minreq.sysvmtemplate.version", models.RoleAdmin, map[string]any{"value": "4.17", "scope": "zone", "scopeid": f.zone2}), 200, "set zone minreq")
+	got = names(items(t, e.want(e.do("GET", "/routers?requiresupgrade=true", ro, nil), 200, "routers")))
+	if !slices.Equal(got, []string{"r-4-VM", "r-6-VM", "r-7-VM"}) {
+		t.Errorf("requiresupgrade=true with zone 2 at 4.17 = %v, want r-4, r-6 and r-7", got)
+	}
+	one := e.want(e.do("GET", "/routers/"+f.r7, ro, nil), 200, "r-7")
+	if one.JSON["requiresupgrade"] != true {
+		t.Errorf("GET r-7: requiresupgrade = %v, want true", one.JSON["requiresupgrade"])
+	}
+}

@@ -91,7 +91,7 @@ func TestSettings(t *testing.T) {
 			{"router.version.check", map[string]any{"value": "maybe"}, "value"},
 			{"router.health.checks.to.exclude", map[string]any{"value": "dns check.py"}, "value"},
 			{name, map[string]any{"value": "5", "scope": "pod", "scopeid": f.pod1}, "scope"},
-			{"minreq.sysvmtemplate.version", map[string]any{"value": "4.15.0", "scope": "zone", "scopeid": f.zone1}, "scope"},
+			{"minreq.sysvmtemplate.version", map[string]any{"value": "4.15.0", "scope": "cluster", "scopeid": f.cluster1}, "scope"},
 			{name, map[string]any{"value": "5", "scope": "zone"}, "scopeid"},
 			{name, map[string]any{"value": "5", "scope": "zone", "scopeid": "00000000-0000-0000-0000-000000000000"}, "scopeid"},
 			{name, map[string]any{"value": "5", "scope": "account", "scopeid": f.account}, "scope"},

@@ -236,7 +236,7 @@ func (sd *seeder) systemVMs(zone models.Zone, pod models.Pod, cls []placed, tpls
 		}
 	}
 	// Routers: isolated networks, VPCs, redundant pairs, spread over the clusters.
-	made, netN := 0, 0
+	made, netN, pairN := 0, 0, 0
 	addRouter := func(netw *models.Network, vpc *models.VPC, redundant string, p placed, hostIdx int, old bool) error {
 		sd.routerN++
 		version := CurrentVersion
@@ -279,10 +279,14 @@ func (sd *seeder) systemVMs(zone models.Zone, pod models.Pod, cls []placed, tpls
 				return err
 			}
 			p := nextCluster()
-			if err := addRouter(n, nil, models.RedundantPrimary, p, 0, false); err != nil {
+			// Every second pair is still on the old template, so the demo shows an outdated
+			// redundant pair for the upgrade (BACKUP first) to handle.
+			pairN++
+			old := pairN%2 == 0
+			if err := addRouter(n, nil, models.RedundantPrimary, p, 0, old); err != nil {
 				return err
 			}
-			if err := addRouter(n, nil, models.RedundantBackup, p, 1, false); err != nil {
+			if err := addRouter(n, nil, models.RedundantBackup, p, 1, old); err != nil {
 				return err
 			}
 		case kind == 2: // VPC with two tiers, one router

@@ -64,7 +64,7 @@ func TestSettingsScopesAndValidation(t *testing.T) {
 			{"router.health.checks.max.cpu.usage.threshold", "global", "", "101", "router.health.checks.max.cpu.usage.threshold"},
 			{"router.version.check", "global", "", "maybe", "router.version.check"},
 			{"no.such.setting", "global", "", "1", "name"},
-			{"minreq.sysvmtemplate.version", "zone", "z1", "4.15", "scope"},
+			{"minreq.sysvmtemplate.version", "cluster", "c1", "4.15", "scope"}, // global or zone only
 			{"router.stats.interval", "zone", "", "1", "scopeid"},
 		} {
 			_, err := st.Set(ctx, c.name, c.scope, c.id, c.value)

@@ -67,7 +67,7 @@ func Definitions() []Definition {
 		{Name: "router.template.xenserver", Kind: KindString, Scopes: zoneScopes, Category: "Templates", Description: "Name of the system VM template new system VMs on XenServer use."},
 		{Name: "router.template.vmware", Kind: KindString, Scopes: zoneScopes, Category: "Templates", Description: "Name of the system VM template new system VMs on VMware use."},
 		{Name: "router.template.hyperv", Kind: KindString, Scopes: zoneScopes, Category: "Templates", Description: "Name of the system VM template new system VMs on Hyper-V use."},
-		{Name: "minreq.sysvmtemplate.version", Kind: KindString, Scopes: []string{ScopeGlobal}, Category: "Templates", Description: "Routers whose template version is below this (or unknown) require upgrade."},
+		{Name: "minreq.sysvmtemplate.version", Kind: KindString, Scopes: zoneScopes, Category: "Templates", Description: "Routers whose template version is below this (or unknown) require upgrade."},
 		{Name: "novnc.console.default", Kind: KindBool, Default: "true", Scopes: zoneScopes, Category: "Console Proxy", Description: "noVNC is the default console viewer."},
 		{Name: "consoleproxy.url.domain", Kind: KindString, Scopes: zoneScopes, Category: "Console Proxy", Description: "`*.example.com` maps public IP 1.2.3.4 to 1-2-3-4.example.com; any other value is a fixed FQDN; empty uses the raw IP."},
 		{Name: "consoleproxy.sslEnabled", Kind: KindBool, Default: "false", Scopes: zoneScopes, Category: "Console Proxy", Description: "Console URLs use https/wss on port 8443 once a certificate and domain are set."},

@@ -1,9 +1,11 @@
 package models_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
 )
 
 func TestCompareVersions(t *testing.T) {
@@ -15,6 +17,8 @@ func TestCompareVersions(t *testing.T) {
 		{"4.15.0", "4.15.0.1", -1},
 		{"4.15.0.1", "4.15.0", 1},
 		{"4.15", "4.15.0.0", 0},
+		{"4.10.0", "4.10.0.0", 0}, // CloudStack left routers stuck in "requires upgrade" on this
+		{"4.10.0", "4.9.0.0", 1},
 		{"4.9.3", "4.15.0", -1}, // numeric, not lexical
 		{"4.15.0", "4.9.3", 1},
 		{"4.16.0", "4.15.9.9", 1},
@@ -54,6 +58,8 @@ func TestRequiresUpgrade(t *testing.T) {
 		{"4.15.0", "4.15.0", false},
 		{"4.15.0.1", "4.15.0", false},
 		{"4.15", "4.15.0.0", false},
+		{"4.10.0", "4.10.0.0", false},
+		{"4.10.0.0", "4.10.0", false},
 		{"4.9.0", "4.15.0", true},
 		{"", "4.15.0", true},        // unknown version requires upgrade
 		{"unknown", "4.15.0", true}, // so does one with no number
@@ -62,6 +68,36 @@ func TestRequiresUpgrade(t *testing.T) {
 	} {
 		if got := models.RequiresUpgrade(c.version, c.minreq); got != c.want {
 			t.Errorf("RequiresUpgrade(%q, %q) = %v, want %v", c.version, c.minreq, got, c.want)
+		}
+	}
+}
+
+func TestMinReqVersionsZoneFirst(t *testing.T) {
+	ctx := context.Background()
+	s := modelstest.SQLite(t)
+	if _, err := s.Settings.Set(ctx, models.SettingMinReqVersion, models.ScopeGlobal, "", "4.15.0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Settings.Set(ctx, models.SettingMinReqVersion, models.ScopeZone, "zone-b", "4.16.0"); err != nil {
+		t.Fatal(err)
+	}
+	m := models.MinReqVersions{Settings: s.Settings}
+	for _, c := range []struct {
+		zone, version string
+		want          bool
+	}{
+		{"zone-a", "4.15.0.0", false}, // global 4.15.0 applies
+		{"zone-a", "4.14.9", true},
+		{"zone-b", "4.15.0", true}, // the zone's own 4.16.0 wins
+		{"zone-b", "4.16", false},
+		{"zone-b", "", true},
+	} {
+		got, _, err := m.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: c.zone, Version: c.version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("zone %s version %q: requires upgrade = %v, want %v", c.zone, c.version, got, c.want)
 		}
 	}
 }

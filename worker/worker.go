@@ -62,6 +62,8 @@ func Workflows() []Workflow {
 		{workflows.NetworkRestartWorkflowName, workflows.NetworkRestart},
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
+		{workflows.RouterUpgradeWorkflowName, workflows.RouterUpgrade},
+		{workflows.NetworkRulesWorkflowName, workflows.NetworkRulesPush},
 	}
 }
 
@@ -78,6 +80,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.AdmitDestroy, a.PrepareRecreate, a.RecreateStep, a.SettleVM,
 		// NetworkRestart
 		a.NetworkRouters,
+		// RouterUpgrade
+		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert,
 	}
 	health = []any{
 		// HealthSweep
@@ -85,6 +89,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		h.HealthReleaseRecreation, h.HealthRecreationStarted,
 		// RouterHealthCheck
 		h.HealthCheckNow,
+		// RouterUpgrade, NetworkRulesPush
+		h.UpgradeHealthGate, h.PushNetworkRules,
 	}
 	return lifecycle, health
 }

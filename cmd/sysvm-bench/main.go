@@ -32,6 +32,7 @@ const usage = `sysvm-bench — benchmarks of sysvm on the embedded stack
 
 Usage:
   sysvm-bench health [flags]   basic health sweeps over simulated fleets of routers
+  sysvm-bench upgrade [flags]  a batched router upgrade's makespan against the ideal
 
 Run "sysvm-bench health -h" for the flags.
 `
@@ -52,6 +53,8 @@ func main() {
 	switch os.Args[1] {
 	case "health":
 		err = runHealth(ctx, logger, os.Args[2:], os.Stdout)
+	case "upgrade":
+		err = runUpgrade(ctx, logger, os.Args[2:], os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

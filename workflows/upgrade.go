@@ -1,0 +1,552 @@
+package workflows
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	_ "time/tzdata" // daily windows resolve time zones the same on every worker (determinism)
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/models"
+)
+
+// upgrade is one run of a RouterUpgrade (an upgrade continued as new is several runs sharing
+// its state).
+type upgrade struct {
+	in  RouterUpgradeInput
+	st  *RouterUpgradeState
+	req RouterUpgradeRequest
+	// inFlight counts routers between start and end in this run; events is bumped by every
+	// change the main loop must look at (a router finished, a signal).
+	inFlight, events, finished int
+	draining                   bool
+	canceling                  bool
+	waitingWindow              bool
+}
+
+// RouterUpgrade upgrades routers in batches (SPEC §4.4): the plan's groups in order, each in
+// its window (a group outside it waits on a durable timer), with a sliding window of at most
+// Parallelism routers in flight — a router finishing lets the next one start at once, there is
+// no batch barrier. Each router is a SystemVMLifecycle child run (recreate, make-before-break)
+// on the router's own workflow ID, started on a disconnected context so that canceling the
+// upgrade lets the routers in flight finish; then its health gate (basic checks and services
+// pass within the gate timeout) before it counts as done. Redundant peers are chained: the
+// BACKUP first, the PRIMARY only once its BACKUP passed its gate (a BACKUP that failed leaves
+// its PRIMARY untouched, skipped). More failures than the budget pause the upgrade and raise an
+// alert naming the failed routers and why; signals pause, resume and change the parallelism;
+// cancel (the operation's) lets in-flight routers finish and starts nothing new. A router
+// already at the required version at its turn is skipped, so an upgrade never upgrades a router
+// twice. After RoutersPerRun routers the run drains (lets its in-flight routers finish) and
+// continues as new with its state, so history stays bounded at any fleet size; the progress
+// query answers from the carried state in every run.
+func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeResult, error) {
+	w := &upgrade{in: in, req: in.Request, st: in.State}
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (RouterUpgradeProgress, error) {
+		return w.progress(workflow.Now(ctx)), nil
+	}); err != nil {
+		return RouterUpgradeResult{}, err
+	}
+	err := w.setup(ctx)
+	if err == nil {
+		w.listen(ctx)
+		err = w.run(ctx)
+	}
+	if workflow.IsContinueAsNewError(err) {
+		return RouterUpgradeResult{}, err
+	}
+	res := w.result()
+	if err != nil && ctx.Err() != nil {
+		err = temporal.NewCanceledError(fmt.Sprintf("upgrade canceled: %s", countsText(res.Counts)))
+	}
+	return res, finishOperation(ctx, in.OperationID, res, err)
+}
+
+func (w *upgrade) setup(ctx workflow.Context) error {
+	if w.req.Parallelism <= 0 {
+		w.req.Parallelism = DefaultUpgradeParallelism
+	}
+	if w.req.RoutersPerRun <= 0 {
+		w.req.RoutersPerRun = DefaultUpgradeRoutersPerRun
+	}
+	if w.req.GateTimeout <= 0 {
+		w.req.GateTimeout = DefaultGateTimeout
+	}
+	if w.req.Mode == "" {
+		w.req.Mode = UpgradeModeRecreate
+	}
+	if w.req.Mode != UpgradeModeRecreate {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("mode %q is not supported (only recreate)", w.req.Mode),
+			activities.ErrTypeNotAllowed, nil)
+	}
+	sa := []temporal.SearchAttributeUpdate{OperationKindKey.ValueSet(RouterUpgradeOperationKind)}
+	if z := w.req.Selection.ZoneID; z != "" {
+		sa = append(sa, ZoneIDKey.ValueSet(z))
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx, sa...); err != nil {
+		return err
+	}
+	if w.st != nil {
+		w.st.Runs++
+		// Routers in flight when the last run drained are all ended; a router the last run
+		// had not ended (never: runs drain) would be taken again from pending.
+		return nil
+	}
+	var plan activities.UpgradePlan
+	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.PlanRouterUpgrade, w.req.Selection).Get(ctx, &plan); err != nil {
+		return fmt.Errorf("plan the upgrade: %w", err)
+	}
+	st := &RouterUpgradeState{GroupBy: plan.GroupBy, Parallelism: w.req.Parallelism, Runs: 1,
+		Started: workflow.Now(ctx).UnixMilli()}
+	index := map[string]int{}
+	for gi, g := range plan.Groups {
+		ug := UpgradeGroup{Key: g.Key, Name: g.Name}
+		if win, ok := w.req.Windows[g.Key]; ok {
+			ug.Window = &win
+		} else if w.req.Window != nil && !w.req.Window.IsZero() {
+			win := *w.req.Window
+			ug.Window = &win
+		}
+		st.Groups = append(st.Groups, ug)
+		for _, r := range g.Routers {
+			index[r.ID] = len(st.Routers)
+			st.Routers = append(st.Routers, UpgradeRouter{ID: r.ID, Name: r.Name, ZoneID: r.ZoneID, Group: gi,
+				RedundantState: r.RedundantState, State: UpgradePending, FromVersion: r.Version})
+		}
+	}
+	for _, g := range plan.Groups {
+		for _, r := range g.Routers {
+			if r.After != "" {
+				if i, ok := index[r.After]; ok {
+					st.Routers[index[r.ID]].After = i + 1
+				}
+			}
+		}
+	}
+	w.st = st
+	return nil
+}
+
+// listen handles the control signals for the life of the run.
+func (w *upgrade) listen(ctx workflow.Context) {
+	pause := workflow.GetSignalChannel(ctx, SignalUpgradePause)
+	resume := workflow.GetSignalChannel(ctx, SignalUpgradeResume)
+	par := workflow.GetSignalChannel(ctx, SignalUpgradeParallelism)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			sel := workflow.NewSelector(ctx)
+			sel.AddReceive(pause, func(c workflow.ReceiveChannel, _ bool) {
+				var reason string
+				c.Receive(ctx, &reason)
+				w.pause(cmp.Or(reason, "paused by an operator"))
+			})
+			sel.AddReceive(resume, func(c workflow.ReceiveChannel, _ bool) {
+				c.Receive(ctx, nil)
+				w.resume()
+			})
+			sel.AddReceive(par, func(c workflow.ReceiveChannel, _ bool) {
+				var n int
+				c.Receive(ctx, &n)
+				w.setParallelism(n)
+			})
+			sel.Select(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	})
+}
+
+// drainSignals applies signals not received yet, before continuing as new.
+func (w *upgrade) drainSignals(ctx workflow.Context) {
+	for {
+		var reason string
+		if !workflow.GetSignalChannel(ctx, SignalUpgradePause).ReceiveAsync(&reason) {
+			break
+		}
+		w.pause(cmp.Or(reason, "paused by an operator"))
+	}
+	for workflow.GetSignalChannel(ctx, SignalUpgradeResume).ReceiveAsync(nil) {
+		w.resume()
+	}
+	for {
+		var n int
+		if !workflow.GetSignalChannel(ctx, SignalUpgradeParallelism).ReceiveAsync(&n) {
+			break
+		}
+		w.setParallelism(n)
+	}
+}
+
+func (w *upgrade) pause(reason string) {
+	if !w.st.Paused {
+		w.st.Paused, w.st.PauseReason = true, reason
+	}
+	w.events++
+}
+
+func (w *upgrade) resume() {
+	if w.st.Paused {
+		w.st.Paused, w.st.PauseReason = false, ""
+		w.st.FailedAtResume = w.count(UpgradeFailed)
+	}
+	w.events++
+}
+
+func (w *upgrade) setParallelism(n int) {
+	if n >= 1 && n <= MaxUpgradeParallelism {
+		w.st.Parallelism = n
+	}
+	w.events++
+}
+
+func (w *upgrade) count(state string) int {
+	n := 0
+	for _, r := range w.st.Routers {
+		if r.State == state {
+			n++
+		}
+	}
+	return n
+}
+
+func terminal(state string) bool {
+	return state == UpgradeDone || state == UpgradeFailed || state == UpgradeSkipped
+}
+
+// run is the dispatch loop: start what may start, then wait for something to change.
+func (w *upgrade) run(ctx workflow.Context) error {
+	budgetAlerted := w.st.Pauses
+	var waitCtx workflow.Context
+	for {
+		if w.allEnded() {
+			return nil
+		}
+		if ctx.Err() != nil {
+			w.canceling = true
+		}
+		if w.finished >= w.req.RoutersPerRun && !w.canceling {
+			w.draining = true
+		}
+		if w.st.Pauses > budgetAlerted {
+			budgetAlerted = w.st.Pauses
+			w.raiseBudgetAlert(ctx)
+		}
+		if (w.canceling || w.draining) && w.inFlight == 0 {
+			if w.canceling {
+				return temporal.NewCanceledError("canceled")
+			}
+			w.drainSignals(ctx)
+			in := w.in
+			in.Request = w.req
+			in.State = w.st
+			return workflow.NewContinueAsNewError(ctx, RouterUpgradeWorkflowName, in)
+		}
+		wait := w.dispatch(ctx)
+		seen := w.events
+		cond := func() bool { return w.events != seen }
+		actx := ctx
+		if w.canceling {
+			// Canceled: wait for the routers in flight on a context that is not.
+			if waitCtx == nil {
+				waitCtx, _ = workflow.NewDisconnectedContext(ctx)
+			}
+			actx = waitCtx
+		}
+		var err error
+		if wait > 0 {
+			_, err = workflow.AwaitWithTimeout(actx, wait, cond)
+		} else {
+			err = workflow.Await(actx, cond)
+		}
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+}
+
+func (w *upgrade) allEnded() bool {
+	for _, r := range w.st.Routers {
+		if !terminal(r.State) {
+			return false
+		}
+	}
+	return w.inFlight == 0
+}
+
+// dispatch starts routers while there is room, the upgrade is not paused, canceled or
+// draining, and the current group's window is open. It returns how long until the current
+// group's window opens when it is closed (0 otherwise).
+func (w *upgrade) dispatch(ctx workflow.Context) time.Duration {
+	now := workflow.Now(ctx)
+	w.waitingWindow = false
+	for gi := range w.st.Groups {
+		g := &w.st.Groups[gi]
+		pending := w.pendingIn(gi)
+		if len(pending) == 0 {
+			continue // all started: the next group may fill the free slots
+		}
+		if g.Window != nil {
+			open, wait, ended := g.Window.Next(now)
+			switch {
+			case ended:
+				for _, i := range pending {
+					w.end(i, UpgradeSkipped, "the group's upgrade window has ended", now)
+				}
+				continue
+			case !open:
+				g.WaitingUntil = now.Add(wait).UnixMilli()
+				for _, i := range pending {
+					w.st.Routers[i].State = UpgradeWaitingWindow
+				}
+				w.waitingWindow = true
+				return wait
+			}
+			g.WaitingUntil = 0
+		}
+		for _, i := range pending {
+			if w.st.Routers[i].State == UpgradeWaitingWindow {
+				w.st.Routers[i].State = UpgradePending
+			}
+		}
+		if w.st.Paused || w.canceling || w.draining {
+			return 0
+		}
+		for _, i := range pending {
+			if w.inFlight >= w.st.Parallelism {
+				return 0
+			}
+			r := &w.st.Routers[i]
+			if r.After > 0 {
+				peer := w.st.Routers[r.After-1]
+				switch peer.State {
+				case UpgradeDone:
+				case UpgradeFailed, UpgradeSkipped:
+					w.end(i, UpgradeSkipped, fmt.Sprintf("its redundant peer %s was not upgraded (%s): it stays as it is so the pair keeps a router up",
+						peer.Name, peer.State), now)
+					continue
+				default:
+					continue // waits for its peer's gate
+				}
+			}
+			w.start(ctx, i)
+		}
+		// Routers of this group wait for their peers: later groups wait for this one.
+		return 0
+	}
+	return 0
+}
+
+// pendingIn lists the routers of group gi not started yet, in order.
+func (w *upgrade) pendingIn(gi int) []int {
+	var out []int
+	for i, r := range w.st.Routers {
+		if r.Group == gi && (r.State == UpgradePending || r.State == UpgradeWaitingWindow) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (w *upgrade) end(i int, state, reason string, now time.Time) {
+	r := &w.st.Routers[i]
+	r.State, r.Reason, r.Ended = state, reason, now.UnixMilli()
+	w.events++
+	if state == UpgradeFailed && !w.st.Paused {
+		allowed := w.req.Budget.Allowed(len(w.st.Routers))
+		if w.count(UpgradeFailed)-w.st.FailedAtResume > allowed {
+			w.st.Paused = true
+			w.st.Pauses++
+			w.st.PauseReason = fmt.Sprintf("failure budget %s exceeded: %d routers failed", w.req.Budget, w.count(UpgradeFailed))
+		}
+	}
+}
+
+// start runs one router: the check at its turn, its recreate as a child run on its own
+// workflow ID, its health gate. All on a disconnected context: once started, a router
+// finishes whatever happens to the upgrade.
+func (w *upgrade) start(ctx workflow.Context, i int) {
+	r := &w.st.Routers[i]
+	r.State, r.Started, r.Reason = UpgradeUpgrading, workflow.Now(ctx).UnixMilli(), ""
+	w.inFlight++
+	w.st.MaxInFlight = max(w.st.MaxInFlight, w.inFlight)
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	workflow.Go(dctx, func(ctx workflow.Context) {
+		state, reason := w.upgradeRouter(ctx, i)
+		w.inFlight--
+		w.finished++
+		w.end(i, state, reason, workflow.Now(ctx))
+	})
+}
+
+func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
+	r := &w.st.Routers[i]
+	var chk activities.UpgradeCheck
+	// A local activity: one short read at the router's turn, recorded as a single marker.
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
+			MaximumAttempts: 10}})
+	if err := workflow.ExecuteLocalActivity(lctx, a.RouterUpgradeCheck, activities.UpgradeCheckInput{
+		RouterID: r.ID, Force: w.req.Selection.Force}).Get(ctx, &chk); err != nil {
+		return UpgradeFailed, "check before the upgrade: " + err.Error()
+	}
+	if chk.Skip {
+		return UpgradeSkipped, chk.Reason
+	}
+	r.FromVersion = chk.Version
+	opID := RouterUpgradeRouterOperationID(w.in.OperationID, r.ID)
+	t := RouterTarget(r.ID, r.ZoneID, RouterUpgradeOperationKind)
+	cctx := workflow.WithChildOptions(ctx, t.ChildOptions(map[string]any{"operationId": opID, "target": r.ID,
+		"parentOperationId": w.in.OperationID}))
+	reason := fmt.Sprintf("router upgrade %s: version %s, required %s", w.in.OperationID, cmp.Or(chk.Version, "unknown"), cmp.Or(chk.MinReq, "none"))
+	var out LifecycleResult
+	err := workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{OperationID: opID, VMID: r.ID,
+		Action: ActionRecreate, Reason: reason}).Get(ctx, &out)
+	if err != nil {
+		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
+			return UpgradeFailed, fmt.Sprintf("another operation runs on the router (workflow %s)", t.WorkflowID)
+		}
+		return UpgradeFailed, "recreate: " + rootMessage(err)
+	}
+	if out.State != models.StateRunning {
+		return UpgradeFailed, fmt.Sprintf("recreate left it %s, not Running", out.State)
+	}
+	r.State, r.GateStarted = UpgradeHealthCheck, workflow.Now(ctx).UnixMilli()
+	w.events++
+	gctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: w.req.GateTimeout + 2*time.Minute,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 2 * time.Second, BackoffCoefficient: 2,
+			MaximumInterval: 30 * time.Second, MaximumAttempts: 3,
+			NonRetryableErrorTypes: []string{activities.ErrTypeGateFailed, activities.ErrTypeNotFound}},
+		Summary: "health gate " + r.Name,
+	})
+	var gate activities.UpgradeGateResult
+	if err := workflow.ExecuteActivity(gctx, ha.UpgradeHealthGate, activities.UpgradeGateInput{RouterID: r.ID,
+		Timeout: w.req.GateTimeout, Poll: w.req.GatePoll}).Get(ctx, &gate); err != nil {
+		return UpgradeFailed, rootMessage(err)
+	}
+	r.ToVersion = gate.Version
+	return UpgradeDone, gate.Note
+}
+
+// rootMessage is the innermost message of a Temporal error chain (the activity's own words).
+func rootMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err.Error()
+		}
+		err = u
+	}
+}
+
+// raiseBudgetAlert raises the alert of a pause for the failure budget, naming every failed
+// router and why.
+func (w *upgrade) raiseBudgetAlert(ctx workflow.Context) {
+	var lines []string
+	var zone string
+	for _, r := range w.st.Routers {
+		if r.State == UpgradeFailed {
+			lines = append(lines, fmt.Sprintf("%s (%s): %s", r.Name, r.ID, r.Reason))
+			zone = r.ZoneID
+		}
+	}
+	if w.req.Selection.ZoneID != "" {
+		zone = w.req.Selection.ZoneID
+	}
+	names := make([]string, 0, len(lines))
+	for _, l := range lines {
+		names = append(names, strings.SplitN(l, " ", 2)[0])
+	}
+	in := activities.UpgradeAlertInput{OperationID: w.in.OperationID, Key: fmt.Sprintf("budget.%d", w.st.Pauses), ZoneID: zone,
+		Subject: fmt.Sprintf("Router upgrade %s paused: failure budget %s exceeded (%s failed)", w.in.OperationID, w.req.Budget,
+			strings.Join(names, ", ")),
+		Description: "Failed routers:\n" + strings.Join(lines, "\n") + "\nResume the upgrade once the cause is fixed (the budget counts anew), or cancel it."}
+	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.RaiseUpgradeAlert, in).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("raise upgrade alert", "error", err)
+	}
+}
+
+func (w *upgrade) counts() map[string]int {
+	c := map[string]int{}
+	for _, s := range UpgradeStates() {
+		c[s] = 0
+	}
+	if w.st == nil {
+		return c
+	}
+	for _, r := range w.st.Routers {
+		c[r.State]++
+	}
+	return c
+}
+
+func countsText(c map[string]int) string {
+	var parts []string
+	for _, s := range UpgradeStates() {
+		if c[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c[s], s))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (w *upgrade) result() RouterUpgradeResult {
+	res := RouterUpgradeResult{Counts: w.counts()}
+	if w.st != nil {
+		res.Routers = slices.Clone(w.st.Routers)
+	}
+	return res
+}
+
+func (w *upgrade) progress(now time.Time) RouterUpgradeProgress {
+	p := RouterUpgradeProgress{Status: "running", Counts: w.counts(), InFlight: w.inFlight, Budget: w.req.Budget.String()}
+	if w.st == nil {
+		p.Step = "plan"
+		return p
+	}
+	p.Parallelism, p.MaxInFlight, p.Run, p.GroupBy = w.st.Parallelism, w.st.MaxInFlight, w.st.Runs, w.st.GroupBy
+	p.Groups, p.Routers = w.st.Groups, w.st.Routers
+	p.Total = len(w.st.Routers)
+	p.Done = p.Counts[UpgradeDone] + p.Counts[UpgradeFailed] + p.Counts[UpgradeSkipped]
+	p.update()
+	switch {
+	case w.canceling:
+		p.Status = "canceling"
+	case w.st.Paused:
+		p.Status, p.PauseReason = "paused", w.st.PauseReason
+	case w.waitingWindow && w.inFlight == 0:
+		p.Status = UpgradeWaitingWindow
+	case w.draining:
+		p.Status = "draining"
+	}
+	p.Step = fmt.Sprintf("%s: %s", p.Status, countsText(p.Counts))
+	// ETA: the mean time of the routers upgraded so far, over the routers left, Parallelism at
+	// a time.
+	var sum int64
+	n := 0
+	for _, r := range w.st.Routers {
+		if r.State == UpgradeDone && r.Ended > r.Started && r.Started > 0 {
+			sum += r.Ended - r.Started
+			n++
+		}
+	}
+	left := p.Total - p.Done
+	if n > 0 && left > 0 && !w.st.Paused && !w.waitingWindow && w.st.Parallelism > 0 {
+		mean := time.Duration(sum/int64(n)) * time.Millisecond
+		waves := (left + w.st.Parallelism - 1) / w.st.Parallelism
+		eta := now.Add(time.Duration(waves) * mean)
+		p.ETA = &eta
+	}
+	return p
+}

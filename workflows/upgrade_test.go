@@ -1,0 +1,427 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/models"
+)
+
+// upgradeRig runs RouterUpgrade in the SDK testsuite with a stand-in for the lifecycle child
+// (it takes a given virtual time per router) and mocked plan, check, gate and alert
+// activities, and records what happens when (in virtual time).
+type upgradeRig struct {
+	t     *testing.T
+	env   *testsuite.TestWorkflowEnvironment
+	start time.Time
+
+	mu        sync.Mutex
+	dur       map[string]time.Duration // recreate time per router (default 10m)
+	gateFail  map[string]string        // router -> gate failure
+	skip      map[string]string        // router -> check says skip, why
+	started   map[string]time.Time     // child start, virtual
+	ended     map[string]time.Time     // child end
+	gated     map[string]time.Time     // gate passed or failed
+	order     []string                 // child start order
+	inFlight  int
+	maxFlight int
+	children  map[string]int // child starts per router
+	childIDs  map[string]string
+	alerts    []activities.UpgradeAlertInput
+	finished  []activities.FinishInput
+}
+
+func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.SetTestTimeout(30 * time.Second)
+	r := &upgradeRig{t: t, env: env, start: env.Now(), dur: map[string]time.Duration{}, gateFail: map[string]string{},
+		skip: map[string]string{}, started: map[string]time.Time{}, ended: map[string]time.Time{}, gated: map[string]time.Time{},
+		children: map[string]int{}, childIDs: map[string]string{}}
+	env.RegisterWorkflowWithOptions(RouterUpgrade, workflow.RegisterOptions{Name: RouterUpgradeWorkflowName})
+	env.RegisterWorkflowWithOptions(r.fakeLifecycle, workflow.RegisterOptions{Name: LifecycleWorkflowName})
+	env.RegisterActivity(&activities.Activities{})
+	env.RegisterActivity(&activities.Health{})
+	env.OnActivity(a.PlanRouterUpgrade, mock.Anything, mock.Anything).Return(plan, nil)
+	env.OnActivity(a.RouterUpgradeCheck, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.UpgradeCheckInput) (activities.UpgradeCheck, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if why, ok := r.skip[in.RouterID]; ok {
+				return activities.UpgradeCheck{Skip: true, Reason: why, Version: "4.15.0", MinReq: "4.15.0"}, nil
+			}
+			return activities.UpgradeCheck{Version: "4.14.0", MinReq: "4.15.0"}, nil
+		})
+	env.OnActivity(ha.UpgradeHealthGate, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.UpgradeGateInput) (activities.UpgradeGateResult, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.gated[in.RouterID] = env.Now()
+			if why, ok := r.gateFail[in.RouterID]; ok {
+				return activities.UpgradeGateResult{}, temporal.NewNonRetryableApplicationError(why, activities.ErrTypeGateFailed, nil)
+			}
+			return activities.UpgradeGateResult{RouterID: in.RouterID, Version: "4.15.0", Attempts: 1}, nil
+		})
+	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.UpgradeAlertInput) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.alerts = append(r.alerts, in)
+			return nil
+		})
+	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.FinishInput) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.finished = append(r.finished, in)
+			return nil
+		})
+	return r
+}
+
+// fakeLifecycle stands in for SystemVMLifecycle: it takes the router's time (virtual) and
+// ends Running.
+func (r *upgradeRig) fakeLifecycle(ctx workflow.Context, in LifecycleInput) (LifecycleResult, error) {
+	if in.Action != ActionRecreate {
+		return LifecycleResult{}, fmt.Errorf("action %s, want recreate", in.Action)
+	}
+	r.mu.Lock()
+	r.started[in.VMID] = workflow.Now(ctx)
+	r.order = append(r.order, in.VMID)
+	r.children[in.VMID]++
+	r.childIDs[in.VMID] = workflow.GetInfo(ctx).WorkflowExecution.ID
+	r.inFlight++
+	r.maxFlight = max(r.maxFlight, r.inFlight)
+	d, ok := r.dur[in.VMID]
+	r.mu.Unlock()
+	if !ok {
+		d = 10 * time.Minute
+	}
+	if err := workflow.Sleep(ctx, d); err != nil {
+		return LifecycleResult{}, err
+	}
+	r.mu.Lock()
+	r.inFlight--
+	r.ended[in.VMID] = workflow.Now(ctx)
+	r.mu.Unlock()
+	return LifecycleResult{VMID: in.VMID, Name: "r-" + in.VMID, Action: string(in.Action), State: models.StateRunning}, nil
+}
+
+func (r *upgradeRig) run(req RouterUpgradeRequest) {
+	r.env.ExecuteWorkflow(RouterUpgrade, RouterUpgradeInput{OperationID: "op-1", Request: req})
+	require.True(r.t, r.env.IsWorkflowCompleted())
+}
+
+func (r *upgradeRig) at(d time.Duration, f func()) { r.env.RegisterDelayedCallback(f, d) }
+
+func (r *upgradeRig) progress() RouterUpgradeProgress {
+	v, err := r.env.QueryWorkflow(QueryProgress)
+	require.NoError(r.t, err)
+	var p RouterUpgradeProgress
+	require.NoError(r.t, v.Get(&p))
+	return p
+}
+
+func (r *upgradeRig) result() RouterUpgradeResult {
+	var res RouterUpgradeResult
+	require.NoError(r.t, r.env.GetWorkflowResult(&res))
+	return res
+}
+
+func (r *upgradeRig) states(res RouterUpgradeResult) map[string]string {
+	m := map[string]string{}
+	for _, x := range res.Routers {
+		m[x.ID] = x.State
+	}
+	return m
+}
+
+// plainPlan is one group of n routers r1..rn (no pairs).
+func plainPlan(groups ...[]string) activities.UpgradePlan {
+	p := activities.UpgradePlan{GroupBy: "zone"}
+	for gi, ids := range groups {
+		g := activities.PlannedGroup{Key: fmt.Sprintf("z%d", gi+1), Name: fmt.Sprintf("zone-%d", gi+1)}
+		for _, id := range ids {
+			g.Routers = append(g.Routers, activities.PlannedRouter{ID: id, Name: "r-" + id, ZoneID: g.Key, Version: "4.14.0"})
+		}
+		p.Groups = append(p.Groups, g)
+	}
+	return p
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%02d", prefix, i+1)
+	}
+	return out
+}
+
+// TestUpgradeSlidingWindow: at most Parallelism routers are in flight, always that many while
+// there is work, and a slow router does not hold the others back (no batch barrier).
+func TestUpgradeSlidingWindow(t *testing.T) {
+	routers := ids("r", 12)
+	r := newUpgradeRig(t, plainPlan(routers))
+	r.dur["r01"] = 100 * time.Minute // slow
+	r.run(RouterUpgradeRequest{Parallelism: 3})
+	require.NoError(t, r.env.GetWorkflowError())
+	res := r.result()
+	require.Equal(t, 12, res.Counts[UpgradeDone], "%+v", res.Counts)
+	require.Equal(t, 3, r.maxFlight, "max in flight")
+	// The two other slots went through the 11 quick routers (10 min each) while r01 ran.
+	require.WithinDuration(t, r.start.Add(10*time.Minute), r.started["r04"], 0, "r04 starts as soon as r02 or r03 ends")
+	require.True(t, r.ended["r12"].Before(r.ended["r01"]), "r12 ended %s, before slow r01 at %s", r.ended["r12"], r.ended["r01"])
+	for _, id := range routers {
+		require.Equal(t, 1, r.children[id], "children of %s", id)
+		require.Equal(t, LifecycleWorkflowID(id), r.childIDs[id], "child of %s runs on the router's own workflow ID", id)
+	}
+	// Plan order: the first three at once, r12 last (child starts of one instant may
+	// interleave).
+	for _, id := range routers[:3] {
+		require.WithinDuration(t, r.start, r.started[id], 0, "%s starts at once", id)
+	}
+	require.Equal(t, "r12", r.order[11])
+	require.Len(t, r.finished, 1)
+	require.Equal(t, models.OpCompleted, r.finished[0].Status)
+}
+
+// TestUpgradeGroupsInOrder: the second group's routers start only once the first group's
+// have all started, and each router is gated.
+func TestUpgradeGroupsInOrder(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan([]string{"a1", "a2", "a3"}, []string{"b1", "b2"}))
+	r.run(RouterUpgradeRequest{Parallelism: 2})
+	require.NoError(t, r.env.GetWorkflowError())
+	require.ElementsMatch(t, []string{"a1", "a2", "a3", "b1", "b2"}, r.order)
+	for _, x := range []string{"a1", "a2", "a3"} {
+		for _, y := range []string{"b1", "b2"} {
+			require.False(t, r.started[y].Before(r.started[x]), "%s of group 2 started before %s of group 1", y, x)
+		}
+	}
+	require.WithinDuration(t, r.start.Add(10*time.Minute), r.started["b1"], 0, "b1 fills the slot a1 freed: no group barrier")
+	for _, id := range r.order {
+		require.False(t, r.gated[id].IsZero(), "%s gated", id)
+		require.False(t, r.gated[id].Before(r.ended[id]), "%s gated after its recreate", id)
+	}
+}
+
+// TestUpgradeWindowWaitsOnTimer: a group whose window opens later waits on a durable timer
+// (skipped in the testsuite) and says so in its progress; a daily window is honored in its
+// time zone.
+func TestUpgradeWindowWaitsOnTimer(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan([]string{"a1"}, []string{"b1", "b2"}))
+	nb := r.start.Add(3 * time.Hour)
+	var mid RouterUpgradeProgress
+	r.at(time.Hour, func() { mid = r.progress() })
+	r.run(RouterUpgradeRequest{Parallelism: 5, Windows: map[string]UpgradeWindow{"z2": {NotBefore: &nb}}})
+	require.NoError(t, r.env.GetWorkflowError())
+	require.Equal(t, "waiting-window", mid.Status)
+	require.Equal(t, UpgradeWaitingWindow, mid.Routers[1].State, "b1 waits for its window")
+	require.Equal(t, UpgradeDone, mid.Routers[0].State, "a1 had no window")
+	require.Equal(t, nb.UnixMilli(), mid.Groups[1].WaitingUntil)
+	require.False(t, r.started["b1"].Before(nb), "b1 started %s, before its window %s", r.started["b1"], nb)
+	require.WithinDuration(t, nb, r.started["b1"], 0)
+}
+
+func TestUpgradeDailyWindow(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan([]string{"a1", "a2"}))
+	seoul, err := time.LoadLocation("Asia/Seoul")
+	require.NoError(t, err)
+	r.run(RouterUpgradeRequest{Parallelism: 1, Window: &UpgradeWindow{DailyStart: "02:00", DailyEnd: "04:00", TimeZone: "Asia/Seoul"}})
+	require.NoError(t, r.env.GetWorkflowError())
+	for _, id := range []string{"a1", "a2"} {
+		local := r.started[id].In(seoul)
+		require.True(t, local.Hour() >= 2 && local.Hour() < 4, "%s started at %s Seoul time", id, local)
+	}
+}
+
+// TestUpgradeWindowEndedSkips: routers of a group whose window has ended are skipped, not
+// waited for forever.
+func TestUpgradeWindowEndedSkips(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan([]string{"a1"}, []string{"b1"}))
+	na := r.start.Add(-time.Minute)
+	r.run(RouterUpgradeRequest{Windows: map[string]UpgradeWindow{"z2": {NotAfter: &na}}})
+	require.NoError(t, r.env.GetWorkflowError())
+	st := r.states(r.result())
+	require.Equal(t, UpgradeDone, st["a1"])
+	require.Equal(t, UpgradeSkipped, st["b1"])
+	require.Zero(t, r.children["b1"])
+}
+
+// TestUpgradeFailureBudgetPauses: more failed gates than the budget pause the upgrade, raise
+// one alert naming the failed routers and why, and start nothing more until resumed.
+func TestUpgradeFailureBudgetPauses(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan(ids("r", 6)))
+	r.gateFail["r01"] = "health gate: dns_check.py failing"
+	r.gateFail["r02"] = "health gate: dhcp.service down"
+	var paused RouterUpgradeProgress
+	r.at(3*time.Hour, func() {
+		paused = r.progress()
+		r.env.SignalWorkflow(SignalUpgradeResume, nil)
+	})
+	r.run(RouterUpgradeRequest{Parallelism: 1, Budget: FailureBudget{Count: 1}})
+	require.NoError(t, r.env.GetWorkflowError())
+	require.Equal(t, "paused", paused.Status, "%+v", paused.Step)
+	require.Contains(t, paused.PauseReason, "failure budget 1 exceeded")
+	require.Equal(t, 2, paused.Counts[UpgradeFailed])
+	require.Equal(t, 4, paused.Counts[UpgradePending], "nothing started after the second failure")
+	require.Len(t, r.alerts, 1)
+	require.Contains(t, r.alerts[0].Subject, "r-r01")
+	require.Contains(t, r.alerts[0].Subject, "r-r02")
+	require.Contains(t, r.alerts[0].Description, "dhcp.service down")
+	require.False(t, r.started["r03"].Before(r.start.Add(3*time.Hour)), "r03 started only after the resume")
+	res := r.result()
+	require.Equal(t, 4, res.Counts[UpgradeDone])
+	require.Equal(t, 2, res.Counts[UpgradeFailed])
+}
+
+func TestUpgradeFailureBudgetPercent(t *testing.T) {
+	b, err := ParseFailureBudget("10%")
+	require.NoError(t, err)
+	require.Equal(t, 2, b.Allowed(25))
+	b, err = ParseFailureBudget("3")
+	require.NoError(t, err)
+	require.Equal(t, 3, b.Allowed(1000))
+	_, err = ParseFailureBudget("ten")
+	require.ErrorContains(t, err, "failureBudget")
+	_, err = ParseFailureBudget("150%")
+	require.ErrorContains(t, err, "failureBudget")
+}
+
+// TestUpgradePauseResumeCancel: pause stops new starts (in-flight finish), resume goes on,
+// cancel lets the routers in flight finish and starts nothing new; the operation ends
+// canceled.
+func TestUpgradePauseResumeCancel(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan(ids("r", 10)))
+	var afterPause RouterUpgradeProgress
+	r.at(5*time.Minute, func() { r.env.SignalWorkflow(SignalUpgradePause, "change freeze") })
+	r.at(time.Hour, func() {
+		afterPause = r.progress()
+		r.env.SignalWorkflow(SignalUpgradeResume, nil)
+	})
+	r.at(time.Hour+15*time.Minute, func() { r.env.CancelWorkflow() })
+	r.run(RouterUpgradeRequest{Parallelism: 2})
+	// Paused at 5m with r01, r02 in flight: they finished at 10m, nothing else until 1h.
+	require.Equal(t, "paused", afterPause.Status)
+	require.Equal(t, "change freeze", afterPause.PauseReason)
+	require.Equal(t, 2, afterPause.Counts[UpgradeDone])
+	require.WithinDuration(t, r.start.Add(time.Hour), r.started["r03"], 0)
+	// Canceled at 1h15m with r05, r06 in flight (started at 1h10m): they finished.
+	var canceled *temporal.CanceledError
+	require.True(t, errors.As(r.env.GetWorkflowError(), &canceled), "error %v", r.env.GetWorkflowError())
+	for _, id := range []string{"r05", "r06"} {
+		require.False(t, r.ended[id].IsZero(), "%s in flight at the cancel finished", id)
+		require.False(t, r.gated[id].IsZero(), "%s in flight at the cancel was gated", id)
+	}
+	require.Zero(t, r.children["r07"], "nothing starts after the cancel")
+	require.Len(t, r.order, 6)
+	require.Equal(t, models.OpCanceled, r.finished[len(r.finished)-1].Status)
+}
+
+// TestUpgradeParallelismChange: a signal raises the parallelism while it runs.
+func TestUpgradeParallelismChange(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan(ids("r", 12)))
+	r.at(15*time.Minute, func() { r.env.SignalWorkflow(SignalUpgradeParallelism, 4) })
+	var p RouterUpgradeProgress
+	r.at(25*time.Minute, func() { p = r.progress() })
+	r.run(RouterUpgradeRequest{Parallelism: 2})
+	require.NoError(t, r.env.GetWorkflowError())
+	require.Equal(t, 4, r.maxFlight)
+	require.Equal(t, 4, p.Parallelism)
+	require.Equal(t, 4, p.InFlight)
+	// Before the change, two at a time: r03 and r04 started at 10m, r05 not before 15m.
+	require.WithinDuration(t, r.start.Add(15*time.Minute), r.started["r05"], 0)
+}
+
+// TestUpgradeRedundantPair: the BACKUP goes first and its PRIMARY only after the BACKUP passed
+// its gate, whatever the parallelism; a BACKUP that fails leaves its PRIMARY untouched.
+func TestUpgradeRedundantPair(t *testing.T) {
+	plan := activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
+		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
+		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
+		{ID: "b2", Name: "r-b2", ZoneID: "z1", RedundantState: models.RedundantBackup},
+		{ID: "p2", Name: "r-p2", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b2"},
+		{ID: "s1", Name: "r-s1", ZoneID: "z1"},
+	}}}}
+	r := newUpgradeRig(t, plan)
+	r.gateFail["b2"] = "health gate: gateways_check.py failing"
+	r.run(RouterUpgradeRequest{Parallelism: 10, Budget: FailureBudget{Count: 5}})
+	require.NoError(t, r.env.GetWorkflowError())
+	require.False(t, r.started["p1"].Before(r.gated["b1"]), "p1 started %s before b1 passed its gate %s", r.started["p1"], r.gated["b1"])
+	require.WithinDuration(t, r.start, r.started["s1"], 0, "a router without a peer does not wait")
+	st := r.states(r.result())
+	require.Equal(t, UpgradeDone, st["p1"])
+	require.Equal(t, UpgradeFailed, st["b2"])
+	require.Equal(t, UpgradeSkipped, st["p2"], "PRIMARY of a failed BACKUP is left up")
+	require.Zero(t, r.children["p2"])
+}
+
+// TestUpgradeSkipsUpToDate: a router already at the version at its turn is skipped (no
+// recreate), as after a restart.
+func TestUpgradeSkipsUpToDate(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan([]string{"r1", "r2"}))
+	r.skip["r2"] = "already at version 4.15.0 (minimum 4.15.0)"
+	r.run(RouterUpgradeRequest{})
+	require.NoError(t, r.env.GetWorkflowError())
+	st := r.states(r.result())
+	require.Equal(t, UpgradeSkipped, st["r2"])
+	require.Zero(t, r.children["r2"])
+	require.Equal(t, 1, r.children["r1"])
+}
+
+// TestUpgradeContinueAsNew: after RoutersPerRun routers the run drains and continues as new
+// carrying the state; the next run answers the progress query from it and upgrades only the
+// rest.
+func TestUpgradeContinueAsNew(t *testing.T) {
+	routers := ids("r", 7)
+	r := newUpgradeRig(t, plainPlan(routers))
+	r.run(RouterUpgradeRequest{Parallelism: 2, RoutersPerRun: 3})
+	var can *workflow.ContinueAsNewError
+	require.True(t, errors.As(r.env.GetWorkflowError(), &can), "error %v", r.env.GetWorkflowError())
+	var next RouterUpgradeInput
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+	require.NotNil(t, next.State)
+	done := 0
+	for _, x := range next.State.Routers {
+		if x.State == UpgradeDone {
+			done++
+		}
+		require.NotEqual(t, UpgradeUpgrading, x.State, "a run drains before it continues")
+	}
+	require.Equal(t, 4, done, "3 finished, then the 4th in flight drained")
+	require.Empty(t, r.finished, "the operation is not finished by a continue-as-new")
+
+	r2 := newUpgradeRig(t, plainPlan(routers))
+	var p RouterUpgradeProgress
+	r2.at(time.Minute, func() { p = r2.progress() })
+	r2.env.ExecuteWorkflow(RouterUpgrade, next)
+	require.NoError(t, r2.env.GetWorkflowError())
+	require.Equal(t, 2, p.Run)
+	require.Equal(t, 4, p.Counts[UpgradeDone], "query in the second run sees the first run's routers")
+	require.ElementsMatch(t, routers[4:], r2.order, "only the rest is upgraded")
+	require.Equal(t, 7, r2.result().Counts[UpgradeDone])
+}
+
+func TestUpgradeWindowNext(t *testing.T) {
+	base := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	w := UpgradeWindow{DailyStart: "22:00", DailyEnd: "02:00"}
+	open, wait, ended := w.Next(base)
+	require.False(t, open)
+	require.False(t, ended)
+	require.Equal(t, 10*time.Hour, wait)
+	open, _, _ = w.Next(base.Add(13 * time.Hour)) // 01:00 next day
+	require.True(t, open)
+	require.Error(t, UpgradeWindow{DailyStart: "25:00", DailyEnd: "01:00"}.Validate("window"))
+	require.ErrorContains(t, UpgradeWindow{TimeZone: "Mars/Olympus", DailyStart: "01:00", DailyEnd: "02:00"}.Validate("window"), "window.timeZone")
+}
