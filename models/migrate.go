@@ -62,6 +62,7 @@ func Migrations() []Migration {
 			}
 			return AddColumns(tx, &HealthCheckResult{}, "FailureCountedBy")
 		}},
+		{ID: "0003_templates", Migrate: migrateTemplates},
 	}
 }
 
