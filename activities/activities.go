@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -27,6 +28,8 @@ type Activities struct {
 	Logger  *slog.Logger
 	// SystemVMKey returns the authorized_keys line given to new system VMs (may be nil).
 	SystemVMKey func(ctx context.Context) (string, error)
+	// TemplateHTTP downloads system VM templates (nil: a client trusting the system's roots).
+	TemplateHTTP *http.Client
 }
 
 // stepDone reports whether a step of an operation is already journaled.

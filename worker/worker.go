@@ -54,6 +54,9 @@ func Register(r Registrar, acts *activities.Activities) {
 	r.RegisterWorkflowWithOptions(workflows.NetworkRestart, workflow.RegisterOptions{Name: workflows.NetworkRestartWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.HealthSweep, workflow.RegisterOptions{Name: workflows.HealthSweepWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.RouterHealthCheck, workflow.RegisterOptions{Name: workflows.RouterHealthCheckWorkflowName})
+	// template rollout (issue 9): one line to move into the explicit list; its activities are
+	// methods of acts (activities/template*.go) and registered with it below.
+	r.RegisterWorkflowWithOptions(workflows.TemplateRollout, workflow.RegisterOptions{Name: workflows.TemplateRolloutWorkflowName})
 	r.RegisterActivity(acts)
 }
 
