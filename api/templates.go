@@ -149,16 +149,14 @@ func (s *Server) registerTemplate(c echo.Context) error {
 		return err
 	}
 	tpl.ID = models.NewID()
-	err = s.store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if fullURL != tpl.URL {
-			tpl.URLSecretRef = "template-url:" + tpl.ID
-			if err := s.store.Secrets.Put(ctx, tpl.URLSecretRef, "template-url", []byte(fullURL)); err != nil {
-				return err
-			}
+	if fullURL != tpl.URL {
+		// The secret first: a row never names a secret that is not there.
+		tpl.URLSecretRef = "template-url:" + tpl.ID
+		if err := s.store.Secrets.Put(ctx, tpl.URLSecretRef, "template-url", []byte(fullURL)); err != nil {
+			return Internal(err, "seal the URL of template %s", tpl.Name)
 		}
-		return tx.Create(&tpl).Error
-	})
-	if err != nil {
+	}
+	if err := s.store.DB.WithContext(ctx).Create(&tpl).Error; err != nil {
 		return Internal(err, "register template %s", tpl.Name)
 	}
 	s.log.Info("template registered", "template", tpl.ID, "name", tpl.Name, "hypervisor", tpl.Hypervisor, "url", tpl.URL)
@@ -167,6 +165,11 @@ func (s *Server) registerTemplate(c echo.Context) error {
 	}
 	op, err := s.startRollout(ctx, c, []models.Template{tpl}, rolloutBody{SetMinVersion: b.SetMinVersion})
 	if err != nil {
+		// The template stays registered: say so, and how to start its rollout again.
+		var ae *Error
+		if errors.As(err, &ae) {
+			ae.Message += fmt.Sprintf(" (template %s is registered; start its rollout with POST /api/v1/templates/%s/rollout)", tpl.ID, tpl.ID)
+		}
 		return err
 	}
 	return c.JSON(http.StatusAccepted, map[string]any{"template": tpl, "operation": s.view(op)})
