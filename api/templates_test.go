@@ -19,8 +19,8 @@ func TestRegisterTemplateValidation(t *testing.T) {
 		e.fx = fx
 		good := func() map[string]any {
 			return map[string]any{"name": "SystemVM Template (KVM) 4.15.0", "hypervisor": "KVM", "format": "QCOW2",
-				"url":      "http://127.0.0.1:1/systemvm/4.15/systemvmtemplate-4.15.0-kvm.qcow2.bz2",
-				"zoneid":   fx.zone1, "checksum": "{SHA-256}" + strings.Repeat("ab", 32), "templatetype": "SYSTEM",
+				"url":    "http://127.0.0.1:1/systemvm/4.15/systemvmtemplate-4.15.0-kvm.qcow2.bz2",
+				"zoneid": fx.zone1, "checksum": "{SHA-256}" + strings.Repeat("ab", 32), "templatetype": "SYSTEM",
 				"version": "4.15.0", "rollout": false}
 		}
 		with := func(k string, v any) map[string]any { b := good(); b[k] = v; return b }
