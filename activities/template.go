@@ -278,6 +278,16 @@ func (a *Activities) TemplateDownload(ctx context.Context, in TemplateDownloadIn
 	}
 	p, err := dl.run(ctx, prev)
 	if err != nil {
+		if p.Offset > 0 {
+			// The retry resumes from here: the last heartbeat says how far the file is.
+			heartbeat(ctx, p)
+			pct := 0
+			if p.Total > 0 {
+				pct = int(p.Offset * 100 / p.Total)
+			}
+			_ = a.updateZoneRef(context.WithoutCancel(ctx), ref.ID, map[string]any{
+				"status": fmt.Sprintf("%d%% Downloaded", pct), "download_pct": pct, "bytes_done": p.Offset, "bytes_total": p.Total})
+		}
 		log.Warn("template download failed", "offset", p.Offset, "err", err)
 		return res, asTemporal(err)
 	}

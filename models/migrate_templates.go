@@ -35,7 +35,7 @@ func migrateTemplates(tx *gorm.DB) error {
 		TemplateID       string `gorm:"size:36;uniqueIndex:idx_tpl_zone"`
 		ZoneID           string `gorm:"size:36;uniqueIndex:idx_tpl_zone"`
 		StoreID          string `gorm:"size:36"`
-		SSVM             string `gorm:"size:255"`
+		SSVM             string `gorm:"column:ssvm;size:255"`
 		Status           string `gorm:"size:1024"`
 		DownloadPct      int
 		BytesDone        int64

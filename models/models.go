@@ -278,7 +278,7 @@ type TemplateZoneRef struct {
 	ZoneID     string `gorm:"size:36;uniqueIndex:idx_tpl_zone" json:"zoneid"`
 	StoreID    string `gorm:"size:36" json:"storeid"`
 	// SSVM is the name of the zone's secondary storage VM whose role did the download.
-	SSVM string `gorm:"size:255" json:"ssvm,omitempty"`
+	SSVM string `gorm:"column:ssvm;size:255" json:"ssvm,omitempty"`
 	// Status is "x% Downloaded", "Download Complete", "Installing", "Ready" or "Failed: <reason>".
 	Status      string `gorm:"size:1024" json:"status"`
 	DownloadPct int    `json:"downloadpercent"`
