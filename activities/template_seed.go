@@ -59,10 +59,12 @@ func (a *Activities) TemplateSeedPool(ctx context.Context, in TemplateSeedInput)
 	ref := models.TemplatePoolRef{TemplateID: tpl.ID, PoolID: pool.ID, ZoneID: in.ZoneID, PoolName: pool.Name,
 		State: models.TemplateInstalling}
 	if err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&ref).Error; err != nil {
-		return res, err
+		return res, fmt.Errorf("record template %s in pool %s: %w", tpl.Name, pool.Name, err)
 	}
+	// A fresh value: First would also match the primary key of a struct that has one set.
+	ref = models.TemplatePoolRef{}
 	if err := db.Where("template_id = ? AND pool_id = ?", tpl.ID, pool.ID).First(&ref).Error; err != nil {
-		return res, err
+		return res, fmt.Errorf("read template %s in pool %s: %w", tpl.Name, pool.Name, err)
 	}
 	if ref.State == models.TemplateReady && ref.Checksum != "" && ref.Checksum == in.Checksum {
 		res.State, res.Ref, res.SizeBytes, res.Skipped = models.TemplateReady, ref.InstallPath, ref.SizeBytes, true

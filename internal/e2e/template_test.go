@@ -215,11 +215,14 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 		// A second rollout of the same bytes skips every pool (same checksum) and downloads nothing.
 		before := len(srv.Requests())
 		op2 := p.wait(p.rollout(vmw.ID), 2*time.Minute)
+		if op2.Status != models.OpCompleted {
+			t.Logf("pools after the second rollout: %+v", p.template(vmw.ID).Pools)
+		}
 		var res2 workflows.TemplateRolloutResult
 		_ = json.Unmarshal(op2.Result, &res2)
 		if op2.Status != models.OpCompleted || len(res2.Templates) != 1 || len(res2.Templates[0].Zones[0].Pools) == 0 ||
 			!res2.Templates[0].Zones[0].Pools[0].Skipped || len(srv.Requests()) != before {
-			t.Errorf("second rollout %s %+v (%d new requests), want every pool skipped and nothing downloaded", op2.Status, res2, len(srv.Requests())-before)
+			t.Errorf("second rollout %s (%s) %+v (%d new requests), want every pool skipped and nothing downloaded", op2.Status, op2.Error, res2, len(srv.Requests())-before)
 		}
 	})
 }
