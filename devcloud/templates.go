@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sysvm/sysvm/models"
 )
 
 // TemplateImage is one small, real system VM template image built for the dev cloud and the
@@ -420,4 +423,67 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 		c.onServe(c.path, c.n)
 	}
 	return n, err
+}
+
+// DevTemplates is `sysvm dev`'s local template server: it builds the guide's four images (16
+// MiB of data each, once, kept in dataDir/templates), serves them on 127.0.0.1, and points each
+// zone's secondary store that is not a local directory (the demo's nfs:// stores) at
+// dataDir/secondary/<zone>, so a rollout's download lands on this machine. Without qemu-img it
+// returns the reason and no server.
+func DevTemplates(ctx context.Context, store *models.Store, dataDir string) (*TemplateServer, []TemplateImage, error) {
+	dir := filepath.Join(dataDir, "templates")
+	imgs, err := readImages(dir)
+	if err != nil {
+		if imgs, err = BuildTemplateImages(ctx, dir, "4.16.0", 16<<20); err != nil {
+			return nil, nil, err
+		}
+		if err := writeImages(dir, imgs); err != nil {
+			return nil, nil, err
+		}
+	}
+	var stores []models.SecondaryStore
+	if err := store.DB.WithContext(ctx).Find(&stores).Error; err != nil {
+		return nil, nil, err
+	}
+	for _, st := range stores {
+		if strings.HasPrefix(st.URL, "file://") || strings.HasPrefix(st.URL, "/") {
+			continue
+		}
+		local := filepath.Join(dataDir, "secondary", st.ZoneID)
+		if err := os.MkdirAll(local, 0o755); err != nil {
+			return nil, nil, err
+		}
+		if err := store.DB.WithContext(ctx).Model(&models.SecondaryStore{}).Where("id = ?", st.ID).
+			Updates(map[string]any{"url": "file://" + local, "protocol": "file"}).Error; err != nil {
+			return nil, nil, err
+		}
+	}
+	return StartTemplateServer(dir, false), imgs, nil
+}
+
+const imagesIndex = "images.json"
+
+func readImages(dir string) ([]TemplateImage, error) {
+	b, err := os.ReadFile(filepath.Join(dir, imagesIndex))
+	if err != nil {
+		return nil, err
+	}
+	var imgs []TemplateImage
+	if err := json.Unmarshal(b, &imgs); err != nil {
+		return nil, err
+	}
+	for _, im := range imgs {
+		if _, err := os.Stat(im.Path); err != nil {
+			return nil, err
+		}
+	}
+	return imgs, nil
+}
+
+func writeImages(dir string, imgs []TemplateImage) error {
+	b, err := json.MarshalIndent(imgs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, imagesIndex), b, 0o644)
 }

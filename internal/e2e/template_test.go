@@ -133,6 +133,7 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 		if op.Status != models.OpCompleted {
 			t.Fatalf("rollout %s: %s", op.Status, op.Error)
 		}
+		p.recordHistory("template/rollout_one_bad_url.json", op)
 		var res workflows.TemplateRolloutResult
 		modelstest.Must(t, json.Unmarshal(op.Result, &res), "result")
 		outcome := map[string]workflows.TemplateOutcome{}
