@@ -238,7 +238,7 @@ func (a *Activities) TemplateDownload(ctx context.Context, in TemplateDownloadIn
 	}
 
 	var prev DownloadProgress
-	if activity.HasHeartbeatDetails(ctx) {
+	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
 		if err := activity.GetHeartbeatDetails(ctx, &prev); err != nil {
 			prev = DownloadProgress{}
 		}

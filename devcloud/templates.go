@@ -109,7 +109,7 @@ func BuildTemplateImages(ctx context.Context, dir, version string, dataBytes int
 		return nil, err
 	}
 	ova := filepath.Join(dir, base+"-vmware.ova")
-	if err := writeOVA(ova, vmdk, dataBytes); err != nil {
+	if err := WriteOVA(ova, vmdk, dataBytes); err != nil {
 		return nil, err
 	}
 	if err := add("VMware", "OVA", base+"-vmware.ova", fileSize(ova)); err != nil {
@@ -163,8 +163,8 @@ func sha256File(p string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-// writeOVA tars an OVF descriptor and the VMDK into an OVA.
-func writeOVA(ova, vmdk string, capacity int64) error {
+// WriteOVA tars an OVF descriptor and the VMDK (capacity bytes of disk) into an OVA.
+func WriteOVA(ova, vmdk string, capacity int64) error {
 	f, err := os.Create(ova)
 	if err != nil {
 		return err
