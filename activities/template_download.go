@@ -38,9 +38,11 @@ const (
 // DownloadProgress is the heartbeat of a template download: how far the partial file is, so a
 // retry on another worker resumes there with an HTTP Range request.
 type DownloadProgress struct {
-	Offset int64  `json:"offset"`
-	Total  int64  `json:"total"`
-	ETag   string `json:"etag,omitempty"`
+	Offset int64 `json:"offset"`
+	Total  int64 `json:"total"`
+	// Percent is Offset of Total (0 while the total is unknown).
+	Percent int    `json:"percent"`
+	ETag    string `json:"etag,omitempty"`
 	// LastModified validates a resume when the server gives no ETag.
 	LastModified string `json:"lastModified,omitempty"`
 }
@@ -231,6 +233,9 @@ func (dl *downloader) run(ctx context.Context, prev DownloadProgress) (DownloadP
 				return p, fmt.Errorf("write %s: %w", dl.part, err)
 			}
 			p.Offset += int64(n)
+			if p.Total > 0 {
+				p.Percent = int(p.Offset * 100 / p.Total)
+			}
 			dl.report(p)
 		}
 		if errors.Is(rerr, io.EOF) {

@@ -97,11 +97,12 @@ func (s *stack) poolTemplate(poolID, name string) hypervisors.Template {
 	return tpl
 }
 
-// TestTemplateRolloutEveryHypervisor rolls out KVM, VMware and XenServer templates in one
-// operation, the XenServer one with a URL that answers 404: KVM and VMware are downloaded,
-// seeded into their pools (checked on libvirt and vcsim), switched live, and a router
-// recreated afterwards runs on the new template; XenServer is reported failed with the reason
-// and its router.template is left alone. A rollback sets the setting back.
+// TestTemplateRolloutEveryHypervisor rolls out KVM, VMware, XenServer and Hyper-V templates in
+// one operation, the Hyper-V one with a URL that answers 404: KVM, VMware and XenServer are
+// downloaded, seeded into their pools (checked on libvirt, vcsim and the XAPI simulator),
+// switched live, and a router recreated afterwards runs on the new template; Hyper-V is
+// reported failed with the reason and its router.template is left alone. A rollback sets the
+// setting back.
 func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, libvirt, vcsim and the XAPI simulator")
@@ -123,12 +124,13 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 		kvmOK := p.kvmReason == ""
 		kvm := p.registerTemplate("systemvm-kvm-4.16.0", by["KVM"], srv.URL+"/"+by["KVM"].File)
 		vmw := p.registerTemplate("systemvm-vmware-4.16.0", by["VMware"], srv.URL+"/"+by["VMware"].File)
-		xen := p.registerTemplate("systemvm-xen-4.16.0", by["XenServer"], srv.URL+"/gone/"+by["XenServer"].File)
-		prevXen, _ := store.Settings.String(context.Background(), "router.template.xenserver", models.Scope{ZoneID: p.zoneID})
+		xen := p.registerTemplate("systemvm-xen-4.16.0", by["XenServer"], srv.URL+"/"+by["XenServer"].File)
+		hyperv := p.registerTemplate("systemvm-hyperv-4.16.0", by["Hyperv"], srv.URL+"/gone/"+by["Hyperv"].File)
+		prevHyperv, _ := store.Settings.String(context.Background(), "router.template.hyperv", models.Scope{ZoneID: p.zoneID})
 		prevKVM, _ := store.Settings.String(context.Background(), "router.template.kvm", models.Scope{ZoneID: p.zoneID})
 
 		begin := time.Now()
-		op := p.wait(p.rollout(kvm.ID, vmw.ID, xen.ID), 3*time.Minute)
+		op := p.wait(p.rollout(kvm.ID, vmw.ID, xen.ID, hyperv.ID), 3*time.Minute)
 		t.Logf("rollout %s in %s", op.Status, time.Since(begin).Round(time.Millisecond))
 		if op.Status != models.OpCompleted {
 			t.Fatalf("rollout %s: %s", op.Status, op.Error)
@@ -140,7 +142,7 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 		for _, o := range res.Templates {
 			outcome[o.Hypervisor] = o
 		}
-		ready := []string{"VMware"}
+		ready := []string{"VMware", "XenServer"}
 		if kvmOK {
 			ready = append(ready, "KVM")
 		}
@@ -172,17 +174,17 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 				t.Errorf("%s = %q after the rollout, want %q", name, v, o.Name)
 			}
 		}
-		x := outcome["XenServer"]
+		x := outcome["Hyperv"]
 		if len(x.Zones) != 1 || !strings.Contains(x.Zones[0].Status, "Failed: download") || !strings.Contains(x.Zones[0].Status, "404") || x.Zones[0].Switched {
-			t.Errorf("XenServer outcome %+v, want Failed: download ... 404 and not switched", x)
+			t.Errorf("Hyper-V outcome %+v, want Failed: download ... 404 and not switched", x)
 		}
-		if d := p.template(xen.ID); len(d.Zones) != 1 || !strings.HasPrefix(d.Zones[0].Status, "Failed: ") {
-			t.Errorf("GET xen template zones %+v, want Failed: <reason>", d.Zones)
+		if d := p.template(hyperv.ID); len(d.Zones) != 1 || !strings.HasPrefix(d.Zones[0].Status, "Failed: ") {
+			t.Errorf("GET Hyper-V template zones %+v, want Failed: <reason>", d.Zones)
 		}
-		if v, _ := store.Settings.String(context.Background(), "router.template.xenserver", models.Scope{ZoneID: p.zoneID}); v != prevXen {
-			t.Errorf("router.template.xenserver = %q, want it left at %q", v, prevXen)
+		if v, _ := store.Settings.String(context.Background(), "router.template.hyperv", models.Scope{ZoneID: p.zoneID}); v != prevHyperv {
+			t.Errorf("router.template.hyperv = %q, want it left at %q", v, prevHyperv)
 		}
-		if res.Ready != len(ready) || res.Failed != 3-len(ready) || res.MinVersion != "4.16.0" {
+		if res.Ready != len(ready) || res.Failed != 4-len(ready) || res.MinVersion != "4.16.0" {
 			t.Errorf("result ready %d failed %d minversion %q", res.Ready, res.Failed, res.MinVersion)
 		}
 
