@@ -346,3 +346,36 @@ func RollbackTemplate(ctx context.Context, store *models.Store, templateID strin
 		Description: fmt.Sprintf("rollback of %s: %d settings set back", tpl.Name, len(res.Restored))})
 	return res, nil
 }
+
+// TemplateRollOnInput names the zone and hypervisor whose SSVMs and CPVMs a rollout recreates.
+type TemplateRollOnInput struct {
+	TemplateID string `json:"templateId"`
+	ZoneID     string `json:"zoneId"`
+}
+
+// TemplateRollOnVM is one SSVM or CPVM to recreate on the new template.
+type TemplateRollOnVM struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// TemplateRollOnVMs lists the zone's SSVMs and CPVMs on the template's hypervisor that do not
+// run it yet (not destroyed), by type then name, so a rollout recreates them one at a time.
+func (a *Activities) TemplateRollOnVMs(ctx context.Context, in TemplateRollOnInput) ([]TemplateRollOnVM, error) {
+	var tpl models.Template
+	if err := a.Store.DB.WithContext(ctx).First(&tpl, "id = ?", in.TemplateID).Error; err != nil {
+		return nil, fmt.Errorf("load template %s: %w", in.TemplateID, err)
+	}
+	var vms []models.SystemVM
+	if err := a.Store.DB.WithContext(ctx).Where("zone_id = ? AND hypervisor_type = ? AND type IN ? AND state <> ? AND template_id <> ?",
+		in.ZoneID, tpl.Hypervisor, []string{models.TypeSSVM, models.TypeCPVM}, models.StateDestroyed, tpl.ID).
+		Order("type DESC, name").Find(&vms).Error; err != nil {
+		return nil, fmt.Errorf("system VMs of zone %s: %w", in.ZoneID, err)
+	}
+	out := make([]TemplateRollOnVM, 0, len(vms))
+	for _, vm := range vms {
+		out = append(out, TemplateRollOnVM{ID: vm.ID, Name: vm.Name, Type: vm.Type})
+	}
+	return out, nil
+}

@@ -40,6 +40,8 @@ type registerTemplateBody struct {
 	Rollout *bool `json:"rollout"`
 	// SetMinVersion also sets minreq.sysvmtemplate.version when the rollout switches.
 	SetMinVersion bool `json:"setminversion"`
+	// RollOn recreates the SSVMs and CPVMs on the new template, one at a time per zone.
+	RollOn bool `json:"rollon"`
 }
 
 // rolloutBody starts a rollout of registered templates.
@@ -47,6 +49,8 @@ type rolloutBody struct {
 	TemplateIDs   []string `json:"templateids"`
 	SetMinVersion bool     `json:"setminversion"`
 	NoSwitch      bool     `json:"noswitch"`
+	// RollOn recreates the SSVMs and CPVMs on the new template, one at a time per zone.
+	RollOn bool `json:"rollon"`
 }
 
 // templateHypervisors are the hypervisors a system template can be registered for, with the
@@ -95,11 +99,11 @@ func (s *Server) mountTemplates() error {
 		append(tmpl, "zones:[]@TemplateZoneRef", "storagepools:[]@TemplatePoolRef")...))
 	s.AddSchema("RegisterTemplateRequest", objectSchema("CloudStack's registerTemplate for a system VM template, plus version and rollout",
 		"name", "displaytext?", "url", "format?", "hypervisor", "zoneid?", "checksum?", "templatetype?:string=SYSTEM|ROUTING",
-		"version", "bits?:int", "rollout?:bool", "setminversion?:bool"))
+		"version", "bits?:int", "rollout?:bool", "setminversion?:bool", "rollon?:bool"))
 	s.AddSchema("RegisteredTemplate", objectSchema("the registered template and, when its rollout started, the operation",
 		"template:@Template", "operation?:@Operation"))
 	s.AddSchema("TemplateRolloutRequest", objectSchema("a rollout of registered templates",
-		"templateids?:[]string", "setminversion?:bool", "noswitch?:bool"))
+		"templateids?:[]string", "setminversion?:bool", "noswitch?:bool", "rollon?:bool"))
 	s.AddSchema("TemplateRollback", objectSchema("the settings a rollback set back", "templateid", "restored:[]@TemplateSetting"))
 	s.AddSchema("TemplateSetting", objectSchema("a setting changed", "setting", "value", "previous?"))
 	started := Response{Status: 202, Description: "the rollout started", Schema: "OperationEnvelope"}
@@ -163,7 +167,7 @@ func (s *Server) registerTemplate(c echo.Context) error {
 	if b.Rollout != nil && !*b.Rollout {
 		return c.JSON(http.StatusCreated, map[string]any{"template": tpl})
 	}
-	op, err := s.startRollout(ctx, c, []models.Template{tpl}, rolloutBody{SetMinVersion: b.SetMinVersion})
+	op, err := s.startRollout(ctx, c, []models.Template{tpl}, rolloutBody{SetMinVersion: b.SetMinVersion, RollOn: b.RollOn})
 	if err != nil {
 		// The template stays registered: say so, and how to start its rollout again.
 		var ae *Error
@@ -383,7 +387,8 @@ func (s *Server) startRollout(ctx context.Context, c echo.Context, tpls []models
 		Workflow: workflows.TemplateRolloutWorkflowName, TargetType: TargetTemplate, TargetID: ids[0],
 		TargetName: strings.Join(names, ", "),
 		Input: func(opID string) any {
-			return workflows.TemplateRolloutInput{OperationID: opID, TemplateIDs: ids, SetMinVersion: b.SetMinVersion, NoSwitch: b.NoSwitch}
+			return workflows.TemplateRolloutInput{OperationID: opID, TemplateIDs: ids, SetMinVersion: b.SetMinVersion,
+				NoSwitch: b.NoSwitch, RollOn: b.RollOn}
 		},
 		Memo: map[string]any{"templateIds": strings.Join(ids, ",")},
 	}

@@ -48,6 +48,10 @@ type TemplateRolloutInput struct {
 	SetMinVersion bool `json:"setMinVersion,omitempty"`
 	// NoSwitch downloads and seeds but leaves router.template.<hypervisor> as it is.
 	NoSwitch bool `json:"noSwitch,omitempty"`
+	// RollOn recreates each switched zone's SSVMs and CPVMs of the hypervisor on the new
+	// template, one at a time (a SystemVMLifecycle recreate child each), so the zone always
+	// keeps the others serving; the first failure stops that zone's roll-on.
+	RollOn bool `json:"rollOn,omitempty"`
 }
 
 // TemplateRolloutResult is the rollout's outcome per template (hypervisor), zone and pool.
@@ -83,6 +87,10 @@ type ZoneOutcome struct {
 	Setting    string        `json:"setting,omitempty"`
 	Previous   string        `json:"previous,omitempty"`
 	Pools      []PoolOutcome `json:"pools"`
+	// Recreated lists the SSVMs and CPVMs rolled onto the template (RollOn), in order;
+	// RollOnError says why the roll-on stopped.
+	Recreated   []LifecycleResult `json:"recreated,omitempty"`
+	RollOnError string            `json:"rollOnError,omitempty"`
 }
 
 // PoolOutcome is one pool's seed.
@@ -280,7 +288,46 @@ func rolloutZone(ctx workflow.Context, in TemplateRolloutInput, t activities.Tem
 		return out
 	}
 	out.Status, out.Switched, out.Setting, out.Previous = models.TemplateReady, true, sw.Setting, sw.Previous
+	if in.RollOn {
+		rollOn(ctx, in, t, z, &out)
+	}
 	return out
+}
+
+// TemplateRollOnOperationID is the operation ID a rollout gives the recreate of one system VM:
+// derived from the rollout's and the VM's IDs, so a replayed or retried rollout journals the
+// same steps.
+func TemplateRollOnOperationID(parentOperationID, vmID string) string {
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("sysvm:template.rollout:"+parentOperationID+"/"+vmID)).String()
+}
+
+// rollOn recreates the zone's SSVMs and CPVMs on the new template one at a time, each as a
+// SystemVMLifecycle child through its contract (its own workflow ID, so it never overlaps
+// another operation on that VM).
+func rollOn(ctx workflow.Context, in TemplateRolloutInput, t activities.TemplatePlanItem, z activities.TemplateZonePlan, out *ZoneOutcome) {
+	var vms []activities.TemplateRollOnVM
+	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.TemplateRollOnVMs, activities.TemplateRollOnInput{
+		TemplateID: t.TemplateID, ZoneID: z.ZoneID}).Get(ctx, &vms); err != nil {
+		out.RollOnError = "list system VMs: " + cause(err)
+		return
+	}
+	for _, vm := range vms {
+		opID := TemplateRollOnOperationID(in.OperationID, vm.ID)
+		cctx := workflow.WithChildOptions(ctx, VMTarget(vm.ID, vm.Type, z.ZoneID, ActionRecreate.OperationKind()).
+			ChildOptions(map[string]any{"operationId": opID, "target": vm.Name, "parentOperationId": in.OperationID}))
+		var res LifecycleResult
+		err := workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{OperationID: opID, VMID: vm.ID,
+			Action: ActionRecreate, Reason: "template rollout to " + t.Name}).Get(ctx, &res)
+		if err != nil {
+			out.RollOnError = fmt.Sprintf("recreate %s: %s; the remaining system VMs are left as they are", vm.Name, cause(err))
+			return
+		}
+		out.Recreated = append(out.Recreated, res)
+		if res.State != models.StateRunning {
+			out.RollOnError = fmt.Sprintf("recreate %s: it is %s afterwards, not Running; the remaining system VMs are left as they are", vm.Name, res.State)
+			return
+		}
+	}
 }
 
 // cause is the activity's own words for why it failed.

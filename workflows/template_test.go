@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
@@ -157,4 +158,45 @@ func TestTemplateRolloutWorkflowID(t *testing.T) {
 	tg := TemplateTarget([]string{"t-1"}, "z-1")
 	require.Equal(t, TemplateRolloutOperationKind, tg.Kind)
 	require.Equal(t, "z-1", tg.ZoneID)
+}
+
+// TestTemplateRolloutRollOn recreates the zone's SSVM and CPVM after the switch, one at a time,
+// each a lifecycle recreate child with its own workflow ID and derived operation ID; a child
+// that fails stops the roll-on and is reported, the rollout still completes.
+func TestTemplateRolloutRollOn(t *testing.T) {
+	r := &rolloutEnv{templates: []string{"vmw"}, poolsOf: map[string][]string{"vmw": {"vmw-1"}}}
+	env := newRolloutEnv(t, r)
+	var mu sync.Mutex
+	var order []string
+	running, maxRunning := 0, 0
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, in LifecycleInput) (LifecycleResult, error) {
+		mu.Lock()
+		running++
+		maxRunning = max(maxRunning, running)
+		order = append(order, in.VMID+" "+string(in.Action)+" "+workflow.GetInfo(ctx).WorkflowExecution.ID)
+		mu.Unlock()
+		_ = workflow.Sleep(ctx, time.Second)
+		mu.Lock()
+		running--
+		mu.Unlock()
+		if in.VMID == "v-3" {
+			return LifecycleResult{}, temporal.NewNonRetryableApplicationError("no host", "BadState", nil)
+		}
+		return LifecycleResult{VMID: in.VMID, Name: in.VMID, Action: string(in.Action), State: models.StateRunning}, nil
+	}, workflow.RegisterOptions{Name: LifecycleWorkflowName})
+	env.OnActivity(a.TemplateRollOnVMs, mock.Anything, mock.Anything).Return([]activities.TemplateRollOnVM{
+		{ID: "s-1", Name: "s-1-VM", Type: models.TypeSSVM}, {ID: "v-2", Name: "v-2-VM", Type: models.TypeCPVM},
+		{ID: "v-3", Name: "v-3-VM", Type: models.TypeCPVM}, {ID: "v-4", Name: "v-4-VM", Type: models.TypeCPVM}}, nil)
+	env.ExecuteWorkflow(TemplateRollout, TemplateRolloutInput{OperationID: "op-3", TemplateIDs: r.templates, RollOn: true})
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var res TemplateRolloutResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	z := res.Templates[0].Zones[0]
+	require.True(t, z.Switched)
+	require.Equal(t, []string{"s-1 recreate systemvm:s-1", "v-2 recreate systemvm:v-2", "v-3 recreate systemvm:v-3"}, order)
+	require.Equal(t, 1, maxRunning, "one system VM at a time")
+	require.Len(t, z.Recreated, 2)
+	require.Contains(t, z.RollOnError, "recreate v-3-VM: no host")
+	require.NotEqual(t, TemplateRollOnOperationID("op-3", "s-1"), TemplateRollOnOperationID("op-3", "v-2"))
 }

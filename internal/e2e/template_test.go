@@ -57,11 +57,16 @@ func (s *stack) registerTemplate(name string, im devcloud.TemplateImage, url str
 // rollout starts one rollout of the templates.
 func (s *stack) rollout(ids ...string) operation {
 	s.t.Helper()
+	return s.rolloutWith(map[string]any{"templateids": ids, "setminversion": true})
+}
+
+func (s *stack) rolloutWith(body map[string]any) operation {
+	s.t.Helper()
 	var out struct {
 		Operation operation `json:"operation"`
 		Error     any       `json:"error"`
 	}
-	if code := s.do(http.MethodPost, "/api/v1/templates/rollout", map[string]any{"templateids": ids, "setminversion": true}, &out); code != http.StatusAccepted {
+	if code := s.do(http.MethodPost, "/api/v1/templates/rollout", body, &out); code != http.StatusAccepted {
 		s.t.Fatalf("rollout = %d (%v)", code, out.Error)
 	}
 	return out.Operation
@@ -215,9 +220,13 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 			}
 		}
 
-		// A second rollout of the same bytes skips every pool (same checksum) and downloads nothing.
+		// A second rollout of the same bytes skips every pool (same checksum) and downloads
+		// nothing; with rollon it recreates the zone's VMware SSVMs and CPVMs on it, one at a time.
+		var sysvms []models.SystemVM
+		modelstest.Must(t, store.DB.Where("zone_id = ? AND hypervisor_type = ? AND type IN ? AND state <> ?", p.zoneID, "VMware",
+			[]string{models.TypeSSVM, models.TypeCPVM}, models.StateDestroyed).Find(&sysvms).Error, "system VMs")
 		before := len(srv.Requests())
-		op2 := p.wait(p.rollout(vmw.ID), 2*time.Minute)
+		op2 := p.wait(p.rolloutWith(map[string]any{"templateids": []string{vmw.ID}, "rollon": true}), 3*time.Minute)
 		if op2.Status != models.OpCompleted {
 			t.Logf("pools after the second rollout: %+v", p.template(vmw.ID).Pools)
 		}
@@ -226,6 +235,20 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 		if op2.Status != models.OpCompleted || len(res2.Templates) != 1 || len(res2.Templates[0].Zones[0].Pools) == 0 ||
 			!res2.Templates[0].Zones[0].Pools[0].Skipped || len(srv.Requests()) != before {
 			t.Errorf("second rollout %s (%s) %+v (%d new requests), want every pool skipped and nothing downloaded", op2.Status, op2.Error, res2, len(srv.Requests())-before)
+		}
+		if len(sysvms) == 0 {
+			t.Fatal("the demo zone has no VMware SSVM or CPVM to roll on")
+		}
+		if z := res2.Templates[0].Zones[0]; len(z.Recreated) != len(sysvms) || z.RollOnError != "" {
+			t.Errorf("roll-on recreated %+v (%q), want the zone's %d VMware SSVMs and CPVMs", z.Recreated, z.RollOnError, len(sysvms))
+		}
+		for _, vm := range sysvms {
+			if got := p.vm(vm.ID); got.TemplateID != vmw.ID || got.State != models.StateRunning {
+				t.Errorf("%s after roll-on: template %s state %s, want %s Running", vm.Name, got.TemplateID, got.State, vmw.ID)
+			}
+			if _, err := p.hv(p.vm(vm.ID)); err != nil {
+				t.Errorf("%s is not on vcsim after roll-on: %v", vm.Name, err)
+			}
 		}
 	})
 }
