@@ -224,7 +224,25 @@ func (dl *downloader) run(ctx context.Context, prev DownloadProgress) (DownloadP
 	stall := time.AfterFunc(stallTimeout, func() { cancel(errors.New("no bytes for " + stallTimeout.String())) })
 	defer stall.Stop()
 	buf := make([]byte, downloadBufferSize)
-	w := io.MultiWriter(f, dl.dig.h)
+	// The hash runs on its own goroutine, overlapping the file write of the same chunk: the
+	// pipe hands the chunk over (the hasher copies it into its own buffer), then the file gets it.
+	pr, pw := io.Pipe()
+	hashed := make(chan error, 1)
+	go func() {
+		_, err := io.CopyBuffer(dl.dig.h, pr, make([]byte, downloadBufferSize))
+		hashed <- err
+	}()
+	hashing := true
+	endHash := func(err error) error {
+		if !hashing {
+			return nil
+		}
+		hashing = false
+		_ = pw.CloseWithError(err)
+		return <-hashed
+	}
+	defer func() { _ = endHash(errors.New("download ended")) }()
+	w := io.MultiWriter(pw, f)
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
@@ -250,6 +268,9 @@ func (dl *downloader) run(ctx context.Context, prev DownloadProgress) (DownloadP
 	}
 	if p.Total > 0 && p.Offset != p.Total {
 		return p, fmt.Errorf("download %s: got %d of %d bytes", dl.object, p.Offset, p.Total)
+	}
+	if err := endHash(nil); err != nil {
+		return p, fmt.Errorf("hash %s: %w", dl.part, err)
 	}
 	if err := f.Sync(); err != nil {
 		return p, fmt.Errorf("sync %s: %w", dl.part, err)

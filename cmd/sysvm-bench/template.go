@@ -189,7 +189,8 @@ func sha256Of(p string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-// plainCopy is the baseline: the same bytes fetched to disk and written to two places.
+// plainCopy is the baseline: the same bytes fetched to disk (fsynced, as the download is) and
+// written to two places (not fsynced, as vcsim writes its datastore files).
 func plainCopy(ctx context.Context, url, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -234,11 +235,9 @@ func copyFile(from, to string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(struct{ io.Writer }{out}, in); err != nil { // a real copy, no copy_file_range
+	// A real copy (no copy_file_range), not fsynced: like the pools' writes in vcsim.
+	if _, err := io.Copy(struct{ io.Writer }{out}, in); err != nil {
 		_ = out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
 		return err
 	}
 	return out.Close()
