@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type Activities struct {
 	// Exec reaches system VMs over SSH, to verify a recreate's replacement answers on 3922
 	// (nil: the replacement is verified on its hypervisor only).
 	Exec Exec
+	// TemplateHTTP downloads system VM templates (nil: a client trusting the system's roots).
+	TemplateHTTP *http.Client
 }
 
 // stepDone reports whether a step of an operation is already journaled.

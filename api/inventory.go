@@ -223,30 +223,11 @@ func inventoryRoutes(s *Server) []Route {
 	// Templates: the detail adds where the template is in primary storage.
 	tpl := resource[models.Template]{path: "/templates", what: "template", op: "Template", plural: "Templates", schema: "Template",
 		filters: templateFilters(), order: "name, id", desc: "templates"}.routes(s)
-	tpl[1].Handler = s.getTemplate
-	tpl[1].Doc.Responses = []Response{{Status: 200, Description: "the template and its copies in primary storage", Schema: "TemplateDetail"}}
+	tpl[1].Handler = s.getTemplate // api/templates.go: per zone and per pool
+	tpl[1].Doc.Responses = []Response{{Status: 200, Description: "the template, its download per zone and its copies in primary storage", Schema: "TemplateDetail"}}
 	out = append(out, tpl...)
 	out = append(out, s.routerReadRoutes()...)
 	return out
-}
-
-// templateDetail is a template with its per-pool state.
-type templateDetail struct {
-	models.Template
-	StoragePools []models.TemplatePoolRef `json:"storagepools"`
-}
-
-func (s *Server) getTemplate(c echo.Context) error {
-	t, err := getRow[models.Template](c, s.store.DB, c.Param("id"), "template")
-	if err != nil {
-		return err
-	}
-	out := templateDetail{Template: t, StoragePools: []models.TemplatePoolRef{}}
-	if err := s.store.DB.WithContext(c.Request().Context()).Where("template_id = ?", t.ID).
-		Order("pool_id").Find(&out.StoragePools).Error; err != nil {
-		return Internal(err, "read template %s pools", t.ID)
-	}
-	return ok(c, out)
 }
 
 // routerView is a router as listRouters shows it.

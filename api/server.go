@@ -144,6 +144,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.mountCloudStack(); err != nil {
 		return nil, err
 	}
+	if err := s.mountTemplates(); err != nil {
+		return nil, err
+	}
 	if s.dev != nil {
 		for _, r := range s.devRoutes() {
 			if err := s.Handle(r); err != nil {

@@ -268,6 +268,52 @@ type Template struct {
 	ZoneID     string `gorm:"size:36" json:"zoneid,omitempty"`
 	SizeBytes  int64  `json:"size"`
 	State      string `gorm:"size:32" json:"status"`
+	// Bits is 64 or 32 (CloudStack's registerTemplate bits); a 64-bit system template needs
+	// system offerings of at least 512 MB.
+	Bits int `json:"bits"`
+	// URLSecretRef names the encrypted secret holding the full URL when it carries
+	// credentials; URL then holds it with the password redacted.
+	URLSecretRef string `gorm:"size:255" json:"-"`
+	// MinVersionSet: a rollout of this template set minreq.sysvmtemplate.version, whose value
+	// before is PreviousMinVersion (restored by a rollback).
+	MinVersionSet      bool   `json:"minversionset"`
+	PreviousMinVersion string `gorm:"size:64" json:"-"`
+}
+
+// Template download and install states of a zone (TemplateZoneRef.Status) and a pool
+// (TemplatePoolRef.State), as CloudStack shows them.
+const (
+	TemplateDownloadComplete = "Download Complete"
+	TemplateInstalling       = "Installing"
+	TemplateFailed           = "Failed"
+)
+
+// TemplateZoneRef is a template's download into one zone's secondary store and its switch in
+// that zone: what the zone's SSVM role downloaded, how far, and the router.template value the
+// switch replaced (restored by a rollback).
+type TemplateZoneRef struct {
+	Base
+	TemplateID string `gorm:"size:36;uniqueIndex:idx_tpl_zone" json:"templateid"`
+	ZoneID     string `gorm:"size:36;uniqueIndex:idx_tpl_zone" json:"zoneid"`
+	StoreID    string `gorm:"size:36" json:"storeid"`
+	// SSVM is the name of the zone's secondary storage VM whose role did the download.
+	SSVM string `gorm:"column:ssvm;size:255" json:"ssvm,omitempty"`
+	// Status is "x% Downloaded", "Download Complete", "Installing", "Ready" or "Failed: <reason>".
+	Status      string `gorm:"size:1024" json:"status"`
+	DownloadPct int    `json:"downloadpercent"`
+	BytesDone   int64  `json:"downloadedbytes"`
+	BytesTotal  int64  `json:"totalbytes"`
+	// InstallPath is the image in the secondary store, decompressed.
+	InstallPath string `gorm:"size:1024" json:"installpath,omitempty"`
+	// Checksum is the digest of the downloaded bytes ("<algo>:<hex>").
+	Checksum string `gorm:"size:200" json:"checksum,omitempty"`
+	// Switched: router.template.<hypervisor> of the zone names this template since SwitchedAt.
+	Switched   bool       `json:"switched"`
+	SwitchedAt *time.Time `json:"switchedat,omitempty"`
+	// PreviousTemplate is the zone's router.template.<hypervisor> override before the switch;
+	// PreviousSet is false when the zone had none (a rollback then removes the override).
+	PreviousTemplate string `gorm:"size:255" json:"previoustemplate,omitempty"`
+	PreviousSet      bool   `json:"-"`
 }
 
 // TemplatePoolRef is a template's presence in one primary storage pool.
@@ -278,6 +324,14 @@ type TemplatePoolRef struct {
 	State       string `gorm:"size:32" json:"state"`
 	DownloadPct int    `json:"downloadpercent"`
 	InstallPath string `gorm:"size:1024" json:"installpath"`
+	ZoneID      string `gorm:"size:36" json:"zoneid,omitempty"`
+	PoolName    string `gorm:"size:255" json:"storagename,omitempty"`
+	// Checksum is the digest of the downloaded image this pool was seeded from: a later rollout
+	// of the same bytes skips the pool.
+	Checksum  string `gorm:"size:200" json:"checksum,omitempty"`
+	SizeBytes int64  `json:"size"`
+	// Error says why the last seed failed (State Failed).
+	Error string `gorm:"type:text" json:"error,omitempty"`
 }
 
 // Event is an audit record of something that happened.
@@ -393,7 +447,7 @@ func AllModels() []any {
 	return []any{
 		&Zone{}, &Pod{}, &Cluster{}, &Host{}, &StoragePool{}, &SecondaryStore{},
 		&Domain{}, &Account{}, &VPC{}, &Network{}, &ServiceOffering{}, &SystemVM{},
-		&Template{}, &TemplatePoolRef{}, &Setting{}, &Event{}, &Alert{}, &Operation{},
+		&Template{}, &TemplatePoolRef{}, &TemplateZoneRef{}, &Setting{}, &Event{}, &Alert{}, &Operation{},
 		&OperationStep{}, &APIKey{}, &Secret{}, &HostKey{}, &HealthCheckResult{},
 		&GuestVM{}, &PortForwardingRule{}, &LoadBalancerRule{}, &LoadBalancerBackend{},
 		&HealthRecreation{},

@@ -64,6 +64,7 @@ func Workflows() []Workflow {
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
 		{workflows.RouterUpgradeWorkflowName, workflows.RouterUpgrade},
 		{workflows.NetworkRulesWorkflowName, workflows.NetworkRulesPush},
+		{workflows.TemplateRolloutWorkflowName, workflows.TemplateRollout},
 	}
 }
 
@@ -82,6 +83,9 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.NetworkRouters,
 		// RouterUpgrade
 		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert,
+		// TemplateRollout
+		a.TemplatePlan, a.TemplateDownload, a.TemplateSeedPool, a.TemplateRecordFailure, a.TemplateSwitch,
+		a.TemplateMinVersion, a.TemplateRollOnVMs,
 	}
 	health = []any{
 		// HealthSweep

@@ -33,6 +33,7 @@ const usage = `sysvm-bench — benchmarks of sysvm on the embedded stack
 Usage:
   sysvm-bench health [flags]   basic health sweeps over simulated fleets of routers
   sysvm-bench upgrade [flags]  a batched router upgrade's makespan against the ideal
+  sysvm-bench template [flags] template download + checksum + seed of a 1 GiB image into two pools, against a plain copy
 
 Run "sysvm-bench health -h" for the flags.
 `
@@ -55,6 +56,8 @@ func main() {
 		err = runHealth(ctx, logger, os.Args[2:], os.Stdout)
 	case "upgrade":
 		err = runUpgrade(ctx, logger, os.Args[2:], os.Stdout)
+	case "template":
+		err = runTemplate(ctx, logger, os.Args[2:], os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

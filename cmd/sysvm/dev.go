@@ -111,6 +111,19 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return fmt.Errorf("materialize demo cloud: %w", err)
 	}
 
+	// A local template server for the template rollout (issue 9): its images and how to
+	// register one are printed below.
+	tplInfo := "(unavailable: %v)"
+	if tsrv, imgs, err := devcloud.DevTemplates(ctx, store, c.DataDir); err != nil {
+		tplInfo = fmt.Sprintf(tplInfo, err)
+	} else {
+		defer tsrv.Close()
+		tplInfo = tsrv.URL + "/"
+		for _, im := range imgs {
+			tplInfo += fmt.Sprintf("\n                 %s  (%s %s, sha256 %s)", im.File, im.Hypervisor, im.Format, im.SHA256)
+		}
+	}
+
 	tc, err := a.dialTemporal(ctx)
 	if err != nil {
 		return err
@@ -153,12 +166,14 @@ sysvm dev is running (demo cloud %s; data in %s)
   Temporal       %s  (temporal workflow show --address %s --codec-endpoint %s%s --codec-auth "Bearer <key>" -w <id>)
   Admin API key  %s
   Metrics        %s/metrics   (worker port: %s)
+  Templates      %s
 
   Try: curl -H "Authorization: Bearer %s" %s/api/v1/routers
+  A template:  README "Template rollout" registers one of the images above
 
 Ctrl-C stops everything; running it again keeps the data.
 `, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, uiCodec, c.Temporal.Address, c.Temporal.Address, apiURL, codecPath,
-		key, apiURL, workerMetricsURL(tcfg), key, apiURL)
+		key, apiURL, workerMetricsURL(tcfg), tplInfo, key, apiURL)
 	return serveHTTP(ctx, logger, c.APIAddr, a.withCodec(srv.Handler()))
 }
 
