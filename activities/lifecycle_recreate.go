@@ -41,6 +41,11 @@ type RecreatePlan struct {
 	OldExists bool `json:"oldExists"`
 	// OldRunning: the old VM was running, so a rollback starts it again.
 	OldRunning bool `json:"oldRunning"`
+	// Takeover: the replacement is built without its service addresses and gets Addresses
+	// over SSH at the switch (plans journaled before address takeover have false).
+	Takeover bool `json:"takeover,omitempty"`
+	// Addresses are the service addresses the VM serves (public IP, its networks' gateways).
+	Addresses []agent.IPAssociation `json:"addresses,omitempty"`
 }
 
 // RecreateInput asks for one step of a make-before-break recreate.
@@ -61,6 +66,9 @@ type RecreateResult struct {
 	// replacement confirmed serving.
 	OldStoppedAt time.Time `json:"oldStoppedAt,omitempty"`
 	ServingAt    time.Time `json:"servingAt,omitempty"`
+	// Addresses are the service addresses the replacement holds after StepTakeOver (or
+	// StepSwitch).
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // ErrTypeNotServing is the error type of a replacement that does not answer as it must.
@@ -91,7 +99,10 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 	if err != nil {
 		return RecreatePlan{}, classify(hypervisors.Wrap(hypervisors.ErrInvalid, "recreate", vm.Name, err))
 	}
-	p := RecreatePlan{OldInstanceName: vm.HypervisorName(), LinkLocal: t.LinkLocalControl()}
+	p := RecreatePlan{OldInstanceName: vm.HypervisorName(), LinkLocal: t.LinkLocalControl(), Takeover: true}
+	if p.Addresses, err = a.serviceAddresses(ctx, &vm); err != nil {
+		return RecreatePlan{}, err
+	}
 	seed := in.OperationID
 	if seed == "" {
 		seed = fmt.Sprintf("%s/%d", vm.ID, time.Now().UnixNano())
@@ -206,7 +217,7 @@ func (a *Activities) RecreateStep(ctx context.Context, in RecreateInput) (Recrea
 		return RecreateResult{}, err
 	} else if done {
 		res := RecreateResult{Skipped: true, Detail: detail}
-		if in.Step == StepSwitch {
+		if timedStep(in.Step) {
 			_ = json.Unmarshal([]byte(detail), &res)
 			res.Skipped = true
 		}
@@ -237,8 +248,9 @@ func (a *Activities) RecreateStep(ctx context.Context, in RecreateInput) (Recrea
 		return res, classify(fmt.Errorf("%s of %s: %w", in.Step, vm.Name, stepErr))
 	}
 	detail := res.Detail
-	if in.Step == StepSwitch {
-		b, _ := json.Marshal(RecreateResult{OldStoppedAt: res.OldStoppedAt, ServingAt: res.ServingAt})
+	if timedStep(in.Step) {
+		b, _ := json.Marshal(RecreateResult{OldStoppedAt: res.OldStoppedAt, ServingAt: res.ServingAt,
+			Addresses: res.Addresses, Detail: res.Detail})
 		detail = string(b)
 	}
 	if err := a.markStep(ctx, in.OperationID, key, detail); err != nil {
@@ -246,6 +258,10 @@ func (a *Activities) RecreateStep(ctx context.Context, in RecreateInput) (Recrea
 	}
 	return res, nil
 }
+
+// timedStep: the step's journal detail is its JSON result (the switch's times), so a retry
+// after an unrecorded success reports the same times.
+func timedStep(s Step) bool { return s == StepSwitch || s == StepStopOld || s == StepTakeOver }
 
 func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, in RecreateInput) (RecreateResult, error) {
 	p := in.Plan
@@ -262,6 +278,9 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 			return RecreateResult{}, err
 		}
 		spec := SpecFor(replacementRow(vm, p), b.host.Name, b.pool.Name, b.tpl.Name)
+		if p.Takeover {
+			withoutServiceAddresses(&spec)
+		}
 		if err := a.Store.Secrets.ForgetHostKey(ctx, "vm:"+p.InstanceName); err != nil {
 			return RecreateResult{}, err
 		}
@@ -282,21 +301,30 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 		res, err := a.verify(ctx, d, vm, p)
 		return res, err
 	case StepSwitch:
-		var res RecreateResult
-		if p.OldExists {
-			if err := d.StopVM(ctx, p.OldInstanceName, true); err != nil && !errors.Is(err, hypervisors.ErrNotFound) {
-				return RecreateResult{}, fmt.Errorf("stop old %s: %w", p.OldInstanceName, err)
-			}
+		// Runs before address takeover had their own steps: stop and take over in one.
+		res, err := a.stopOld(ctx, d, p)
+		if err != nil {
+			return RecreateResult{}, err
 		}
-		res.OldStoppedAt = time.Now().UTC()
-		// The old VM no longer answers: the replacement carries the service addresses it was
-		// built with from now on; confirm it serves them.
-		if _, err := a.verify(ctx, d, vm, p); err != nil {
+		if p.Takeover {
+			t, err := a.takeOver(ctx, d, vm, p)
+			if err != nil {
+				return RecreateResult{}, err
+			}
+			res.Addresses = t.Addresses
+		} else if _, err := a.verify(ctx, d, vm, p); err != nil {
+			// Built with its service addresses: confirm it serves them.
 			return RecreateResult{}, err
 		}
 		res.ServingAt = time.Now().UTC()
 		res.Detail = fmt.Sprintf("gap %s", res.ServingAt.Sub(res.OldStoppedAt).Round(time.Millisecond))
 		return res, nil
+	case StepStopOld:
+		return a.stopOld(ctx, d, p)
+	case StepTakeOver:
+		return a.takeOver(ctx, d, vm, p)
+	case StepReleaseAddresses:
+		return a.releaseAddresses(ctx, d, vm, p)
 	case StepDestroyOld:
 		if !p.OldExists {
 			return RecreateResult{Detail: "old VM was missing on its hypervisor"}, nil
@@ -317,6 +345,17 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 	case StepStartOld:
 		if !p.OldExists || !p.OldRunning {
 			return RecreateResult{Detail: "old VM was not running"}, nil
+		}
+		if p.Takeover {
+			// Never two VMs on one address: a rollback of a run without its own
+			// release step (the one-step switch) releases here first.
+			if done, err := a.stepDone(ctx, in.OperationID, StepReleaseAddresses.JournalKey()); err != nil {
+				return RecreateResult{}, err
+			} else if !done {
+				if _, err := a.releaseAddresses(ctx, d, vm, p); err != nil {
+					return RecreateResult{}, err
+				}
+			}
 		}
 		if err := d.StartVM(ctx, p.OldInstanceName); err != nil {
 			return RecreateResult{}, err
@@ -377,14 +416,9 @@ func (a *Activities) verify(ctx context.Context, d hypervisors.Driver, vm *model
 	if err != nil {
 		return RecreateResult{}, err
 	}
-	row := replacementRow(vm, p)
-	row.Name = p.InstanceName
-	if id := a.hostID(ctx, vm.ClusterID, info.Host); id != "" {
-		row.HostID = id
-	}
-	t, err := StoreTargets{Store: a.Store}.TargetFor(ctx, *row)
+	t, err := a.replacementTarget(ctx, vm, p, info)
 	if err != nil {
-		return RecreateResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeNotServing, err)
+		return RecreateResult{}, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
