@@ -33,7 +33,7 @@ type recreateSim struct {
 	// old VM does (it runs). conflict: both at once, which must never happen.
 	newHolds, conflict bool
 	settled            *activities.SettleInput
-	finished              activities.FinishInput
+	finished           activities.FinishInput
 }
 
 func (s *recreateSim) step(ctx context.Context, in activities.RecreateInput) (activities.RecreateResult, error) {
