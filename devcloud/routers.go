@@ -32,6 +32,23 @@ type Routers struct {
 	names map[string]string // instance name -> system VM ID
 	// broken are system VMs whose new instances never answer SSH (BreakReplacements).
 	broken map[string]bool
+	// replacementFaults are injected into every new instance of a system VM when it starts
+	// (FaultReplacements).
+	replacementFaults map[string][]fleet.Fault
+}
+
+// FaultReplacements injects faults into every new instance of a system VM (a recreate's
+// replacement) when it starts, e.g. a read-only root file system, on which ip-assoc brings
+// the addresses up but cannot record them and fails; none clears them. The VM's current
+// instance is not affected.
+func (r *Routers) FaultReplacements(id string, faults ...fleet.Fault) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(faults) == 0 {
+		delete(r.replacementFaults, id)
+		return
+	}
+	r.replacementFaults[id] = slices.Clone(faults)
 }
 
 // BreakReplacements makes every new instance of a system VM (a recreate's replacement) never
@@ -69,7 +86,8 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 	if err != nil {
 		return nil, err
 	}
-	r := &Routers{Fleet: f, store: s, cfg: configFor, names: map[string]string{}, broken: map[string]bool{}}
+	r := &Routers{Fleet: f, store: s, cfg: configFor, names: map[string]string{}, broken: map[string]bool{},
+		replacementFaults: map[string][]fleet.Fault{}}
 	var hosts []models.Host
 	if err := s.DB.WithContext(ctx).Where("hypervisor_type IN ?", []string{string(hypervisors.KVM), string(hypervisors.XenServer)}).
 		Find(&hosts).Error; err != nil {
@@ -354,10 +372,20 @@ func (o *observed) register(ctx context.Context, name string, bootArgs map[strin
 		return
 	}
 	o.r.mu.Lock()
-	broken := o.r.broken[vm.ID] && name != vm.HypervisorName()
+	replacement := name != vm.HypervisorName()
+	broken := o.r.broken[vm.ID] && replacement
+	var faults []fleet.Fault
+	if replacement && up {
+		faults = o.r.replacementFaults[vm.ID]
+	}
 	o.r.mu.Unlock()
 	if err := o.r.setReachable(name, up && !broken); err != nil {
 		slog.Warn("simulated system VM reachability not set", "instance", name, "error", err)
+	}
+	for _, f := range faults {
+		if err := o.r.Fleet.Inject(name, f); err != nil {
+			slog.Warn("fault not injected into a replacement", "instance", name, "error", err)
+		}
 	}
 }
 
