@@ -41,11 +41,13 @@ type RecreatePlan struct {
 	OldExists bool `json:"oldExists"`
 	// OldRunning: the old VM was running, so a rollback starts it again.
 	OldRunning bool `json:"oldRunning"`
-	// Takeover: the replacement is built without its service addresses and gets Addresses
-	// over SSH at the switch (plans journaled before address takeover have false).
+	// Takeover: the replacement is built without its service addresses and gets them over
+	// SSH at the switch (plans journaled before address takeover have false).
 	Takeover bool `json:"takeover,omitempty"`
-	// Addresses are the service addresses the VM serves (public IP, its networks' gateways).
-	Addresses []agent.IPAssociation `json:"addresses,omitempty"`
+	// PublicIP and Gateways are the service addresses the VM serves: its public IP and its
+	// guest networks' gateways.
+	PublicIP string   `json:"publicIp,omitempty"`
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // RecreateInput asks for one step of a make-before-break recreate.
@@ -100,7 +102,7 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 		return RecreatePlan{}, classify(hypervisors.Wrap(hypervisors.ErrInvalid, "recreate", vm.Name, err))
 	}
 	p := RecreatePlan{OldInstanceName: vm.HypervisorName(), LinkLocal: t.LinkLocalControl(), Takeover: true}
-	if p.Addresses, err = a.serviceAddresses(ctx, &vm); err != nil {
+	if p.PublicIP, p.Gateways, err = a.serviceAddresses(ctx, &vm); err != nil {
 		return RecreatePlan{}, err
 	}
 	seed := in.OperationID
@@ -135,6 +137,11 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 		return RecreatePlan{}, err
 	}
 	b, _ := json.Marshal(p)
+	if len(b) > maxJournalDetail {
+		return RecreatePlan{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("recreate plan of %s is %d bytes (%d gateways), more than the journal holds (%d)", vm.Name, len(b), len(p.Gateways), maxJournalDetail),
+			ErrTypeNotAllowed, nil)
+	}
 	if err := a.markStep(ctx, in.OperationID, key, string(b)); err != nil {
 		return RecreatePlan{}, err
 	}

@@ -24,23 +24,19 @@ import (
 	"github.com/sysvm/sysvm/models"
 )
 
+// maxJournalDetail is the size of a journaled step's detail (models.OperationStep.Detail).
+const maxJournalDetail = 1024
+
 // serviceAddresses are the addresses a system VM serves, to be brought up on its
 // replacement at the switch: its public IP and, for a router, the gateway of each guest
 // network it serves (its network, or every tier of its VPC).
-func (a *Activities) serviceAddresses(ctx context.Context, vm *models.SystemVM) ([]agent.IPAssociation, error) {
-	var out []agent.IPAssociation
-	seen := map[string]bool{}
-	add := func(ip, kind string) {
-		addr, err := netip.ParseAddr(strings.TrimSpace(ip))
-		if err != nil || seen[addr.String()] {
-			return
-		}
-		seen[addr.String()] = true
-		out = append(out, agent.IPAssociation{IP: addr.String(), Kind: kind, Add: true})
+func (a *Activities) serviceAddresses(ctx context.Context, vm *models.SystemVM) (string, []string, error) {
+	var public string
+	if addr, err := netip.ParseAddr(strings.TrimSpace(vm.PublicIP)); err == nil {
+		public = addr.String()
 	}
-	add(vm.PublicIP, agent.AddressPublic)
 	if !vm.IsRouter() || (vm.VPCID == "" && vm.NetworkID == "") {
-		return out, nil
+		return public, nil, nil
 	}
 	q := a.Store.DB.WithContext(ctx).Model(&models.Network{})
 	if vm.VPCID != "" {
@@ -48,14 +44,37 @@ func (a *Activities) serviceAddresses(ctx context.Context, vm *models.SystemVM) 
 	} else {
 		q = q.Where("id = ?", vm.NetworkID)
 	}
-	var gateways []string
+	var gateways, out []string
 	if err := q.Order("id").Pluck("gateway", &gateways).Error; err != nil {
-		return nil, fmt.Errorf("guest gateways of %s: %w", vm.Name, err)
+		return "", nil, fmt.Errorf("guest gateways of %s: %w", vm.Name, err)
 	}
 	for _, gw := range gateways {
-		add(gw, agent.AddressGuestGateway)
+		if addr, err := netip.ParseAddr(strings.TrimSpace(gw)); err == nil && addr.String() != public && !slices.Contains(out, addr.String()) {
+			out = append(out, addr.String())
+		}
 	}
-	return out, nil
+	return public, out, nil
+}
+
+// associations is the ip-assoc list of the plan's service addresses, to add or release.
+func (p RecreatePlan) associations(add bool) []agent.IPAssociation {
+	var out []agent.IPAssociation
+	if p.PublicIP != "" {
+		out = append(out, agent.IPAssociation{IP: p.PublicIP, Kind: agent.AddressPublic, Add: add})
+	}
+	for _, gw := range p.Gateways {
+		out = append(out, agent.IPAssociation{IP: gw, Kind: agent.AddressGuestGateway, Add: add})
+	}
+	return out
+}
+
+// addresses lists the plan's service addresses.
+func (p RecreatePlan) addresses() []string {
+	var out []string
+	for _, e := range p.associations(true) {
+		out = append(out, e.IP)
+	}
+	return out
 }
 
 // withoutServiceAddresses takes the service addresses out of a replacement's spec: no public
@@ -106,11 +125,7 @@ func (a *Activities) ipAssoc(ctx context.Context, vm *models.SystemVM, p Recreat
 	if err != nil {
 		return nil, err
 	}
-	list := slices.Clone(p.Addresses)
-	for i := range list {
-		list[i].Add = add
-	}
-	stdin, err := json.Marshal(list)
+	stdin, err := json.Marshal(p.associations(add))
 	if err != nil {
 		return nil, fmt.Errorf("encode addresses of %s: %w", vm.Name, err)
 	}
@@ -131,20 +146,12 @@ func (a *Activities) ipAssoc(ctx context.Context, vm *models.SystemVM, p Recreat
 	return res.Addresses, nil
 }
 
-func addressList(list []agent.IPAssociation) []string {
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = e.IP
-	}
-	return out
-}
-
 // takeOver gives the replacement the service addresses (the old VM is stopped) and confirms
 // it serves them: the agent answers with every one of them up, and answers its version with
 // the template it was built from. A replacement that does not (yet) is a retryable NotServing
 // error; the switch's retry policy bounds how long the network waits before the rollback.
 func (a *Activities) takeOver(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, p RecreatePlan) (RecreateResult, error) {
-	want := addressList(p.Addresses)
+	want := p.addresses()
 	if len(want) == 0 || a.Exec == nil {
 		res, err := a.verify(ctx, d, vm, p)
 		if err != nil {
@@ -191,7 +198,7 @@ func (a *Activities) takeOver(ctx context.Context, d hypervisors.Driver, vm *mod
 // running holds nothing; one that does not answer is force-stopped (a stopped VM holds no
 // address), and only if that fails too is the step an error.
 func (a *Activities) releaseAddresses(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, p RecreatePlan) (RecreateResult, error) {
-	if !p.Takeover || len(p.Addresses) == 0 {
+	if !p.Takeover || len(p.addresses()) == 0 {
 		return RecreateResult{Detail: "no service addresses taken over"}, nil
 	}
 	info, err := d.GetVM(ctx, p.InstanceName)
@@ -207,7 +214,7 @@ func (a *Activities) releaseAddresses(ctx context.Context, d hypervisors.Driver,
 	if a.Exec != nil {
 		held, err := a.ipAssoc(ctx, vm, p, info, false)
 		if err == nil {
-			for _, ip := range addressList(p.Addresses) {
+			for _, ip := range p.addresses() {
 				if slices.Contains(held, ip) {
 					err = fmt.Errorf("still holds %s after the release", ip)
 					break
@@ -215,7 +222,7 @@ func (a *Activities) releaseAddresses(ctx context.Context, d hypervisors.Driver,
 			}
 		}
 		if err == nil {
-			return RecreateResult{Detail: "released " + strings.Join(addressList(p.Addresses), ", ") + " from " + p.InstanceName}, nil
+			return RecreateResult{Detail: "released " + strings.Join(p.addresses(), ", ") + " from " + p.InstanceName}, nil
 		}
 		why = err
 	}

@@ -69,7 +69,7 @@ func TestNetworkRestartCleanup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
+		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.stop-old,recreate.take-over,recreate.destroy-old,recreate.commit"; steps != want {
 			t.Errorf("%s journaled %q, want %q", r.Name, steps, want)
 		}
 		var rows []models.OperationStep
