@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/temporal"
+	"gorm.io/gorm"
 
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/hypervisors"
@@ -115,9 +116,6 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 		p.InstanceName = fmt.Sprintf("%s-%x", vm.Name, sum[4:8])
 	}
 	p.ControlMAC = fmt.Sprintf("0e:%02x:%02x:%02x:%02x:%02x", sum[8], sum[9], sum[10], sum[11], sum[12])
-	if p.ControlIP, err = a.freeControlIP(ctx, &vm, p.LinkLocal, binary.BigEndian.Uint32(sum[12:16])); err != nil {
-		return RecreatePlan{}, err
-	}
 	err = heartbeatWhile(ctx, string(StepPrepare), func() error {
 		d, err := a.driverFor(ctx, vm.ClusterID)
 		if err != nil {
@@ -126,6 +124,22 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 		info, err := d.GetVM(ctx, p.OldInstanceName)
 		switch {
 		case errors.Is(err, hypervisors.ErrNotFound):
+			// An earlier recreate may have destroyed it and built a replacement it never
+			// committed: that one serves, and is the VM this recreate replaces.
+			orphan, ok, oerr := a.uncommittedReplacement(ctx, &vm)
+			if oerr != nil {
+				return oerr
+			}
+			if !ok {
+				return nil
+			}
+			oinfo, gerr := d.GetVM(ctx, orphan.Plan.InstanceName)
+			if gerr == nil {
+				p.OldInstanceName = orphan.Plan.InstanceName
+				p.OldExists, p.OldRunning = true, oinfo.State == hypervisors.PowerRunning
+			} else if !errors.Is(gerr, hypervisors.ErrNotFound) {
+				return classify(fmt.Errorf("inspect %s: %w", orphan.Plan.InstanceName, gerr))
+			}
 		case err != nil:
 			return classify(fmt.Errorf("inspect %s: %w", p.OldInstanceName, err))
 		default:
@@ -136,31 +150,59 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 	if err != nil {
 		return RecreatePlan{}, err
 	}
-	b, _ := json.Marshal(p)
-	if len(b) > maxJournalDetail {
-		return RecreatePlan{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("recreate plan of %s is %d bytes (%d gateways), more than the journal holds (%d)", vm.Name, len(b), len(p.Gateways), maxJournalDetail),
-			ErrTypeNotAllowed, nil)
-	}
-	if err := a.markStep(ctx, in.OperationID, key, string(b)); err != nil {
+	// The control address is chosen and the plan journaled under one zone lock, and open
+	// plans' addresses count as taken: two recreates never pick one address.
+	err = a.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := a.lockZone(tx, vm.ZoneID); err != nil {
+			return err
+		}
+		var rows []models.OperationStep
+		if in.OperationID != "" {
+			if err := tx.Where("operation_id = ? AND step = ?", in.OperationID, key).Find(&rows).Error; err != nil {
+				return fmt.Errorf("read journal of %s: %w", in.OperationID, err)
+			}
+		}
+		if len(rows) > 0 { // a concurrent attempt journaled it first
+			return json.Unmarshal([]byte(rows[0].Detail), &p)
+		}
+		var err error
+		if p.ControlIP, err = a.freeControlIP(ctx, tx, &vm, p.LinkLocal, binary.BigEndian.Uint32(sum[12:16])); err != nil {
+			return err
+		}
+		b, _ := json.Marshal(p)
+		if len(b) > maxJournalDetail {
+			return temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("recreate plan of %s is %d bytes (%d gateways), more than the journal holds (%d)", vm.Name, len(b), len(p.Gateways), maxJournalDetail),
+				ErrTypeNotAllowed, nil)
+		}
+		if in.OperationID == "" {
+			return nil
+		}
+		return tx.Create(&models.OperationStep{OperationID: in.OperationID, Step: key, CompletedAt: time.Now().UTC(), Detail: string(b)}).Error
+	})
+	if err != nil {
 		return RecreatePlan{}, err
 	}
 	return p, nil
 }
 
-// freeControlIP picks a control address no other system VM uses: in 169.254/16 for the
-// link-local path, else in the /24 of the VM's private IP. start spreads concurrent choices.
-func (a *Activities) freeControlIP(ctx context.Context, vm *models.SystemVM, linkLocal bool, start uint32) (string, error) {
+// freeControlIP picks a control address no other system VM uses and no open recreate plan
+// reserved: in 169.254/16 for the link-local path, else in the /24 of the VM's private IP.
+// start spreads concurrent choices; tx holds the zone lock.
+func (a *Activities) freeControlIP(ctx context.Context, tx *gorm.DB, vm *models.SystemVM, linkLocal bool, start uint32) (string, error) {
 	col := "private_ip"
 	if linkLocal {
 		col = "link_local_ip"
 	}
 	var used []string
-	if err := a.Store.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("state <> ?", models.StateDestroyed).
+	if err := tx.WithContext(ctx).Model(&models.SystemVM{}).Where("state <> ?", models.StateDestroyed).
 		Pluck(col, &used).Error; err != nil {
 		return "", fmt.Errorf("control addresses in use: %w", err)
 	}
-	taken := map[string]bool{}
+	taken, err := reservedControlIPs(ctx, tx, linkLocal)
+	if err != nil {
+		return "", err
+	}
 	for _, ip := range used {
 		taken[ip] = true
 	}
@@ -483,6 +525,17 @@ func (a *Activities) commit(ctx context.Context, d hypervisors.Driver, vm *model
 	if err := a.forgetHealth(ctx, vm.ID); err != nil {
 		return RecreateResult{}, err
 	}
+	// An uncommitted replacement of an earlier recreate that this one replaced (as its old
+	// VM) is gone now: its plan no longer reserves its control address.
+	if plans, err := openPlans(ctx, a.Store.DB); err == nil {
+		for _, op := range plans {
+			if op.Plan.InstanceName == p.OldInstanceName && op.Plan.InstanceName != p.InstanceName {
+				if err := a.markStep(ctx, op.OperationID, StepDestroyReplacement.JournalKey(), "destroyed as the old VM of a later recreate"); err != nil {
+					return RecreateResult{}, err
+				}
+			}
+		}
+	}
 	if err := a.Store.Secrets.ForgetHostKey(ctx, "vm:"+vm.Name); err != nil {
 		return RecreateResult{}, err
 	}
@@ -526,6 +579,19 @@ func (a *Activities) SettleVM(ctx context.Context, in SettleInput) (string, erro
 			return nil
 		}
 		info, err := d.GetVM(ctx, vm.HypervisorName())
+		if errors.Is(err, hypervisors.ErrNotFound) && !in.Destroying {
+			// A recreate whose commit failed after destroy-old: its replacement serves;
+			// make the row name it rather than call the VM missing.
+			res, ok, cerr := a.commitUncommitted(ctx, d, &vm)
+			if cerr != nil {
+				state, reason = models.StateError, "state unknown: "+cerr.Error()+"; "+reason
+				return nil
+			}
+			if ok {
+				state, reason = res.State, "replacement committed by the settle step ("+res.Detail+") after: "+reason
+				return nil
+			}
+		}
 		switch {
 		case errors.Is(err, hypervisors.ErrNotFound) && in.Destroying:
 			state = models.StateDestroyed

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -134,4 +135,105 @@ func TestRecreateTakesOverAddressesAtTheSwitch(t *testing.T) {
 			})
 		}
 	})
+}
+
+// recreateUpToCommit runs a recreate's activities on the real platform up to destroy-old and
+// stops before commit, as a run whose commit failed for good leaves things: the old VM
+// destroyed, the replacement serving, the row still naming the old instance.
+func (p *platform) recreateUpToCommit(opID string, r models.SystemVM) activities.RecreatePlan {
+	p.t.Helper()
+	ctx := context.Background()
+	plan, err := p.acts.PrepareRecreate(ctx, activities.RecreateInput{OperationID: opID, VMID: r.ID, Step: activities.StepPrepare})
+	if err != nil {
+		p.t.Fatalf("prepare: %v", err)
+	}
+	for _, step := range activities.RecreateTakeoverSteps() {
+		if step == activities.StepCommit {
+			break
+		}
+		if _, err := p.acts.RecreateStep(ctx, activities.RecreateInput{OperationID: opID, VMID: r.ID, Step: step, Plan: plan}); err != nil {
+			p.t.Fatalf("%s: %v", step, err)
+		}
+	}
+	return plan
+}
+
+// TestRecreateWhoseCommitFailedIsRepaired: a recreate that destroyed the old VM but never
+// committed leaves the row naming a VM the hypervisor no longer has. The settle step finds the
+// replacement through the plan journaled under the operation and commits it (the row names
+// it, Running) instead of calling the VM missing; and when no settle ran, the next recreate
+// replaces that replacement (stops it, takes its addresses over, destroys it) instead of
+// orphaning it: one VM for the router afterwards, and the row agrees.
+func TestRecreateWhoseCommitFailedIsRepaired(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal, vcsim and the fleet")
+	}
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, fleet: true})
+	ctx := context.Background()
+	f := p.routers.Fleet
+
+	r := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND network_id <> ? AND state = ?", string(hypervisors.VMware), false, "", models.StateRunning)
+	plan := p.recreateUpToCommit("0c0c0c0c-0000-4000-8000-000000000001", r)
+	if row := p.vm(r.ID); row.HypervisorName() != r.HypervisorName() {
+		t.Fatalf("row names %s before the settle, want the old %s", row.HypervisorName(), r.HypervisorName())
+	}
+	state, err := p.acts.SettleVM(ctx, activities.SettleInput{OperationID: "0c0c0c0c-0000-4000-8000-000000000001", VMID: r.ID, Error: "commit: injected"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := p.onlyInstance(r.ID)
+	if state != models.StateRunning || row.InstanceName != plan.InstanceName || row.PrivateIP != plan.ControlIP {
+		t.Errorf("settle after a failed commit = %s, row names %s at %s; want Running, %s at %s", state, row.InstanceName, row.PrivateIP, plan.InstanceName, plan.ControlIP)
+	}
+	if strings.Contains(row.LastError, activities.MissingOnHypervisor) {
+		t.Errorf("settle called the VM missing: %s", row.LastError)
+	}
+
+	// No settle this time: the next recreate replaces the uncommitted replacement.
+	r2 := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND network_id <> ? AND state = ? AND id <> ?", string(hypervisors.VMware), false, "", models.StateRunning, r.ID)
+	orphan := p.recreateUpToCommit("0c0c0c0c-0000-4000-8000-000000000002", r2)
+	before := len(f.Conflicts())
+	op := p.wait(p.start("/api/v1/routers/"+r2.ID+"/recreate"), 3*time.Minute)
+	if op.Status != models.OpCompleted {
+		t.Fatalf("recreate after an uncommitted one = %s %q", op.Status, op.Error)
+	}
+	row = p.onlyInstance(r2.ID)
+	if row.InstanceName == orphan.InstanceName || row.InstanceName == r2.HypervisorName() {
+		t.Errorf("row names %s, want a new replacement (not %s or %s)", row.InstanceName, orphan.InstanceName, r2.HypervisorName())
+	}
+	if row.PrivateIP == orphan.ControlIP {
+		t.Errorf("the new replacement took the uncommitted one's control address %s", row.PrivateIP)
+	}
+	if c := f.Conflicts()[before:]; len(c) > 0 {
+		t.Errorf("two VMs held one service address: %v", c)
+	}
+	for _, a := range p.serviceAddressesOf(r2) {
+		if got := f.Holders(a); !slices.Equal(got, []string{row.InstanceName}) {
+			t.Errorf("%s is held by %v, want %s", a, got, row.InstanceName)
+		}
+	}
+
+	// An open plan (a replacement being built by another recreate) reserves its control
+	// address: a recreate that would pick the same one first picks another.
+	r3 := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND state = ? AND id NOT IN ?", string(hypervisors.VMware), false, models.StateRunning, []string{r.ID, r2.ID})
+	opB := "0c0c0c0c-0000-4000-8000-00000000000b"
+	first, err := p.acts.PrepareRecreate(ctx, activities.RecreateInput{OperationID: opB, VMID: r3.ID, Step: activities.StepPrepare})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.store.DB.Where("operation_id = ?", opB).Delete(&models.OperationStep{}).Error; err != nil {
+		t.Fatal(err)
+	}
+	other, _ := json.Marshal(activities.RecreatePlan{InstanceName: "r-999-VM-0c0c0c0c", OldInstanceName: "r-999-VM", ControlIP: first.ControlIP})
+	if err := p.store.DB.Create(&models.OperationStep{OperationID: "0c0c0c0c-0000-4000-8000-00000000000c", Step: "recreate.prepare",
+		CompletedAt: time.Now().UTC(), Detail: string(other)}).Error; err != nil {
+		t.Fatal(err)
+	}
+	again, err := p.acts.PrepareRecreate(ctx, activities.RecreateInput{OperationID: opB, VMID: r3.ID, Step: activities.StepPrepare})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ControlIP == first.ControlIP {
+		t.Errorf("control address %s picked again while another recreate's plan holds it", again.ControlIP)
+	}
 }
