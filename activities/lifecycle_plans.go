@@ -31,8 +31,8 @@ type openPlan struct {
 // journaled, newest first: replacements that may exist and are not the row's instance.
 func openPlans(ctx context.Context, db *gorm.DB) ([]openPlan, error) {
 	type row struct {
-		OperationID string
-		Detail      string
+		OperationID  string
+		Detail       string
 		OldDestroyed bool
 	}
 	var rows []row
