@@ -217,6 +217,7 @@ func (w *lifecycle) recreate(ctx workflow.Context) (LifecycleResult, error) {
 			stoppedAt, servingAt := out.OldStoppedAt, out.ServingAt
 			res.OldStoppedAt, res.ServingAt = &stoppedAt, &servingAt
 			res.SwitchGapMillis = servingAt.Sub(stoppedAt).Milliseconds()
+			recordSwitchGap(ctx, w.vm.ZoneID, w.vm.Type, servingAt.Sub(stoppedAt))
 		case activities.StepStopOld:
 			stoppedAt := out.OldStoppedAt
 			res.OldStoppedAt = &stoppedAt
@@ -227,6 +228,7 @@ func (w *lifecycle) recreate(ctx workflow.Context) (LifecycleResult, error) {
 			res.ServingAt, res.Addresses = &servingAt, out.Addresses
 			if res.OldStoppedAt != nil {
 				res.SwitchGapMillis = servingAt.Sub(*res.OldStoppedAt).Milliseconds()
+				recordSwitchGap(ctx, w.vm.ZoneID, w.vm.Type, servingAt.Sub(*res.OldStoppedAt))
 			}
 		case activities.StepCommit:
 			res.State, res.Host = out.State, out.Host
