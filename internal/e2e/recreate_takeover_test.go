@@ -11,6 +11,7 @@ import (
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/workflows"
@@ -27,9 +28,9 @@ func (p *platform) serviceAddressesOf(r models.SystemVM) []string {
 	return []string{r.PublicIP, n.Gateway}
 }
 
-// TestRecreateTakesOverAddressesAtTheSwitch recreates a router on VMware and on XenServer on
-// the real stack (Temporal dev server, MariaDB and SQLite, vcsim, the XAPI simulator, the
-// simulated VMs over real SSH) and checks the address takeover on the simulated network:
+// TestRecreateTakesOverAddressesAtTheSwitch recreates a router on VMware, XenServer and KVM
+// (when libvirtd runs) on the real stack (Temporal dev server, MariaDB and SQLite, vcsim, the
+// XAPI simulator, libvirt's test driver, the simulated VMs over real SSH) and checks the address takeover on the simulated network:
 // before the switch the old VM holds the public IP and the gateway and the replacement none;
 // at no moment of the recreate did two VMs hold one of them (the fleet records every such
 // moment and every refused ip-assoc); afterwards the replacement alone holds them, it was
@@ -44,9 +45,17 @@ func TestRecreateTakesOverAddressesAtTheSwitch(t *testing.T) {
 		t.Skip("starts Temporal, vcsim, the XAPI simulator and the fleet")
 	}
 	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
-		p := newPlatform(t, store, platformOptions{vmware: true, xen: true, fleet: true})
+		p := newPlatform(t, store, platformOptions{kvm: true, vmware: true, xen: true, fleet: true})
 		f := p.routers.Fleet
-		for _, hv := range []hypervisors.Type{hypervisors.VMware, hypervisors.XenServer} {
+		hvs := []hypervisors.Type{hypervisors.VMware, hypervisors.XenServer}
+		if p.kvmReason == "" {
+			hvs = append(hvs, hypervisors.KVM)
+		} else if testenv.InCI() {
+			t.Errorf("KVM is missing under CI=true: %s", p.kvmReason)
+		} else {
+			t.Logf("KVM left out: %s", p.kvmReason)
+		}
+		for _, hv := range hvs {
 			t.Run(string(hv), func(t *testing.T) {
 				r := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND network_id <> ? AND public_ip <> ? AND state = ?",
 					string(hv), false, "", "", models.StateRunning)
