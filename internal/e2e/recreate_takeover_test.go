@@ -47,6 +47,9 @@ func TestRecreateTakesOverAddressesAtTheSwitch(t *testing.T) {
 	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
 		p := newPlatform(t, store, platformOptions{kvm: true, vmware: true, xen: true, fleet: true})
 		f := p.routers.Fleet
+		if c := f.Conflicts(); len(c) > 0 {
+			t.Errorf("the seeded cloud's simulated network has a duplicate service address before any recreate: %v", c)
+		}
 		hvs := []hypervisors.Type{hypervisors.VMware, hypervisors.XenServer}
 		if p.kvmReason == "" {
 			hvs = append(hvs, hypervisors.KVM)
