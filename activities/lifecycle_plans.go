@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -27,8 +28,13 @@ type openPlan struct {
 	OldDestroyed bool
 }
 
-// openPlans lists the journaled plans whose commit and destroy-replacement are both not
-// journaled, newest first: replacements that may exist and are not the row's instance.
+// openPlanWindow bounds how far back open plans are looked for (the journal's completed_at
+// index keeps the search short): a plan older than this is a run that ended long ago.
+const openPlanWindow = 30 * 24 * time.Hour
+
+// openPlans lists the journaled plans (of the last openPlanWindow) whose commit and
+// destroy-replacement are both not journaled, newest first: replacements that may exist and
+// are not the row's instance.
 func openPlans(ctx context.Context, db *gorm.DB) ([]openPlan, error) {
 	type row struct {
 		OperationID  string
@@ -39,9 +45,9 @@ func openPlans(ctx context.Context, db *gorm.DB) ([]openPlan, error) {
 	err := db.WithContext(ctx).Raw(`SELECT p.operation_id AS operation_id, p.detail AS detail,
 		EXISTS (SELECT 1 FROM operation_steps d WHERE d.operation_id = p.operation_id AND d.step = ?) AS old_destroyed
 		FROM operation_steps p
-		WHERE p.step = ? AND NOT EXISTS (SELECT 1 FROM operation_steps c WHERE c.operation_id = p.operation_id AND c.step IN ?)
+		WHERE p.step = ? AND p.completed_at > ? AND NOT EXISTS (SELECT 1 FROM operation_steps c WHERE c.operation_id = p.operation_id AND c.step IN ?)
 		ORDER BY p.completed_at DESC`,
-		StepDestroyOld.JournalKey(), StepPrepare.JournalKey(),
+		StepDestroyOld.JournalKey(), StepPrepare.JournalKey(), time.Now().UTC().Add(-openPlanWindow),
 		[]string{StepCommit.JournalKey(), StepDestroyReplacement.JournalKey()}).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("open recreate plans: %w", err)
