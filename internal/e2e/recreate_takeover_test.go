@@ -180,7 +180,11 @@ func TestRecreateWhoseCommitFailedIsRepaired(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, vcsim and the fleet")
 	}
-	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, fleet: true})
+	modelstest.ForEach(t, func(t *testing.T, store *models.Store) { commitFailedIsRepaired(t, store) })
+}
+
+func commitFailedIsRepaired(t *testing.T, store *models.Store) {
+	p := newPlatform(t, store, platformOptions{vmware: true, fleet: true})
 	ctx := context.Background()
 	f := p.routers.Fleet
 
