@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/temporal"
+	"gorm.io/gorm"
 
 	"github.com/sysvm/sysvm/agent"
 	"github.com/sysvm/sysvm/hypervisors"
@@ -41,6 +42,13 @@ type RecreatePlan struct {
 	OldExists bool `json:"oldExists"`
 	// OldRunning: the old VM was running, so a rollback starts it again.
 	OldRunning bool `json:"oldRunning"`
+	// Takeover: the replacement is built without its service addresses and gets them over
+	// SSH at the switch (plans journaled before address takeover have false).
+	Takeover bool `json:"takeover,omitempty"`
+	// PublicIP and Gateways are the service addresses the VM serves: its public IP and its
+	// guest networks' gateways.
+	PublicIP string   `json:"publicIp,omitempty"`
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // RecreateInput asks for one step of a make-before-break recreate.
@@ -61,6 +69,9 @@ type RecreateResult struct {
 	// replacement confirmed serving.
 	OldStoppedAt time.Time `json:"oldStoppedAt,omitempty"`
 	ServingAt    time.Time `json:"servingAt,omitempty"`
+	// Addresses are the service addresses the replacement holds after StepTakeOver (or
+	// StepSwitch).
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // ErrTypeNotServing is the error type of a replacement that does not answer as it must.
@@ -91,7 +102,10 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 	if err != nil {
 		return RecreatePlan{}, classify(hypervisors.Wrap(hypervisors.ErrInvalid, "recreate", vm.Name, err))
 	}
-	p := RecreatePlan{OldInstanceName: vm.HypervisorName(), LinkLocal: t.LinkLocalControl()}
+	p := RecreatePlan{OldInstanceName: vm.HypervisorName(), LinkLocal: t.LinkLocalControl(), Takeover: true}
+	if p.PublicIP, p.Gateways, err = a.serviceAddresses(ctx, &vm); err != nil {
+		return RecreatePlan{}, err
+	}
 	seed := in.OperationID
 	if seed == "" {
 		seed = fmt.Sprintf("%s/%d", vm.ID, time.Now().UnixNano())
@@ -102,9 +116,6 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 		p.InstanceName = fmt.Sprintf("%s-%x", vm.Name, sum[4:8])
 	}
 	p.ControlMAC = fmt.Sprintf("0e:%02x:%02x:%02x:%02x:%02x", sum[8], sum[9], sum[10], sum[11], sum[12])
-	if p.ControlIP, err = a.freeControlIP(ctx, &vm, p.LinkLocal, binary.BigEndian.Uint32(sum[12:16])); err != nil {
-		return RecreatePlan{}, err
-	}
 	err = heartbeatWhile(ctx, string(StepPrepare), func() error {
 		d, err := a.driverFor(ctx, vm.ClusterID)
 		if err != nil {
@@ -113,6 +124,22 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 		info, err := d.GetVM(ctx, p.OldInstanceName)
 		switch {
 		case errors.Is(err, hypervisors.ErrNotFound):
+			// An earlier recreate may have destroyed it and built a replacement it never
+			// committed: that one serves, and is the VM this recreate replaces.
+			orphan, ok, oerr := a.uncommittedReplacement(ctx, &vm)
+			if oerr != nil {
+				return oerr
+			}
+			if !ok {
+				return nil
+			}
+			oinfo, gerr := d.GetVM(ctx, orphan.Plan.InstanceName)
+			if gerr == nil {
+				p.OldInstanceName = orphan.Plan.InstanceName
+				p.OldExists, p.OldRunning = true, oinfo.State == hypervisors.PowerRunning
+			} else if !errors.Is(gerr, hypervisors.ErrNotFound) {
+				return classify(fmt.Errorf("inspect %s: %w", orphan.Plan.InstanceName, gerr))
+			}
 		case err != nil:
 			return classify(fmt.Errorf("inspect %s: %w", p.OldInstanceName, err))
 		default:
@@ -123,26 +150,59 @@ func (a *Activities) PrepareRecreate(ctx context.Context, in RecreateInput) (Rec
 	if err != nil {
 		return RecreatePlan{}, err
 	}
-	b, _ := json.Marshal(p)
-	if err := a.markStep(ctx, in.OperationID, key, string(b)); err != nil {
+	// The control address is chosen and the plan journaled under one zone lock, and open
+	// plans' addresses count as taken: two recreates never pick one address.
+	err = a.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := a.lockZone(tx, vm.ZoneID); err != nil {
+			return err
+		}
+		var rows []models.OperationStep
+		if in.OperationID != "" {
+			if err := tx.Where("operation_id = ? AND step = ?", in.OperationID, key).Find(&rows).Error; err != nil {
+				return fmt.Errorf("read journal of %s: %w", in.OperationID, err)
+			}
+		}
+		if len(rows) > 0 { // a concurrent attempt journaled it first
+			return json.Unmarshal([]byte(rows[0].Detail), &p)
+		}
+		var err error
+		if p.ControlIP, err = a.freeControlIP(ctx, tx, &vm, p.LinkLocal, binary.BigEndian.Uint32(sum[12:16])); err != nil {
+			return err
+		}
+		b, _ := json.Marshal(p)
+		if len(b) > maxJournalDetail {
+			return temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("recreate plan of %s is %d bytes (%d gateways), more than the journal holds (%d)", vm.Name, len(b), len(p.Gateways), maxJournalDetail),
+				ErrTypeNotAllowed, nil)
+		}
+		if in.OperationID == "" {
+			return nil
+		}
+		return tx.Create(&models.OperationStep{OperationID: in.OperationID, Step: key, CompletedAt: time.Now().UTC(), Detail: string(b)}).Error
+	})
+	if err != nil {
 		return RecreatePlan{}, err
 	}
 	return p, nil
 }
 
-// freeControlIP picks a control address no other system VM uses: in 169.254/16 for the
-// link-local path, else in the /24 of the VM's private IP. start spreads concurrent choices.
-func (a *Activities) freeControlIP(ctx context.Context, vm *models.SystemVM, linkLocal bool, start uint32) (string, error) {
+// freeControlIP picks a control address no other system VM uses and no open recreate plan
+// reserved: in 169.254/16 for the link-local path, else in the /24 of the VM's private IP.
+// start spreads concurrent choices; tx holds the zone lock.
+func (a *Activities) freeControlIP(ctx context.Context, tx *gorm.DB, vm *models.SystemVM, linkLocal bool, start uint32) (string, error) {
 	col := "private_ip"
 	if linkLocal {
 		col = "link_local_ip"
 	}
 	var used []string
-	if err := a.Store.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("state <> ?", models.StateDestroyed).
+	if err := tx.WithContext(ctx).Model(&models.SystemVM{}).Where("state <> ?", models.StateDestroyed).
 		Pluck(col, &used).Error; err != nil {
 		return "", fmt.Errorf("control addresses in use: %w", err)
 	}
-	taken := map[string]bool{}
+	taken, err := reservedControlIPs(ctx, tx, linkLocal)
+	if err != nil {
+		return "", err
+	}
 	for _, ip := range used {
 		taken[ip] = true
 	}
@@ -206,7 +266,7 @@ func (a *Activities) RecreateStep(ctx context.Context, in RecreateInput) (Recrea
 		return RecreateResult{}, err
 	} else if done {
 		res := RecreateResult{Skipped: true, Detail: detail}
-		if in.Step == StepSwitch {
+		if timedStep(in.Step) {
 			_ = json.Unmarshal([]byte(detail), &res)
 			res.Skipped = true
 		}
@@ -237,8 +297,9 @@ func (a *Activities) RecreateStep(ctx context.Context, in RecreateInput) (Recrea
 		return res, classify(fmt.Errorf("%s of %s: %w", in.Step, vm.Name, stepErr))
 	}
 	detail := res.Detail
-	if in.Step == StepSwitch {
-		b, _ := json.Marshal(RecreateResult{OldStoppedAt: res.OldStoppedAt, ServingAt: res.ServingAt})
+	if timedStep(in.Step) {
+		b, _ := json.Marshal(RecreateResult{OldStoppedAt: res.OldStoppedAt, ServingAt: res.ServingAt,
+			Addresses: res.Addresses, Detail: res.Detail})
 		detail = string(b)
 	}
 	if err := a.markStep(ctx, in.OperationID, key, detail); err != nil {
@@ -246,6 +307,10 @@ func (a *Activities) RecreateStep(ctx context.Context, in RecreateInput) (Recrea
 	}
 	return res, nil
 }
+
+// timedStep: the step's journal detail is its JSON result (the switch's times), so a retry
+// after an unrecorded success reports the same times.
+func timedStep(s Step) bool { return s == StepSwitch || s == StepStopOld || s == StepTakeOver }
 
 func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, in RecreateInput) (RecreateResult, error) {
 	p := in.Plan
@@ -262,6 +327,9 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 			return RecreateResult{}, err
 		}
 		spec := SpecFor(replacementRow(vm, p), b.host.Name, b.pool.Name, b.tpl.Name)
+		if p.Takeover {
+			withoutServiceAddresses(&spec)
+		}
 		if err := a.Store.Secrets.ForgetHostKey(ctx, "vm:"+p.InstanceName); err != nil {
 			return RecreateResult{}, err
 		}
@@ -282,21 +350,30 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 		res, err := a.verify(ctx, d, vm, p)
 		return res, err
 	case StepSwitch:
-		var res RecreateResult
-		if p.OldExists {
-			if err := d.StopVM(ctx, p.OldInstanceName, true); err != nil && !errors.Is(err, hypervisors.ErrNotFound) {
-				return RecreateResult{}, fmt.Errorf("stop old %s: %w", p.OldInstanceName, err)
-			}
+		// Runs before address takeover had their own steps: stop and take over in one.
+		res, err := a.stopOld(ctx, d, p)
+		if err != nil {
+			return RecreateResult{}, err
 		}
-		res.OldStoppedAt = time.Now().UTC()
-		// The old VM no longer answers: the replacement carries the service addresses it was
-		// built with from now on; confirm it serves them.
-		if _, err := a.verify(ctx, d, vm, p); err != nil {
+		if p.Takeover {
+			t, err := a.takeOver(ctx, d, vm, p)
+			if err != nil {
+				return RecreateResult{}, err
+			}
+			res.Addresses = t.Addresses
+		} else if _, err := a.verify(ctx, d, vm, p); err != nil {
+			// Built with its service addresses: confirm it serves them.
 			return RecreateResult{}, err
 		}
 		res.ServingAt = time.Now().UTC()
 		res.Detail = fmt.Sprintf("gap %s", res.ServingAt.Sub(res.OldStoppedAt).Round(time.Millisecond))
 		return res, nil
+	case StepStopOld:
+		return a.stopOld(ctx, d, p)
+	case StepTakeOver:
+		return a.takeOver(ctx, d, vm, p)
+	case StepReleaseAddresses:
+		return a.releaseAddresses(ctx, d, vm, p)
 	case StepDestroyOld:
 		if !p.OldExists {
 			return RecreateResult{Detail: "old VM was missing on its hypervisor"}, nil
@@ -317,6 +394,17 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 	case StepStartOld:
 		if !p.OldExists || !p.OldRunning {
 			return RecreateResult{Detail: "old VM was not running"}, nil
+		}
+		if p.Takeover {
+			// Never two VMs on one address: a rollback of a run without its own
+			// release step (the one-step switch) releases here first.
+			if done, err := a.stepDone(ctx, in.OperationID, StepReleaseAddresses.JournalKey()); err != nil {
+				return RecreateResult{}, err
+			} else if !done {
+				if _, err := a.releaseAddresses(ctx, d, vm, p); err != nil {
+					return RecreateResult{}, err
+				}
+			}
 		}
 		if err := d.StartVM(ctx, p.OldInstanceName); err != nil {
 			return RecreateResult{}, err
@@ -377,14 +465,9 @@ func (a *Activities) verify(ctx context.Context, d hypervisors.Driver, vm *model
 	if err != nil {
 		return RecreateResult{}, err
 	}
-	row := replacementRow(vm, p)
-	row.Name = p.InstanceName
-	if id := a.hostID(ctx, vm.ClusterID, info.Host); id != "" {
-		row.HostID = id
-	}
-	t, err := StoreTargets{Store: a.Store}.TargetFor(ctx, *row)
+	t, err := a.replacementTarget(ctx, vm, p, info)
 	if err != nil {
-		return RecreateResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeNotServing, err)
+		return RecreateResult{}, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -442,6 +525,17 @@ func (a *Activities) commit(ctx context.Context, d hypervisors.Driver, vm *model
 	if err := a.forgetHealth(ctx, vm.ID); err != nil {
 		return RecreateResult{}, err
 	}
+	// An uncommitted replacement of an earlier recreate that this one replaced (as its old
+	// VM) is gone now: its plan no longer reserves its control address.
+	if plans, err := openPlans(ctx, a.Store.DB); err == nil {
+		for _, op := range plans {
+			if op.Plan.InstanceName == p.OldInstanceName && op.Plan.InstanceName != p.InstanceName {
+				if err := a.markStep(ctx, op.OperationID, StepDestroyReplacement.JournalKey(), "destroyed as the old VM of a later recreate"); err != nil {
+					return RecreateResult{}, err
+				}
+			}
+		}
+	}
 	if err := a.Store.Secrets.ForgetHostKey(ctx, "vm:"+vm.Name); err != nil {
 		return RecreateResult{}, err
 	}
@@ -485,6 +579,19 @@ func (a *Activities) SettleVM(ctx context.Context, in SettleInput) (string, erro
 			return nil
 		}
 		info, err := d.GetVM(ctx, vm.HypervisorName())
+		if errors.Is(err, hypervisors.ErrNotFound) && !in.Destroying {
+			// A recreate whose commit failed after destroy-old: its replacement serves;
+			// make the row name it rather than call the VM missing.
+			res, ok, cerr := a.commitUncommitted(ctx, d, &vm)
+			if cerr != nil {
+				state, reason = models.StateError, "state unknown: "+cerr.Error()+"; "+reason
+				return nil
+			}
+			if ok {
+				state, reason = res.State, "replacement committed by the settle step ("+res.Detail+") after: "+reason
+				return nil
+			}
+		}
 		switch {
 		case errors.Is(err, hypervisors.ErrNotFound) && in.Destroying:
 			state = models.StateDestroyed

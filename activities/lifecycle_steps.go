@@ -43,11 +43,23 @@ const (
 	// template and host.
 	StepCommit Step = "commit"
 
+	// StepStopOld stops the old VM (from address takeover on, the first half of the switch):
+	// it holds no service address any more.
+	StepStopOld Step = "stop-old"
+	// StepTakeOver pushes the service addresses (public IP, guest gateways) to the
+	// replacement over SSH (`sysvm-agent ip-assoc`) and confirms it serves them: the agent
+	// answers with them up and with its version. Old stopped -> this done is the switch gap.
+	StepTakeOver Step = "take-over"
+
 	// StepDestroyReplacement removes the replacement (compensation of a failure or cancel).
 	StepDestroyReplacement Step = "destroy-replacement"
 	// StepStartOld starts the old VM again (compensation of a failure after the switch
 	// stopped it).
 	StepStartOld Step = "start-old"
+	// StepReleaseAddresses makes the replacement give its service addresses up (ip-assoc
+	// release; a replacement that does not answer is stopped), before StepStartOld, so the
+	// old VM and the replacement never hold one address at once.
+	StepReleaseAddresses Step = "release-addresses"
 )
 
 // JournalKey is the key a step is journaled under for its operation.
@@ -64,7 +76,8 @@ func (s Step) Valid() bool {
 	switch s {
 	case StepStart, StepStop, StepForceStop, StepReboot, StepDestroy, StepCreate,
 		StepPrepare, StepSeed, StepCreateReplacement, StepStartReplacement, StepVerifyReplacement,
-		StepSwitch, StepDestroyOld, StepCommit, StepDestroyReplacement, StepStartOld:
+		StepSwitch, StepDestroyOld, StepCommit, StepDestroyReplacement, StepStartOld,
+		StepStopOld, StepTakeOver, StepReleaseAddresses:
 		return true
 	}
 	return false
@@ -78,8 +91,18 @@ func ParseStep(s string) (Step, error) {
 	return "", fmt.Errorf("unknown lifecycle step %q", s)
 }
 
-// RecreateSteps are the forward steps of a make-before-break recreate after StepPrepare.
+// RecreateSteps are the forward steps of a make-before-break recreate after StepPrepare, as
+// runs before address takeover take them (StepSwitch stops the old VM and takes over in one
+// step).
 func RecreateSteps() []Step {
 	return []Step{StepSeed, StepCreateReplacement, StepStartReplacement, StepVerifyReplacement,
 		StepSwitch, StepDestroyOld, StepCommit}
+}
+
+// RecreateTakeoverSteps are the forward steps of a make-before-break recreate with address
+// takeover, after StepPrepare: the replacement is built and verified holding only its control
+// address; the old VM is stopped, then the replacement takes the service addresses over.
+func RecreateTakeoverSteps() []Step {
+	return []Step{StepSeed, StepCreateReplacement, StepStartReplacement, StepVerifyReplacement,
+		StepStopOld, StepTakeOver, StepDestroyOld, StepCommit}
 }

@@ -31,6 +31,8 @@ commands:
   results basic|advanced
                       print the last results file of that type
   version             print the agent, template and scripts versions as JSON
+  ip-assoc            read a JSON list of service addresses ({ip, kind, add}) on stdin,
+                      bring them up or release them, print the addresses held as JSON
 `
 
 // VersionInfo is what `sysvm-agent version` prints.
@@ -140,6 +142,20 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 		v.TemplateVersion, _ = a.firstLine(ReleaseFile)
 		v.ScriptsVersion, _ = a.firstLine(ScriptsSignatureFile)
 		return printJSON(v)
+	case "ip-assoc":
+		if len(args) != 1 {
+			fmt.Fprint(stderr, "sysvm-agent: ip-assoc takes no arguments (the addresses come on stdin)\n")
+			return ExitUsage
+		}
+		list, err := DecodeIPAssociations(io.LimitReader(stdin, 1<<20))
+		if err != nil {
+			return errorf("%v", err)
+		}
+		res, err := a.AssociateIPs(ctx, list)
+		if err != nil {
+			return errorf("%v", err)
+		}
+		return printJSON(res)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,6 +59,10 @@ type SandboxSystem struct {
 	services  map[string]*sandboxService
 	reachable map[string]bool
 	readOnly  bool
+	// addresses are the service addresses the VM holds (ip-assoc); onAddresses, when set,
+	// is the simulated network deciding whether it may (SetAddressHook).
+	addresses   []string
+	onAddresses func(ctx context.Context, up []string) error
 }
 
 type sandboxService struct {
@@ -88,6 +93,38 @@ func (s *SandboxSystem) Reset() {
 	}
 	s.reachable = map[string]bool{}
 	s.readOnly = false
+}
+
+// SetAddressHook lets the simulated network decide on the service addresses this VM brings up
+// (ip-assoc): hook is called with the whole set and may refuse it. Reset keeps the hook.
+func (s *SandboxSystem) SetAddressHook(hook func(ctx context.Context, up []string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onAddresses = hook
+}
+
+// SetAddresses implements AddressSystem: the hook (if any) is asked first; a refusal changes
+// nothing.
+func (s *SandboxSystem) SetAddresses(ctx context.Context, up []string) error {
+	s.mu.Lock()
+	hook := s.onAddresses
+	s.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, slices.Clone(up)); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addresses = slices.Clone(up)
+	return nil
+}
+
+// Addresses are the service addresses the VM holds (what ip-assoc last set).
+func (s *SandboxSystem) Addresses() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.addresses)
 }
 
 // Root is the sandbox directory.

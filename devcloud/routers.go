@@ -32,6 +32,23 @@ type Routers struct {
 	names map[string]string // instance name -> system VM ID
 	// broken are system VMs whose new instances never answer SSH (BreakReplacements).
 	broken map[string]bool
+	// replacementFaults are injected into every new instance of a system VM when it starts
+	// (FaultReplacements).
+	replacementFaults map[string][]fleet.Fault
+}
+
+// FaultReplacements injects faults into every new instance of a system VM (a recreate's
+// replacement) when it starts, e.g. a read-only root file system, on which ip-assoc brings
+// the addresses up but cannot record them and fails; none clears them. The VM's current
+// instance is not affected.
+func (r *Routers) FaultReplacements(id string, faults ...fleet.Fault) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(faults) == 0 {
+		delete(r.replacementFaults, id)
+		return
+	}
+	r.replacementFaults[id] = slices.Clone(faults)
 }
 
 // BreakReplacements makes every new instance of a system VM (a recreate's replacement) never
@@ -69,7 +86,8 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 	if err != nil {
 		return nil, err
 	}
-	r := &Routers{Fleet: f, store: s, cfg: configFor, names: map[string]string{}, broken: map[string]bool{}}
+	r := &Routers{Fleet: f, store: s, cfg: configFor, names: map[string]string{}, broken: map[string]bool{},
+		replacementFaults: map[string][]fleet.Fault{}}
 	var hosts []models.Host
 	if err := s.DB.WithContext(ctx).Where("hypervisor_type IN ?", []string{string(hypervisors.KVM), string(hypervisors.XenServer)}).
 		Find(&hosts).Error; err != nil {
@@ -108,9 +126,13 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 func (r *Routers) Close() error { return r.Fleet.Close() }
 
 // instance is one simulated VM as the hypervisor has it: its instance name, host, control
-// and private addresses and the template version it was built from.
+// and private addresses, the template version it was built from, the public IP it boots
+// with ("" for a recreate's replacement, which gets its service addresses over ip-assoc at
+// the switch) and whether it runs.
 type instance struct {
 	name, host, linkLocalIP, privateIP, templateVersion string
+	bootPublicIP                                        string
+	up                                                  bool
 }
 
 // Sync adds a system VM to the fleet, or updates it, from its inventory row.
@@ -121,15 +143,22 @@ func (r *Routers) Sync(ctx context.Context, vm models.SystemVM) error {
 			return fmt.Errorf("host of %s: %w", vm.Name, err)
 		}
 	}
+	// The row's instance holds the row's service addresses from boot (built with them, or
+	// associated with them and kept across restarts, as CloudStack's ips.json is).
 	return r.syncInstance(ctx, vm, instance{name: vm.HypervisorName(), host: host.Name,
-		linkLocalIP: vm.LinkLocalIP, privateIP: vm.PrivateIP, templateVersion: vm.Version})
+		linkLocalIP: vm.LinkLocalIP, privateIP: vm.PrivateIP, templateVersion: vm.Version,
+		bootPublicIP: vm.PublicIP, up: vm.State == models.StateRunning})
 }
 
 // syncInstance adds or updates the simulated VM of one hypervisor instance of a row.
 func (r *Routers) syncInstance(ctx context.Context, vm models.SystemVM, in instance) error {
 	t, _ := hypervisors.ParseType(vm.HypervisorType)
 	spec := fleet.RouterSpec{ID: in.name, Name: vm.Name, Type: vm.Type, Hypervisor: t, HostName: in.host,
-		LinkLocalIP: in.linkLocalIP, PrivateIP: in.privateIP, TemplateVersion: in.templateVersion}
+		LinkLocalIP: in.linkLocalIP, PrivateIP: in.privateIP, TemplateVersion: in.templateVersion,
+		PoweredOff: !in.up}
+	if in.bootPublicIP != "" {
+		spec.BootAddresses = []string{in.bootPublicIP}
+	}
 	if vm.Type == models.TypeRouter {
 		cfg, err := r.cfg(ctx, vm)
 		if err != nil {
@@ -138,6 +167,10 @@ func (r *Routers) syncInstance(ctx context.Context, vm models.SystemVM, in insta
 		spec.RedundantState, spec.Services, spec.ExpectedVMs = cfg.RedundantState, cfg.Services, cfg.ExpectedVMs
 		spec.Gateways, spec.PortForwardingRules, spec.LBRules = cfg.Gateways, cfg.PortForwardingRules, cfg.LBRules
 		spec.MaxConnections = cfg.MaxConnections
+		if in.bootPublicIP != "" {
+			// Built with its addresses in its boot arguments: its guest gateways too.
+			spec.BootAddresses = append(spec.BootAddresses, cfg.Gateways...)
+		}
 		if spec.TemplateVersion == "" {
 			spec.TemplateVersion = cfg.TemplateVersion
 		}
@@ -270,15 +303,20 @@ func (o *observed) rowOf(ctx context.Context, bootArgs map[string]string, instan
 	return vm, true
 }
 
-// instanceFrom reads a simulated VM's addresses from a spec's NICs.
-func (o *observed) instanceFrom(ctx context.Context, vm models.SystemVM, name, host, template string, nics []hypervisors.NIC) instance {
-	in := instance{name: name, host: host, linkLocalIP: vm.LinkLocalIP, privateIP: vm.PrivateIP, templateVersion: vm.Version}
+// instanceFrom reads a simulated VM's addresses from a spec's NICs and boot arguments.
+func (o *observed) instanceFrom(ctx context.Context, vm models.SystemVM, name, host, template string, bootArgs map[string]string, nics []hypervisors.NIC, up bool) instance {
+	in := instance{name: name, host: host, linkLocalIP: vm.LinkLocalIP, privateIP: vm.PrivateIP, templateVersion: vm.Version,
+		bootPublicIP: bootArgs["publicip"], up: up}
 	for _, n := range nics {
 		switch n.Kind {
 		case hypervisors.NICControl:
 			in.linkLocalIP = n.IP
 		case hypervisors.NICPrivate:
 			in.privateIP = n.IP
+		case hypervisors.NICPublic:
+			if in.bootPublicIP == "" {
+				in.bootPublicIP = n.IP
+			}
 		}
 	}
 	if t, _ := hypervisors.ParseType(vm.HypervisorType); t == hypervisors.VMware {
@@ -329,15 +367,25 @@ func (o *observed) register(ctx context.Context, name string, bootArgs map[strin
 	if !ok {
 		return
 	}
-	if err := o.r.syncInstance(ctx, vm, o.instanceFrom(ctx, vm, name, host, template, nics)); err != nil {
+	if err := o.r.syncInstance(ctx, vm, o.instanceFrom(ctx, vm, name, host, template, bootArgs, nics, up)); err != nil {
 		slog.Warn("simulated system VM not updated", "instance", name, "error", err)
 		return
 	}
 	o.r.mu.Lock()
-	broken := o.r.broken[vm.ID] && name != vm.HypervisorName()
+	replacement := name != vm.HypervisorName()
+	broken := o.r.broken[vm.ID] && replacement
+	var faults []fleet.Fault
+	if replacement && up {
+		faults = o.r.replacementFaults[vm.ID]
+	}
 	o.r.mu.Unlock()
 	if err := o.r.setReachable(name, up && !broken); err != nil {
 		slog.Warn("simulated system VM reachability not set", "instance", name, "error", err)
+	}
+	for _, f := range faults {
+		if err := o.r.Fleet.Inject(name, f); err != nil {
+			slog.Warn("fault not injected into a replacement", "instance", name, "error", err)
+		}
 	}
 }
 
@@ -354,7 +402,10 @@ func (o *observed) StartVM(ctx context.Context, name string) error {
 }
 
 func (o *observed) StopVM(ctx context.Context, name string, force bool) error {
-	return o.follow(name, o.Driver.StopVM(ctx, name, force), func(string) error { return o.r.setReachable(name, false) })
+	return o.follow(name, o.Driver.StopVM(ctx, name, force), func(string) error {
+		// Powered off: it holds no service address any more, and answers nothing.
+		return errors.Join(o.r.Fleet.SetRunning(name, false), o.r.setReachable(name, false))
+	})
 }
 
 func (o *observed) RebootVM(ctx context.Context, name string) error {

@@ -29,6 +29,8 @@ type lifecycle struct {
 	// touched: a step may have changed the VM, so a failure settles it.
 	touched       bool
 	compensations []string
+	// takeover: this recreate switches with address takeover (addressTakeoverChange).
+	takeover bool
 }
 
 // makeBeforeBreakChange versions the lifecycle workflow: runs started before it
@@ -40,12 +42,23 @@ const (
 	versionMakeBeforeBreak = workflow.Version(1)
 )
 
+// addressTakeoverChange versions the make-before-break recreate: runs from version 1 switch
+// in two steps, stop-old then take-over (the service addresses pushed to the replacement
+// over SSH), and a rollback after stop-old releases the replacement's addresses before the
+// old VM starts again; runs before it (recorded histories) switch in one step.
+const (
+	addressTakeoverChange  = "address-takeover"
+	versionAddressTakeover = workflow.Version(1)
+)
+
 // SystemVMLifecycle starts, stops, reboots, destroys or recreates an SSVM, CPVM or router.
 // Recreate is make-before-break: the replacement is built under a new instance name and
 // control address from the current router.template.<hypervisor> template, started and
-// verified while the old VM serves; then the old one is stopped, the replacement takes over
-// and the old one is destroyed. A failure or cancel before the switch destroys the
-// replacement; after it, the old VM is started again and the replacement destroyed. Every
+// verified while the old VM serves, holding only its control address; then the old one is
+// stopped, the replacement takes the service addresses over (pushed over SSH, confirmed
+// served) and the old one is destroyed. A failure or cancel before the switch destroys the
+// replacement; after it, the replacement releases the addresses, the old VM is started again
+// and the replacement destroyed. Every
 // failure, timeout or cancel ends with a settle step that writes the state the hypervisor
 // confirms (Running, Stopped or Error with LastError).
 func SystemVMLifecycle(ctx workflow.Context, in LifecycleInput) (LifecycleResult, error) {
@@ -175,10 +188,16 @@ func (w *lifecycle) recreate(ctx workflow.Context) (LifecycleResult, error) {
 	}
 	res.OldInstanceName, res.InstanceName, res.ControlIP = plan.OldInstanceName, plan.InstanceName, plan.ControlIP
 	w.progress.advance(string(activities.StepPrepare) + " done")
+	steps := activities.RecreateSteps()
+	w.takeover = workflow.GetVersion(ctx, addressTakeoverChange, workflow.DefaultVersion, versionAddressTakeover) >= versionAddressTakeover
+	if w.takeover {
+		steps = activities.RecreateTakeoverSteps()
+		w.progress.Total = len(steps) + 2
+	}
 	stopped := false // the switch may have stopped the old VM
-	for _, step := range activities.RecreateSteps() {
+	for _, step := range steps {
 		w.progress.Step = string(step)
-		if step == activities.StepSwitch {
+		if step == activities.StepSwitch || step == activities.StepStopOld {
 			stopped = true
 		}
 		var out activities.RecreateResult
@@ -198,6 +217,19 @@ func (w *lifecycle) recreate(ctx workflow.Context) (LifecycleResult, error) {
 			stoppedAt, servingAt := out.OldStoppedAt, out.ServingAt
 			res.OldStoppedAt, res.ServingAt = &stoppedAt, &servingAt
 			res.SwitchGapMillis = servingAt.Sub(stoppedAt).Milliseconds()
+			recordSwitchGap(ctx, w.vm.ZoneID, w.vm.Type, servingAt.Sub(stoppedAt))
+		case activities.StepStopOld:
+			stoppedAt := out.OldStoppedAt
+			res.OldStoppedAt = &stoppedAt
+		case activities.StepTakeOver:
+			// The gap: old VM stopped (stop-old's clock) -> replacement confirmed serving
+			// its addresses (take-over's), both measured by the activities.
+			servingAt := out.ServingAt
+			res.ServingAt, res.Addresses = &servingAt, out.Addresses
+			if res.OldStoppedAt != nil {
+				res.SwitchGapMillis = servingAt.Sub(*res.OldStoppedAt).Milliseconds()
+				recordSwitchGap(ctx, w.vm.ZoneID, w.vm.Type, servingAt.Sub(*res.OldStoppedAt))
+			}
 		case activities.StepCommit:
 			res.State, res.Host = out.State, out.Host
 		}
@@ -213,7 +245,11 @@ func (w *lifecycle) compensate(ctx workflow.Context, plan activities.RecreatePla
 	dctx, cancel := workflow.NewDisconnectedContext(ctx)
 	defer cancel()
 	steps := []activities.Step{activities.StepDestroyReplacement}
-	if oldStopped {
+	switch {
+	case oldStopped && w.takeover:
+		// The replacement gives the addresses up before the old VM takes them again.
+		steps = []activities.Step{activities.StepReleaseAddresses, activities.StepStartOld, activities.StepDestroyReplacement}
+	case oldStopped:
 		steps = []activities.Step{activities.StepStartOld, activities.StepDestroyReplacement}
 	}
 	var failed []string
@@ -346,7 +382,8 @@ func withStepActivity(ctx workflow.Context, step activities.Step, vmName string)
 		opts.StartToCloseTimeout = time.Minute
 		opts.RetryPolicy = &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
 			MaximumInterval: 5 * time.Second, MaximumAttempts: 6}
-	case activities.StepSwitch:
+	case activities.StepSwitch, activities.StepStopOld, activities.StepTakeOver, activities.StepReleaseAddresses:
+		// The network is without a router from stop-old on: retry little, then roll back.
 		opts.StartToCloseTimeout = 2 * time.Minute
 		opts.RetryPolicy = &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
 			MaximumInterval: 5 * time.Second, MaximumAttempts: 3}

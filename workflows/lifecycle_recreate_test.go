@@ -29,8 +29,11 @@ type recreateSim struct {
 	oldExists, oldRunning bool
 	newExists, newRunning bool
 	committed             bool
-	settled               *activities.SettleInput
-	finished              activities.FinishInput
+	// newHolds: the replacement holds the service addresses (take-over); oldHolds: the
+	// old VM does (it runs). conflict: both at once, which must never happen.
+	newHolds, conflict bool
+	settled            *activities.SettleInput
+	finished           activities.FinishInput
 }
 
 func (s *recreateSim) step(ctx context.Context, in activities.RecreateInput) (activities.RecreateResult, error) {
@@ -53,16 +56,31 @@ func (s *recreateSim) step(ctx context.Context, in activities.RecreateInput) (ac
 		s.oldRunning = false
 		res.OldStoppedAt = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		res.ServingAt = res.OldStoppedAt.Add(1500 * time.Millisecond)
+	case activities.StepStopOld:
+		s.oldRunning = false
+		res.OldStoppedAt = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	case activities.StepTakeOver:
+		if s.oldRunning {
+			s.conflict = true
+		}
+		s.newHolds = true
+		res.ServingAt = time.Date(2026, 1, 1, 0, 0, 1, 500_000_000, time.UTC)
+		res.Addresses = []string{"203.0.113.9", "10.1.1.1"}
+	case activities.StepReleaseAddresses:
+		s.newHolds = false
 	case activities.StepDestroyOld:
 		s.oldExists, s.oldRunning = false, false
 	case activities.StepCommit:
 		s.committed = true
 		res.State = models.StateRunning
 	case activities.StepDestroyReplacement:
-		s.newExists, s.newRunning = false, false
+		s.newExists, s.newRunning, s.newHolds = false, false, false
 	case activities.StepStartOld:
 		if in.Plan.OldExists && in.Plan.OldRunning {
 			s.oldRunning = true
+			if s.newHolds {
+				s.conflict = true
+			}
 		}
 	}
 	return res, nil
@@ -117,7 +135,7 @@ func newRecreateEnv(t *testing.T, sim *recreateSim, vm activities.VMRecord) *tes
 
 func allRecreateCalls() []string {
 	out := []string{string(activities.StepPrepare)}
-	for _, s := range activities.RecreateSteps() {
+	for _, s := range activities.RecreateTakeoverSteps() {
 		out = append(out, string(s))
 	}
 	return out
@@ -142,14 +160,19 @@ func TestRecreateIsMakeBeforeBreak(t *testing.T) {
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
 	require.Equal(t, allRecreateCalls(), sim.calls, "the replacement is built, started and verified before the old VM is stopped")
+	require.Equal(t, []string{"verify-replacement", "stop-old", "take-over", "destroy-old"}, sim.calls[4:8],
+		"the addresses are taken over after the old VM stopped and before it is destroyed")
 	require.True(t, sim.newRunning && sim.committed && !sim.oldExists, "one VM afterwards: the replacement")
+	require.True(t, sim.newHolds && !sim.conflict, "the replacement holds the addresses, never both at once")
 	require.Nil(t, sim.settled, "a success needs no settle step")
 	var res LifecycleResult
 	require.NoError(t, env.GetWorkflowResult(&res))
 	require.Equal(t, models.StateRunning, res.State)
 	require.Equal(t, "r-1-VM-0a0b0c0d", res.InstanceName)
 	require.Equal(t, "169.254.7.7", res.ControlIP)
-	require.EqualValues(t, 1500, res.SwitchGapMillis, "the measured gap is in the result")
+	require.EqualValues(t, 1500, res.SwitchGapMillis, "the gap old stopped -> new serving is in the result")
+	require.Equal(t, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), *res.OldStoppedAt)
+	require.Equal(t, []string{"203.0.113.9", "10.1.1.1"}, res.Addresses)
 	require.Equal(t, models.OpCompleted, sim.finished.Status)
 	require.Contains(t, sim.finished.Result, `"switchGapMs":1500`)
 }
@@ -160,7 +183,7 @@ func TestRecreateIsMakeBeforeBreak(t *testing.T) {
 // commit keeps the replacement (the old VM is gone). Every failure ends in a settle step and
 // the operation failed with the step named.
 func TestRecreateFailureAtEveryStep(t *testing.T) {
-	for _, step := range append([]activities.Step{activities.StepPrepare}, activities.RecreateSteps()...) {
+	for _, step := range append([]activities.Step{activities.StepPrepare}, activities.RecreateTakeoverSteps()...) {
 		t.Run(string(step), func(t *testing.T) {
 			sim := &recreateSim{oldExists: true, oldRunning: true, failAt: step}
 			env := newRecreateEnv(t, sim, router)
@@ -175,8 +198,9 @@ func TestRecreateFailureAtEveryStep(t *testing.T) {
 				// Nothing was built: nothing to undo.
 			case activities.StepSeed, activities.StepCreateReplacement, activities.StepStartReplacement, activities.StepVerifyReplacement:
 				want = append(want, string(activities.StepDestroyReplacement))
-			case activities.StepSwitch, activities.StepDestroyOld:
-				want = append(want, string(activities.StepStartOld), string(activities.StepDestroyReplacement))
+			case activities.StepStopOld, activities.StepTakeOver, activities.StepDestroyOld:
+				// The replacement gives the addresses up before the old VM starts again.
+				want = append(want, string(activities.StepReleaseAddresses), string(activities.StepStartOld), string(activities.StepDestroyReplacement))
 			case activities.StepCommit:
 				// The old VM is destroyed; the replacement is all there is: keep it.
 			}
@@ -191,6 +215,7 @@ func TestRecreateFailureAtEveryStep(t *testing.T) {
 			}
 			require.True(t, sim.oldExists && sim.oldRunning, "the old VM serves afterwards")
 			require.False(t, sim.newExists, "no replacement is left behind")
+			require.False(t, sim.conflict, "the old VM never started while the replacement held its addresses")
 			require.Contains(t, sim.finished.Result, `"state":"Running"`, "the settled state is in the result")
 		})
 	}
@@ -200,7 +225,7 @@ func TestRecreateFailureAtEveryStep(t *testing.T) {
 // still runs (disconnected context), the old VM serves and the operation is canceled.
 func TestRecreateCancelAtSeveralSteps(t *testing.T) {
 	for _, step := range []activities.Step{activities.StepPrepare, activities.StepCreateReplacement,
-		activities.StepVerifyReplacement, activities.StepSwitch} {
+		activities.StepVerifyReplacement, activities.StepStopOld, activities.StepTakeOver} {
 		t.Run(string(step), func(t *testing.T) {
 			sim := &recreateSim{oldExists: true, oldRunning: true, blockAt: step}
 			env := newRecreateEnv(t, sim, router)
@@ -214,8 +239,8 @@ func TestRecreateCancelAtSeveralSteps(t *testing.T) {
 			want = want[:len(want)-1]
 			switch step {
 			case activities.StepPrepare:
-			case activities.StepSwitch:
-				want = append(want, string(activities.StepStartOld), string(activities.StepDestroyReplacement))
+			case activities.StepStopOld, activities.StepTakeOver:
+				want = append(want, string(activities.StepReleaseAddresses), string(activities.StepStartOld), string(activities.StepDestroyReplacement))
 			default:
 				want = append(want, string(activities.StepDestroyReplacement))
 			}

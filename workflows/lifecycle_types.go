@@ -59,6 +59,8 @@ type LifecycleResult struct {
 	OldStoppedAt    *time.Time `json:"oldStoppedAt,omitempty"`
 	ServingAt       *time.Time `json:"servingAt,omitempty"`
 	SwitchGapMillis int64      `json:"switchGapMs,omitempty"`
+	// Addresses are the service addresses the replacement took over at the switch.
+	Addresses []string `json:"addresses,omitempty"`
 	// Compensations lists the compensation steps a failed or canceled run took.
 	Compensations []string `json:"compensations,omitempty"`
 }

@@ -95,7 +95,7 @@ func newRestartEnv(t *testing.T, routers []string, rec *restartRecorder) *testsu
 		}
 		// A router is down from its switch (old stopped) until it is committed.
 		switch in.Step {
-		case activities.StepSwitch:
+		case activities.StepSwitch, activities.StepStopOld:
 			rec.inFlight[in.VMID] = true
 			if len(rec.inFlight) > rec.maxDown {
 				rec.maxDown = len(rec.inFlight)
@@ -150,7 +150,7 @@ func TestNetworkRestartCleanupRecreatesOneRouterAtATimeInOrder(t *testing.T) {
 	var want []string
 	for _, r := range []string{"backup", "primary"} {
 		want = append(want, r+" prepare")
-		for _, st := range activities.RecreateSteps() {
+		for _, st := range activities.RecreateTakeoverSteps() {
 			want = append(want, r+" "+string(st))
 		}
 	}
@@ -228,7 +228,7 @@ func TestNetworkRestartCancelDoesNotCancelTheRouterMidRecreate(t *testing.T) {
 	var canceled *temporal.CanceledError
 	require.ErrorAs(t, env.GetWorkflowError(), &canceled)
 	want := []string{"backup prepare"}
-	for _, st := range activities.RecreateSteps() {
+	for _, st := range activities.RecreateTakeoverSteps() {
 		want = append(want, "backup "+string(st))
 	}
 	require.Equal(t, want, rec.steps, "the BACKUP's recreate finished; the PRIMARY was not touched")

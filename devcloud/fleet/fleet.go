@@ -85,6 +85,10 @@ type Fleet struct {
 	routers   map[string]*router
 	hosts     map[string]*host
 	byPrivate map[string]*router // VMware routers by private IP
+	// holders are the running VMs holding each service address (addresses.go); conflicts
+	// every moment two held one.
+	holders   map[string][]string
+	conflicts []Conflict
 }
 
 // router is one simulated router.
@@ -97,6 +101,11 @@ type router struct {
 	faults faultSet
 	// conns are the router's SSH connections; it refuses them while unreachable.
 	conns connSet
+	// running: powered on (RouterSpec.PoweredOff, SetRunning); assoc: the service addresses
+	// associated over ip-assoc; held: what the holders index has for it (guarded by Fleet.mu).
+	running bool
+	assoc   []string
+	held    []string
 }
 
 // host is one simulated hypervisor host: an SSH listener forwarding to its routers.
@@ -145,6 +154,7 @@ func New(opts Options) (*Fleet, error) {
 		opts: opts, dir: dir, ownDir: ownDir, hostKey: hostKey, log: log.With("component", "fleet"),
 		ctx: ctx, cancel: cancel,
 		routers: map[string]*router{}, hosts: map[string]*host{}, byPrivate: map[string]*router{},
+		holders: map[string][]string{},
 	}
 	f.serverCfg = &ssh.ServerConfig{
 		PublicKeyCallback: f.checkKey,
@@ -241,7 +251,8 @@ func (f *Fleet) Add(spec RouterSpec) error {
 	f.mu.Unlock()
 	// The sequence number keeps directories apart when IDs differ only in unsafe characters.
 	root := filepath.Join(f.dir, fmt.Sprintf("%06d-%s", seq, safeName(spec.ID)))
-	r := &router{root: root, sys: agent.NewSandboxSystem(root), spec: spec}
+	r := &router{root: root, sys: agent.NewSandboxSystem(root), spec: spec, running: !spec.PoweredOff}
+	r.sys.SetAddressHook(func(ctx context.Context, up []string) error { return f.associate(ctx, r, up) })
 
 	f.mu.Lock()
 	if f.closed {
@@ -282,6 +293,7 @@ func (f *Fleet) Add(spec RouterSpec) error {
 		return fmt.Errorf("add router %s: %w", spec.ID, err)
 	}
 	f.routers[spec.ID] = r
+	f.refreshLocked(r, spec.ID)
 	return nil
 }
 
@@ -346,9 +358,11 @@ func (f *Fleet) Update(spec RouterSpec) error {
 	r.mu.Lock()
 	old := r.spec
 	r.spec = spec
+	r.running = !spec.PoweredOff
 	r.mu.Unlock()
 	f.unindexLocked(r, old)
 	err = f.indexLocked(r, spec)
+	f.refreshLocked(r, spec.ID)
 	f.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("update router %s: %w", spec.ID, err)
@@ -377,6 +391,7 @@ func (f *Fleet) Remove(id string) error {
 	spec := r.spec
 	r.mu.Unlock()
 	f.unindexLocked(r, spec)
+	f.dropLocked(r, id)
 	f.mu.Unlock()
 	r.conns.closeAll(false)
 	if err := os.RemoveAll(r.root); err != nil {

@@ -47,6 +47,13 @@ type RouterSpec struct {
 	LBRules             []agent.LBRule
 	// MaxConnections is haproxy's global maxconn (default 4096).
 	MaxConnections int
+	// BootAddresses are the service addresses (public IP, guest gateways) the VM brings up
+	// at boot, from its boot arguments; more come over `sysvm-agent ip-assoc`. It holds them
+	// while it runs, unless it is a BACKUP.
+	BootAddresses []string
+	// PoweredOff: the VM is defined but not running (it holds no address). Add and Update
+	// apply it; SetRunning changes it.
+	PoweredOff bool
 }
 
 // DefaultMaxConnections is haproxy's global maxconn when a spec sets none (CloudStack's
@@ -92,6 +99,11 @@ func (s RouterSpec) validate() error {
 		}
 	} else if _, err := netip.ParseAddr(s.PrivateIP); err != nil {
 		errs = append(errs, fmt.Errorf("PrivateIP of a VMware router: %w", err))
+	}
+	for i, a := range s.BootAddresses {
+		if _, err := netip.ParseAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("BootAddresses[%d]: %w", i, err))
+		}
 	}
 	if err := s.Config().Validate(); err != nil {
 		errs = append(errs, err)

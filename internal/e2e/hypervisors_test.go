@@ -140,7 +140,7 @@ func lifecycleOn(t *testing.T, p *platform, ht hypervisors.Type) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
+	if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.stop-old,recreate.take-over,recreate.destroy-old,recreate.commit"; steps != want {
 		t.Errorf("recreate on %s journaled %q, want %q", ht, steps, want)
 	}
 }

@@ -115,8 +115,9 @@ func TestLifecycleThroughAPI(t *testing.T) {
 			t.Errorf("vcsim VMs of %s after recreate: %+v, want only %s running", r.Name, got, after.InstanceName)
 		}
 		info, _ := s.hv(after)
-		if info.BootArgs["name"] != r.Name || info.BootArgs["privateip"] != after.PrivateIP || info.BootArgs["publicip"] != r.PublicIP {
-			t.Errorf("recreated VM boot args %v do not carry name, the new control address and the public IP", info.BootArgs)
+		// The public IP is taken over at the switch, not booted with.
+		if info.BootArgs["name"] != r.Name || info.BootArgs["privateip"] != after.PrivateIP || info.BootArgs["publicip"] != "" {
+			t.Errorf("recreated VM boot args %v: want the name and the new control address, and no public IP", info.BootArgs)
 		}
 		var res workflows.LifecycleResult
 		if err := json.Unmarshal(op.Result, &res); err != nil || res.SwitchGapMillis < 0 || res.ServingAt == nil || res.InstanceName != after.InstanceName {
@@ -127,7 +128,7 @@ func TestLifecycleThroughAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
+		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.stop-old,recreate.take-over,recreate.destroy-old,recreate.commit"; steps != want {
 			t.Errorf("journaled steps %q, want %q", steps, want)
 		}
 

@@ -48,6 +48,7 @@ func TestNetworkRestartCleanup(t *testing.T) {
 		t.Fatalf("current VMware template: %v", err)
 	}
 
+	conflicts := len(p.routers.Fleet.Conflicts())
 	begin := time.Now()
 	op := p.start("/api/v1/networks/" + netw.ID + "/restart?cleanup=true")
 	if op.Kind != "network.restart" || op.WorkflowID != workflows.NetworkRestartWorkflowID(netw.ID) {
@@ -57,6 +58,14 @@ func TestNetworkRestartCleanup(t *testing.T) {
 	t.Logf("restartNetwork cleanup=true of 2 routers on vcsim: %s", time.Since(begin).Round(time.Millisecond))
 	if done.Status != models.OpCompleted {
 		t.Fatalf("restart ended %s: %s", done.Status, done.Error)
+	}
+	// The pair's shared gateway is held by the PRIMARY only (a BACKUP keeps it down), and
+	// each member's replacement takes its addresses over after its old VM stopped.
+	if c := p.routers.Fleet.Conflicts()[conflicts:]; len(c) > 0 {
+		t.Errorf("two VMs held one service address during the restart: %v", c)
+	}
+	if got, primary := p.routers.Fleet.Holders(netw.Gateway), p.vm(before[1].ID); len(got) != 1 || got[0] != primary.HypervisorName() {
+		t.Errorf("gateway %s of %s is held by %v after the restart, want the PRIMARY's replacement %s", netw.Gateway, netw.Name, got, primary.HypervisorName())
 	}
 	if !strings.Contains(string(done.Result), `"action":"recreate"`) {
 		t.Errorf("result %s", done.Result)
@@ -69,7 +78,7 @@ func TestNetworkRestartCleanup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.switch,recreate.destroy-old,recreate.commit"; steps != want {
+		if want := "recreate.prepare,recreate.seed,recreate.create-replacement,recreate.start-replacement,recreate.verify-replacement,recreate.stop-old,recreate.take-over,recreate.destroy-old,recreate.commit"; steps != want {
 			t.Errorf("%s journaled %q, want %q", r.Name, steps, want)
 		}
 		var rows []models.OperationStep

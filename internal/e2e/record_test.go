@@ -135,7 +135,13 @@ func TestRecordHistories(t *testing.T) {
 			if op.Status != models.OpCompleted {
 				t.Fatalf("%s of %s ended %s: %s", action, r.Name, op.Status, op.Error)
 			}
-			p.record(workflows.LifecycleWorkflowName+"_"+action+".json", op.WorkflowID, op.RunID)
+			name := action
+			if action == "recreate" {
+				// SystemVMLifecycle_recreate.json is a history of the one-step switch, kept for
+				// replay; runs with address takeover (stop-old, take-over) have their own.
+				name = "recreate_takeover"
+			}
+			p.record(workflows.LifecycleWorkflowName+"_"+name+".json", op.WorkflowID, op.RunID)
 		}
 		var out struct {
 			Operation operation `json:"operation"`
@@ -192,7 +198,8 @@ func TestRecordHistories(t *testing.T) {
 		if op.Status != models.OpCompleted {
 			t.Fatalf("health recreation ended %s: %s", op.Status, op.Error)
 		}
-		p.record(workflows.LifecycleWorkflowName+"_recreate_by_health.json", op.WorkflowID, op.RunID)
+		// _recreate_by_health.json is kept: a run of the one-step switch.
+		p.record(workflows.LifecycleWorkflowName+"_recreate_by_health_takeover.json", op.WorkflowID, op.RunID)
 		p.clearFaults(a.ID)
 		p.setting(activities.SettingHealthRecreateChecks, "")
 	})
