@@ -137,6 +137,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.mountHealthChecks(); err != nil {
 		return nil, err
 	}
+	if err := s.mountDiagnostics(); err != nil {
+		return nil, err
+	}
 	if s.dev != nil {
 		for _, r := range s.devRoutes() {
 			if err := s.Handle(r); err != nil {

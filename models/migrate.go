@@ -80,6 +80,26 @@ func Migrations() []Migration {
 			}
 			return nil
 		}},
+		{ID: "0004_diagnostics_results", Migrate: func(tx *gorm.DB) error {
+			type DiagnosticsResult struct {
+				ID          string `gorm:"primaryKey;size:36"`
+				CreatedAt   time.Time
+				UpdatedAt   time.Time
+				SystemVMID  string `gorm:"size:36;index:idx_diagnostics_vm"`
+				OperationID string `gorm:"size:36;index"`
+				Type        string `gorm:"size:32"`
+				IPAddress   string `gorm:"size:64"`
+				Params      string `gorm:"size:255"`
+				Command     string `gorm:"type:text"`
+				Stdout      string `gorm:"type:text"`
+				Stderr      string `gorm:"type:text"`
+				ExitCode    int
+				TimedOut    bool
+				DurationMs  int64
+				RanAt       time.Time `gorm:"index:idx_diagnostics_vm"`
+			}
+			return tx.AutoMigrate(&DiagnosticsResult{})
+		}},
 	}
 }
 

@@ -62,6 +62,7 @@ func Workflows() []Workflow {
 		{workflows.NetworkRestartWorkflowName, workflows.NetworkRestart},
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
+		{workflows.DiagnosticsWorkflowName, workflows.SystemVMDiagnostics},
 	}
 }
 
@@ -78,6 +79,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.AdmitDestroy, a.PrepareRecreate, a.RecreateStep, a.SettleVM,
 		// NetworkRestart
 		a.NetworkRouters,
+		// SystemVMDiagnostics (LoadVM, FinishOperation above)
+		a.RunDiagnostics,
 	}
 	health = []any{
 		// HealthSweep

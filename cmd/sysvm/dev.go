@@ -97,7 +97,9 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	configs := &activities.Health{Store: store}
-	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger, fleet.Options{})
+	// The simulated system VMs run this machine's real ping, traceroute and arping (diagnostics).
+	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger,
+		fleet.Options{Commands: devcloud.DiagnosticsCommands("")})
 	if err != nil {
 		return fmt.Errorf("start simulated routers: %w", err)
 	}

@@ -27,6 +27,8 @@ import (
 type platformOptions struct {
 	kvm, vmware, xen bool
 	fleet            bool
+	// commands are the fleet's programs other than sysvm-agent (fleet.Options.Commands).
+	commands map[string]fleet.CommandFunc
 }
 
 // platform is the whole of sysvm wired the way `sysvm dev` wires it (cmd/sysvm/dev.go and
@@ -99,7 +101,7 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 			t.Fatalf("system VM public key: %v", err)
 		}
 		configs := &activities.Health{Store: store}
-		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{})
+		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{Commands: o.commands})
 		if err != nil {
 			t.Fatalf("start simulated routers: %v", err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/internal/testenv"
@@ -123,7 +124,8 @@ func TestRecordHistories(t *testing.T) {
 	if !recording() {
 		t.Skip("records workflow histories into workflows/testdata only with " + recordEnv + "=1")
 	}
-	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true})
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true,
+		commands: devcloud.DiagnosticsCommands("")})
 
 	t.Run("SystemVMLifecycle", func(t *testing.T) {
 		// A VMware router with a network of its own goes through every action; destroying a
@@ -204,6 +206,16 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("POST health-checks of %s = %d (%v)", r.Name, code, out)
 		}
 		p.record(workflows.RouterHealthCheckWorkflowName+"_ondemand.json", workflows.RouterHealthCheckWorkflowID(r.ID), "")
+	})
+
+	t.Run("SystemVMDiagnostics", func(t *testing.T) {
+		// A real ping of loopback inside a router.
+		r := p.pickRouter("hypervisor_type = ? AND state = ?", string(hypervisors.VMware), models.StateRunning)
+		op, res := p.diagnose(r, map[string]any{"type": "ping", "ipaddress": "127.0.0.1", "params": "-c 1"})
+		if op.Status != models.OpCompleted || res.ExitCode != 0 {
+			t.Fatalf("ping in %s ended %s (%s), exit %d", r.Name, op.Status, op.Error, res.ExitCode)
+		}
+		p.record(workflows.DiagnosticsWorkflowName+"_ping.json", op.WorkflowID, op.RunID)
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.

@@ -1,0 +1,22 @@
+package models
+
+import "time"
+
+// DiagnosticsResult is one diagnostics command (ping, traceroute, arping) run inside a system
+// VM, as runDiagnostics answers it: the argument vector that ran, its output and exit code.
+type DiagnosticsResult struct {
+	Base
+	SystemVMID  string `gorm:"size:36;index:idx_diagnostics_vm" json:"systemvmid"`
+	OperationID string `gorm:"size:36;index" json:"operationid"`
+	Type        string `gorm:"size:32" json:"type"`
+	IPAddress   string `gorm:"size:64" json:"ipaddress"`
+	Params      string `gorm:"size:255" json:"params"`
+	// Command is the argument vector, joined by spaces for reading (it ran without a shell).
+	Command    string    `gorm:"type:text" json:"command"`
+	Stdout     string    `gorm:"type:text" json:"stdout"`
+	Stderr     string    `gorm:"type:text" json:"stderr"`
+	ExitCode   int       `json:"exitcode"`
+	TimedOut   bool      `json:"timedout"`
+	DurationMs int64     `json:"durationms"`
+	RanAt      time.Time `gorm:"index:idx_diagnostics_vm" json:"ranat"`
+}
