@@ -42,7 +42,7 @@ func (s *Server) mountDiagnostics() error {
 			return err
 		}
 	}
-	return nil
+	return s.mountDiagnosticsData()
 }
 
 func (s *Server) diagnosticsRoutes() []Route {

@@ -102,3 +102,37 @@ func TestInterfaceFromRoute(t *testing.T) {
 		t.Error("no dev accepted")
 	}
 }
+
+func TestValidateFiles(t *testing.T) {
+	if err := ValidateFiles([]string{"/var/log/cloud.log", "/etc/haproxy/haproxy.cfg", "/root/a_b-c.json"}); err != nil {
+		t.Errorf("good files refused: %v", err)
+	}
+	for _, bad := range []string{"etc/passwd", "/etc/../shadow", "/etc//hosts", "/etc/", "/etc/x;id", "/etc/x y", "/.."} {
+		var de *Error
+		if err := ValidateFiles([]string{bad}); !errors.As(err, &de) || de.Field != "files" {
+			t.Errorf("ValidateFiles(%q) = %v, want a files error", bad, err)
+		}
+	}
+	many := make([]string, MaxExtraFiles+1)
+	for i := range many {
+		many[i] = "/etc/hosts"
+	}
+	if ValidateFiles(many) == nil {
+		t.Error("too many files accepted")
+	}
+	names := map[string]bool{}
+	for _, e := range DefaultEntries("domainrouter", true) {
+		names[e.Name] = true
+	}
+	for _, want := range []string{"iptables-save.txt", "ip-addr.txt", "ip-rule.txt", "ip-route.txt", "files/etc/dnsmasq.conf",
+		"files/etc/haproxy/haproxy.cfg", "files/var/log/cloud.log"} {
+		if !names[want] {
+			t.Errorf("default router entries lack %s", want)
+		}
+	}
+	for _, e := range DefaultEntries("consoleproxy", false) {
+		if strings.Contains(e.Name, "haproxy") {
+			t.Errorf("a CPVM's defaults hold %s", e.Name)
+		}
+	}
+}

@@ -20,3 +20,20 @@ type DiagnosticsResult struct {
 	DurationMs int64     `json:"durationms"`
 	RanAt      time.Time `gorm:"index:idx_diagnostics_vm" json:"ranat"`
 }
+
+// DiagnosticsArchive is a getDiagnosticsData archive (tar.gz) of files and command outputs
+// collected from a system VM. It is kept in the database, so whichever API process serves the
+// download link reads what the worker collected, and removed once ExpiresAt passes
+// (diagnostics.data.max.file.age).
+type DiagnosticsArchive struct {
+	Base
+	SystemVMID  string `gorm:"size:36;index" json:"systemvmid"`
+	OperationID string `gorm:"size:36;index" json:"operationid"`
+	FileName    string `gorm:"size:255" json:"filename"`
+	SizeBytes   int64  `json:"size"`
+	SHA256      string `gorm:"size:64" json:"sha256"`
+	// Manifest lists what the archive holds and what could not be collected, one line each.
+	Manifest  string    `gorm:"type:text" json:"manifest"`
+	Data      []byte    `json:"-"`
+	ExpiresAt time.Time `gorm:"index" json:"expires"`
+}

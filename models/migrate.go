@@ -80,7 +80,7 @@ func Migrations() []Migration {
 			}
 			return nil
 		}},
-		{ID: "0004_diagnostics_results", Migrate: func(tx *gorm.DB) error {
+		{ID: "0004_diagnostics_results_archives", Migrate: func(tx *gorm.DB) error {
 			type DiagnosticsResult struct {
 				ID          string `gorm:"primaryKey;size:36"`
 				CreatedAt   time.Time
@@ -98,7 +98,20 @@ func Migrations() []Migration {
 				DurationMs  int64
 				RanAt       time.Time `gorm:"index:idx_diagnostics_vm"`
 			}
-			return tx.AutoMigrate(&DiagnosticsResult{})
+			type DiagnosticsArchive struct {
+				ID          string `gorm:"primaryKey;size:36"`
+				CreatedAt   time.Time
+				UpdatedAt   time.Time
+				SystemVMID  string `gorm:"size:36;index"`
+				OperationID string `gorm:"size:36;index"`
+				FileName    string `gorm:"size:255"`
+				SizeBytes   int64
+				SHA256      string `gorm:"size:64"`
+				Manifest    string `gorm:"type:text"`
+				Data        []byte
+				ExpiresAt   time.Time `gorm:"index"`
+			}
+			return tx.AutoMigrate(&DiagnosticsResult{}, &DiagnosticsArchive{})
 		}},
 	}
 }

@@ -63,6 +63,7 @@ func Workflows() []Workflow {
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
 		{workflows.DiagnosticsWorkflowName, workflows.SystemVMDiagnostics},
+		{workflows.DiagnosticsDataWorkflowName, workflows.SystemVMDiagnosticsData},
 	}
 }
 
@@ -81,6 +82,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.NetworkRouters,
 		// SystemVMDiagnostics (LoadVM, FinishOperation above)
 		a.RunDiagnostics,
+		// SystemVMDiagnosticsData (LoadVM, FinishOperation above)
+		a.CollectDiagnosticsData,
 	}
 	health = []any{
 		// HealthSweep

@@ -89,3 +89,40 @@ func TestDiagnosticsRefusesAStoppedVMAndBadInputWithoutRunning(t *testing.T) {
 		})
 	}
 }
+
+func TestDiagnosticsDataCollectFailureIsRecordedFailed(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(SystemVMDiagnosticsData, workflow.RegisterOptions{Name: DiagnosticsDataWorkflowName})
+	env.RegisterActivity(&activities.Activities{})
+	var finished activities.FinishInput
+	calls := 0
+	env.OnActivity(a.LoadVM, mock.Anything, "vm-1").Return(router, nil)
+	env.OnActivity(a.CollectDiagnosticsData, mock.Anything, activities.DiagnosticsDataInput{OperationID: "op-5", VMID: "vm-1",
+		Files: []string{"/var/log/messages"}}).Return(
+		func(context.Context, activities.DiagnosticsDataInput) (activities.DiagnosticsArchiveInfo, error) {
+			calls++
+			if calls == 1 {
+				return activities.DiagnosticsArchiveInfo{}, errors.New("ssh: handshake failed")
+			}
+			return activities.DiagnosticsArchiveInfo{ArchiveID: "ar-1", SizeBytes: 10}, nil
+		})
+	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.FinishInput) error { finished = in; return nil })
+	env.ExecuteWorkflow(SystemVMDiagnosticsData, DiagnosticsDataInput{OperationID: "op-5", VMID: "vm-1", Files: []string{"/var/log/messages"}})
+	require.NoError(t, env.GetWorkflowError(), "a transient SSH failure is retried")
+	require.Equal(t, 2, calls)
+	require.Equal(t, models.OpCompleted, finished.Status)
+	require.Contains(t, finished.Result, `"archiveId":"ar-1"`)
+
+	env = s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(SystemVMDiagnosticsData, workflow.RegisterOptions{Name: DiagnosticsDataWorkflowName})
+	env.RegisterActivity(&activities.Activities{})
+	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.FinishInput) error { finished = in; return nil })
+	env.ExecuteWorkflow(SystemVMDiagnosticsData, DiagnosticsDataInput{OperationID: "op-6", VMID: "vm-1", Files: []string{"/etc/../shadow"}})
+	require.Error(t, env.GetWorkflowError())
+	require.Equal(t, models.OpFailed, finished.Status)
+	require.Contains(t, finished.Error, "not a clean path")
+	env.AssertNotCalled(t, "LoadVM", mock.Anything, mock.Anything)
+}

@@ -1,15 +1,26 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/api"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/diagnostics"
 	"github.com/sysvm/sysvm/internal/testenv"
@@ -110,8 +121,9 @@ func TestDiagnosticsOnSystemVMs(t *testing.T) {
 	}
 	net := newDiagNet(t)
 	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
+		files := &devcloud.SandboxFiles{}
 		p := newPlatform(t, store, platformOptions{kvm: true, vmware: true, xen: true, fleet: true,
-			commands: devcloud.DiagnosticsCommands(net.vm)})
+			commands: devcloud.DiagnosticsCommands(net.vm, files), files: files})
 
 		// A Running router of each hypervisor the platform runs, and every Running SSVM and CPVM
 		// (the seed puts a zone's SSVM and CPVM on different hypervisors).
@@ -244,5 +256,148 @@ func TestDiagnosticsOnSystemVMs(t *testing.T) {
 		if kinds < 5 {
 			t.Errorf("%d diagnostics operations journaled on routers, want at least 5", kinds)
 		}
+
+		p.diagnosticsData(router, net)
 	})
+}
+
+// diagnosticsData collects a router's diagnostics archive through the API, downloads it
+// through its signed link and checks what it holds against the router's sandbox, then
+// expires it.
+func (p *platform) diagnosticsData(router models.SystemVM, net diagNet) {
+	t := p.t
+	t.Helper()
+	// Bad extra files are refused at once.
+	for _, bad := range []string{"etc/passwd", "/etc/../shadow", "/etc/x;reboot"} {
+		var out struct {
+			Error struct{ Field, Message string } `json:"error"`
+		}
+		if code := p.do(http.MethodPost, "/api/v1/routers/"+router.ID+"/diagnostics/data", map[string]any{"files": []string{bad}}, &out); code != http.StatusBadRequest || out.Error.Field != "files" {
+			t.Errorf("diagnostics data with file %q = %d %+v, want 400 on files", bad, code, out.Error)
+		}
+	}
+	p.setting(activities.SettingDiagnosticsMaxAge, "120")
+	var started struct {
+		Operation operation `json:"operation"`
+		Error     any       `json:"error"`
+	}
+	if code := p.do(http.MethodPost, "/api/v1/routers/"+router.ID+"/diagnostics/data",
+		map[string]any{"files": []string{"/etc/cloudstack-release", "/etc/no-such-file"}}, &started); code != http.StatusAccepted {
+		t.Fatalf("POST diagnostics/data = %d (%v)", code, started.Error)
+	}
+	begin := time.Now()
+	op := p.wait(started.Operation, 2*time.Minute)
+	if op.Status != models.OpCompleted {
+		t.Fatalf("diagnostics data of %s: %s %s", router.Name, op.Status, op.Error)
+	}
+	var info activities.DiagnosticsArchiveInfo
+	if err := json.Unmarshal(op.Result, &info); err != nil || info.ArchiveID == "" {
+		t.Fatalf("diagnostics data result %s: %v", op.Result, err)
+	}
+	if d := time.Until(info.ExpiresAt); d < 100*time.Second || d > 130*time.Second {
+		t.Errorf("archive expires in %s, want about diagnostics.data.max.file.age=120 s", d)
+	}
+	var arch struct {
+		api.DiagnosticsArchive
+		Error any `json:"error"`
+	}
+	if code := p.do(http.MethodGet, "/api/v1/diagnostics-archives/"+info.ArchiveID, nil, &arch); code != http.StatusOK || arch.URL == "" {
+		t.Fatalf("GET archive = %d (%v)", code, arch.Error)
+	}
+	download := func(link string) (int, []byte) {
+		resp, err := http.Get(p.api.URL + link) // no API key: the signed link is the credential
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	code, body := download(arch.URL)
+	if code != http.StatusOK {
+		t.Fatalf("download %s = %d %s", arch.URL, code, body)
+	}
+	if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != info.SHA256 || int64(len(body)) != info.SizeBytes {
+		t.Errorf("downloaded %d bytes with another checksum than the %d recorded", len(body), info.SizeBytes)
+	}
+	got := untar(t, body)
+	root, err := p.routers.Fleet.Root(mustInstance(t, p, router))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, file := range map[string]string{
+		"iptables-save.txt":             agent.IptablesSaveFile,
+		"files/etc/haproxy/haproxy.cfg": agent.HaproxyConfigFile,
+		"files/etc/dhcphosts.txt":       agent.DHCPHostsFile,
+		"files/etc/cloudstack-release":  agent.ReleaseFile,
+		"files/etc/hosts":               agent.HostsFile,
+	} {
+		want, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Errorf("sandbox file %s: %v", file, err)
+			continue
+		}
+		if got[name] != string(want) {
+			t.Errorf("archive entry %s = %q, want the router's %s %q", name, got[name], file, want)
+		}
+	}
+	if !strings.Contains(got["ip-addr.txt"], net.vmIface) || !strings.Contains(got["ip-route.txt"], "10.254.77.0/29") {
+		t.Errorf("ip addr / route of the VM's network missing:\n%s\n%s", got["ip-addr.txt"], got["ip-route.txt"])
+	}
+	if !strings.Contains(got["MANIFEST.txt"], "MISSING files/etc/no-such-file") || !strings.Contains(got["MANIFEST.txt"], "OK iptables-save.txt") {
+		t.Errorf("manifest:\n%s", got["MANIFEST.txt"])
+	}
+	// A tampered link is refused.
+	if code, _ := download(strings.Replace(arch.URL, "signature=", "signature=00", 1)); code != http.StatusForbidden {
+		t.Errorf("tampered link = %d, want 403", code)
+	}
+	// Expiry: once the archive's time passed (moved back here rather than waited for), a read
+	// removes it and the link answers 410.
+	if err := p.store.DB.Model(&models.DiagnosticsArchive{}).Where("id = ?", info.ArchiveID).
+		Update("expires_at", begin.Add(-time.Second).UTC()).Error; err != nil {
+		t.Fatal(err)
+	}
+	if code, body := download(arch.URL); code != http.StatusGone {
+		t.Errorf("download of an expired archive = %d %s, want 410", code, body)
+	}
+	var n int64
+	p.store.DB.Model(&models.DiagnosticsArchive{}).Where("id = ?", info.ArchiveID).Count(&n)
+	if n != 0 {
+		t.Errorf("expired archive still stored")
+	}
+	if code := p.do(http.MethodGet, "/api/v1/diagnostics-archives/"+info.ArchiveID, nil, nil); code != http.StatusNotFound {
+		t.Errorf("GET expired archive = %d, want 404", code)
+	}
+}
+
+// mustInstance is the fleet ID of a system VM.
+func mustInstance(t *testing.T, p *platform, vm models.SystemVM) string {
+	t.Helper()
+	id, err := p.routers.InstanceOf(context.Background(), vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// untar reads a tar.gz into name -> content.
+func untar(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	gz, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("archive is not gzip: %v", err)
+	}
+	tr := tar.NewReader(gz)
+	out := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("archive: %v", err)
+		}
+		c, _ := io.ReadAll(tr)
+		out[h.Name] = string(c)
+	}
 }

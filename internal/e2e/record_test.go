@@ -124,8 +124,9 @@ func TestRecordHistories(t *testing.T) {
 	if !recording() {
 		t.Skip("records workflow histories into workflows/testdata only with " + recordEnv + "=1")
 	}
+	files := &devcloud.SandboxFiles{}
 	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true,
-		commands: devcloud.DiagnosticsCommands("")})
+		commands: devcloud.DiagnosticsCommands("", files), files: files})
 
 	t.Run("SystemVMLifecycle", func(t *testing.T) {
 		// A VMware router with a network of its own goes through every action; destroying a
@@ -216,6 +217,11 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("ping in %s ended %s (%s), exit %d", r.Name, op.Status, op.Error, res.ExitCode)
 		}
 		p.record(workflows.DiagnosticsWorkflowName+"_ping.json", op.WorkflowID, op.RunID)
+		op = p.wait(p.start("/api/v1/routers/"+r.ID+"/diagnostics/data"), 2*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("diagnostics data of %s ended %s (%s)", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.DiagnosticsDataWorkflowName+"_collect.json", op.WorkflowID, op.RunID)
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
