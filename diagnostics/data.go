@@ -75,4 +75,6 @@ func ValidateFiles(files []string) error {
 }
 
 // ArchiveName is the file name of a VM's archive.
-func ArchiveName(vmName, stamp string) string { return fmt.Sprintf("diagnostics-%s-%s.tar.gz", vmName, stamp) }
+func ArchiveName(vmName, stamp string) string {
+	return fmt.Sprintf("diagnostics-%s-%s.tar.gz", vmName, stamp)
+}
