@@ -42,7 +42,10 @@ func (s *Server) mountDiagnostics() error {
 			return err
 		}
 	}
-	return s.mountDiagnosticsData()
+	if err := s.mountDiagnosticsData(); err != nil {
+		return err
+	}
+	return s.mountMigrate()
 }
 
 func (s *Server) diagnosticsRoutes() []Route {

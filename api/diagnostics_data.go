@@ -62,7 +62,7 @@ func (s *Server) diagnosticsDataRoutes() []Route {
 					{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}}})
 	}
 	out = append(out,
-		Route{Method: http.MethodGet, Path: "/diagnostics-archives/{id}", Role: models.RoleOperator, Handler: s.getDiagnosticsArchive,
+		Route{Method: http.MethodGet, Path: "/diagnostics-archives/{id}", Role: models.RoleReadOnly, Handler: s.getDiagnosticsArchive,
 			Doc: Doc{OperationID: "getDiagnosticsArchive", Tag: "Diagnostics", Summary: "A diagnostics archive and its download link",
 				Description: "The archive's size, checksum, manifest and expiry, and url: a link signed by sysvm that downloads it " +
 					"without an API key until the archive expires. Expired archives are removed.",

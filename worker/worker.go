@@ -64,6 +64,8 @@ func Workflows() []Workflow {
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
 		{workflows.DiagnosticsWorkflowName, workflows.SystemVMDiagnostics},
 		{workflows.DiagnosticsDataWorkflowName, workflows.SystemVMDiagnosticsData},
+		{workflows.MigrateWorkflowName, workflows.SystemVMMigrate},
+		{workflows.ScaleWorkflowName, workflows.SystemVMScale},
 	}
 }
 
@@ -84,6 +86,9 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.RunDiagnostics,
 		// SystemVMDiagnosticsData (LoadVM, FinishOperation above)
 		a.CollectDiagnosticsData,
+		// SystemVMMigrate, SystemVMScale (SetVMState, HypervisorStep, SettleVM, RecordEvent,
+		// FinishOperation above)
+		a.PlanMove, a.MoveVM,
 	}
 	health = []any{
 		// HealthSweep
