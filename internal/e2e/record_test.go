@@ -224,6 +224,25 @@ func TestRecordHistories(t *testing.T) {
 		p.record(workflows.DiagnosticsDataWorkflowName+"_collect.json", op.WorkflowID, op.RunID)
 	})
 
+	t.Run("SystemVMMigrate", func(t *testing.T) {
+		// A live migration (VMware), and a scale that stops, changes and starts the VM.
+		r := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND state = ?", string(hypervisors.VMware), false, models.StateRunning)
+		op := p.postWait("/api/v1/routers/"+r.ID+"/migrate", nil)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("migrate %s ended %s (%s)", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.MigrateWorkflowName+"_live.json", op.WorkflowID, op.RunID)
+		so := models.ServiceOffering{Base: models.Base{ID: models.NewID()}, Name: "Bigger router", CPUs: 2, MemoryMB: 1024, SystemVMType: models.TypeRouter}
+		if err := p.store.DB.Create(&so).Error; err != nil {
+			t.Fatal(err)
+		}
+		op = p.postWait("/api/v1/routers/"+r.ID+"/scale", map[string]any{"serviceofferingid": so.ID})
+		if op.Status != models.OpCompleted {
+			t.Fatalf("scale %s ended %s (%s)", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.ScaleWorkflowName+"_cold.json", op.WorkflowID, op.RunID)
+	})
+
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
 	t.Run("SystemVMLifecycle destroy", func(t *testing.T) {
 		pair := p.pickRouter("is_redundant = ? AND redundant_state = ? AND state = ?", true, models.RedundantBackup, models.StateRunning)
