@@ -70,7 +70,10 @@ func TestMoveFailureAfterStopStartsTheVMAgainAndSettles(t *testing.T) {
 	env.OnActivity(a.MoveVM, mock.Anything, mock.Anything).Return(activities.HypervisorStepResult{},
 		temporal.NewNonRetryableApplicationError("migrate r-1-VM: host h2 refused", "BadState", nil))
 	env.OnActivity(a.SettleVM, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.SettleInput) (string, error) { settled = in; return models.StateRunning, nil })
+		func(_ context.Context, in activities.SettleInput) (string, error) {
+			settled = in
+			return models.StateRunning, nil
+		})
 	env.OnActivity(a.RecordEvent, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.FinishInput) error { finished = in; return nil })
