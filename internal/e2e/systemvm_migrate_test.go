@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,6 +138,27 @@ func TestMigrateAndScaleSystemVMs(t *testing.T) {
 			}
 			if code := p.do(http.MethodPost, "/api/v1/routers/"+r.ID+bad.path, bad.body, &out); code != http.StatusBadRequest || out.Error.Field != bad.field {
 				t.Errorf("POST %s %v = %d %+v, want 400 on %s", bad.path, bad.body, code, out.Error, bad.field)
+			}
+		}
+
+		// A redundant router on KVM (cold: it must be stopped) while its peer is stopped: refused,
+		// the router keeps running.
+		if p.kvmReason == "" {
+			pair := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND state = ? AND network_id <> ?", string(hypervisors.KVM), true, models.StateRunning, "")
+			peer := p.pickRouter("network_id = ? AND id <> ?", pair.NetworkID, pair.ID)
+			if op := p.wait(p.start("/api/v1/routers/"+peer.ID+"/stop"), 2*time.Minute); op.Status != models.OpCompleted {
+				t.Fatalf("stop peer %s: %s %s", peer.Name, op.Status, op.Error)
+			}
+			op := p.postWait("/api/v1/routers/"+pair.ID+"/scale", map[string]any{"serviceofferingid": bigger.ID})
+			if row, info := p.agree(pair.ID); op.Status != models.OpFailed || !strings.Contains(op.Error, "peer is not Running") ||
+				row.State != models.StateRunning || info.State != hypervisors.PowerRunning || info.CPUs == 2 {
+				t.Errorf("scale of %s with its peer stopped: %s %q; now %s (hypervisor %s, %d CPUs)", pair.Name, op.Status, op.Error, row.State, info.State, info.CPUs)
+			}
+			if op := p.wait(p.start("/api/v1/routers/"+peer.ID+"/start"), 2*time.Minute); op.Status != models.OpCompleted {
+				t.Fatalf("start peer %s: %s %s", peer.Name, op.Status, op.Error)
+			}
+			if op := p.postWait("/api/v1/routers/"+pair.ID+"/scale", map[string]any{"serviceofferingid": bigger.ID}); op.Status != models.OpCompleted {
+				t.Errorf("scale of %s with its peer Running: %s %q", pair.Name, op.Status, op.Error)
 			}
 		}
 
