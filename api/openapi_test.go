@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
@@ -139,6 +140,8 @@ func TestOpenAPIDocumentCoversEveryRoute(t *testing.T) {
 				switch {
 				case path == "/healthz" || path == "/openapi.json":
 					wantRole = ""
+				case path == "/diagnostics-archives/{id}/download":
+					wantRole = "" // the signed, expiring link is the credential
 				case strings.HasPrefix(path, "/api-keys") || strings.HasPrefix(path, "/dev/"):
 					wantRole = models.RoleAdmin
 				case method == http.MethodGet:
@@ -177,11 +180,20 @@ func TestOpenAPIResponses(t *testing.T) {
 	ids := map[string]string{"/api-keys": admin.ID, "/zones": f.zone1, "/pods": f.pod1, "/clusters": f.cluster1, "/hosts": f.host1,
 		"/storage-pools": f.pool1, "/networks": f.net1, "/system-vms": f.cpvm1, "/routers": f.r4, "/templates": f.tplKVM,
 		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled"}
+	archive := models.DiagnosticsArchive{Base: models.Base{ID: models.NewID()}, SystemVMID: f.r4, FileName: "d.tar.gz",
+		Data: []byte("x"), ExpiresAt: time.Now().Add(time.Hour)}
+	if err := s.DB.Create(&archive).Error; err != nil {
+		t.Fatal(err)
+	}
+	ids["/diagnostics-archives"] = archive.ID
 	seen := 0
 	for _, op := range ops {
 		method, path, _ := strings.Cut(op, " ")
 		if method != http.MethodGet || path == "/operations/{id}" || strings.HasPrefix(path, "/router-upgrades") {
 			continue // operations are exercised against Temporal in TestOperations (upgrades in TestRouterUpgradeAPI)
+		}
+		if path == "/diagnostics-archives/{id}/download" {
+			continue // a tar.gz, not JSON: internal/e2e TestDiagnosticsOnSystemVMs downloads one
 		}
 		if pre, rest, found := strings.Cut(path, "/{id}/"); found { // a sub-resource such as /routers/{id}/health-checks
 			path = pre + "/" + ids[pre] + "/" + rest

@@ -147,6 +147,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.mountTemplates(); err != nil {
 		return nil, err
 	}
+	if err := s.mountDiagnostics(); err != nil {
+		return nil, err
+	}
 	if s.dev != nil {
 		for _, r := range s.devRoutes() {
 			if err := s.Handle(r); err != nil {

@@ -81,6 +81,39 @@ func Migrations() []Migration {
 			return nil
 		}},
 		{ID: "0004_templates", Migrate: migrateTemplates},
+		{ID: "0005_diagnostics_results_archives", Migrate: func(tx *gorm.DB) error {
+			type DiagnosticsResult struct {
+				ID          string `gorm:"primaryKey;size:36"`
+				CreatedAt   time.Time
+				UpdatedAt   time.Time
+				SystemVMID  string `gorm:"size:36;index:idx_diagnostics_vm"`
+				OperationID string `gorm:"size:36;index"`
+				Type        string `gorm:"size:32"`
+				IPAddress   string `gorm:"size:64"`
+				Params      string `gorm:"size:255"`
+				Command     string `gorm:"type:text"`
+				Stdout      string `gorm:"type:text"`
+				Stderr      string `gorm:"type:text"`
+				ExitCode    int
+				TimedOut    bool
+				DurationMs  int64
+				RanAt       time.Time `gorm:"index:idx_diagnostics_vm"`
+			}
+			type DiagnosticsArchive struct {
+				ID          string `gorm:"primaryKey;size:36"`
+				CreatedAt   time.Time
+				UpdatedAt   time.Time
+				SystemVMID  string `gorm:"size:36;index"`
+				OperationID string `gorm:"size:36;index"`
+				FileName    string `gorm:"size:255"`
+				SizeBytes   int64
+				SHA256      string `gorm:"size:64"`
+				Manifest    string `gorm:"type:text"`
+				Data        []byte
+				ExpiresAt   time.Time `gorm:"index"`
+			}
+			return tx.AutoMigrate(&DiagnosticsResult{}, &DiagnosticsArchive{})
+		}},
 	}
 }
 

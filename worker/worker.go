@@ -65,6 +65,10 @@ func Workflows() []Workflow {
 		{workflows.RouterUpgradeWorkflowName, workflows.RouterUpgrade},
 		{workflows.NetworkRulesWorkflowName, workflows.NetworkRulesPush},
 		{workflows.TemplateRolloutWorkflowName, workflows.TemplateRollout},
+		{workflows.DiagnosticsWorkflowName, workflows.SystemVMDiagnostics},
+		{workflows.DiagnosticsDataWorkflowName, workflows.SystemVMDiagnosticsData},
+		{workflows.MigrateWorkflowName, workflows.SystemVMMigrate},
+		{workflows.ScaleWorkflowName, workflows.SystemVMScale},
 	}
 }
 
@@ -86,6 +90,13 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// TemplateRollout
 		a.TemplatePlan, a.TemplateDownload, a.TemplateSeedPool, a.TemplateRecordFailure, a.TemplateSwitch,
 		a.TemplateMinVersion, a.TemplateRollOnVMs,
+		// SystemVMDiagnostics (LoadVM, FinishOperation above)
+		a.RunDiagnostics,
+		// SystemVMDiagnosticsData (LoadVM, FinishOperation above)
+		a.CollectDiagnosticsData,
+		// SystemVMMigrate, SystemVMScale (SetVMState, HypervisorStep, SettleVM, RecordEvent,
+		// FinishOperation above)
+		a.PlanMove, a.MoveVM,
 	}
 	health = []any{
 		// HealthSweep

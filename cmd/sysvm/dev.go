@@ -97,10 +97,15 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	configs := &activities.Health{Store: store}
-	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger, fleet.Options{})
+	// The simulated system VMs run this machine's real ping, traceroute and arping, and give
+	// their sandbox files to getDiagnosticsData (diagnostics).
+	files := &devcloud.SandboxFiles{}
+	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger,
+		fleet.Options{Commands: devcloud.DiagnosticsCommands("", files)})
 	if err != nil {
 		return fmt.Errorf("start simulated routers: %w", err)
 	}
+	files.Attach(routers.Fleet)
 	defer routers.Close()
 	p, err := worker.BuildPlatform(ctx, store, logger, routers.Observe(worker.Drivers()), routers.Fleet.DialContext)
 	if err != nil {

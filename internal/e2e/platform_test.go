@@ -27,6 +27,10 @@ import (
 type platformOptions struct {
 	kvm, vmware, xen bool
 	fleet            bool
+	// commands are the fleet's programs other than sysvm-agent (fleet.Options.Commands);
+	// files, when set, is attached to the fleet once it runs.
+	commands map[string]fleet.CommandFunc
+	files    *devcloud.SandboxFiles
 }
 
 // platform is the whole of sysvm wired the way `sysvm dev` wires it (cmd/sysvm/dev.go and
@@ -99,11 +103,14 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 			t.Fatalf("system VM public key: %v", err)
 		}
 		configs := &activities.Health{Store: store}
-		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{})
+		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{Commands: o.commands})
 		if err != nil {
 			t.Fatalf("start simulated routers: %v", err)
 		}
 		t.Cleanup(func() { _ = p.routers.Close() })
+		if o.files != nil {
+			o.files.Attach(p.routers.Fleet)
+		}
 		reg = p.routers.Observe(reg)
 		dial = p.routers.Fleet.DialContext
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/internal/testenv"
@@ -123,7 +124,9 @@ func TestRecordHistories(t *testing.T) {
 	if !recording() {
 		t.Skip("records workflow histories into workflows/testdata only with " + recordEnv + "=1")
 	}
-	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true})
+	files := &devcloud.SandboxFiles{}
+	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true,
+		commands: devcloud.DiagnosticsCommands("", files), files: files})
 
 	t.Run("SystemVMLifecycle", func(t *testing.T) {
 		// A VMware router with a network of its own goes through every action; destroying a
@@ -211,6 +214,40 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("POST health-checks of %s = %d (%v)", r.Name, code, out)
 		}
 		p.record(workflows.RouterHealthCheckWorkflowName+"_ondemand.json", workflows.RouterHealthCheckWorkflowID(r.ID), "")
+	})
+
+	t.Run("SystemVMDiagnostics", func(t *testing.T) {
+		// A real ping of loopback inside a router.
+		r := p.pickRouter("hypervisor_type = ? AND state = ?", string(hypervisors.VMware), models.StateRunning)
+		op, res := p.diagnose(r, map[string]any{"type": "ping", "ipaddress": "127.0.0.1", "params": "-c 1"})
+		if op.Status != models.OpCompleted || res.ExitCode != 0 {
+			t.Fatalf("ping in %s ended %s (%s), exit %d", r.Name, op.Status, op.Error, res.ExitCode)
+		}
+		p.record(workflows.DiagnosticsWorkflowName+"_ping.json", op.WorkflowID, op.RunID)
+		op = p.wait(p.start("/api/v1/routers/"+r.ID+"/diagnostics/data"), 2*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("diagnostics data of %s ended %s (%s)", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.DiagnosticsDataWorkflowName+"_collect.json", op.WorkflowID, op.RunID)
+	})
+
+	t.Run("SystemVMMigrate", func(t *testing.T) {
+		// A live migration (VMware), and a scale that stops, changes and starts the VM.
+		r := p.pickRouter("hypervisor_type = ? AND is_redundant = ? AND state = ?", string(hypervisors.VMware), false, models.StateRunning)
+		op := p.postWait("/api/v1/routers/"+r.ID+"/migrate", nil)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("migrate %s ended %s (%s)", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.MigrateWorkflowName+"_live.json", op.WorkflowID, op.RunID)
+		so := models.ServiceOffering{Base: models.Base{ID: models.NewID()}, Name: "Bigger router", CPUs: 2, MemoryMB: 1024, SystemVMType: models.TypeRouter}
+		if err := p.store.DB.Create(&so).Error; err != nil {
+			t.Fatal(err)
+		}
+		op = p.postWait("/api/v1/routers/"+r.ID+"/scale", map[string]any{"serviceofferingid": so.ID})
+		if op.Status != models.OpCompleted {
+			t.Fatalf("scale %s ended %s (%s)", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.ScaleWorkflowName+"_cold.json", op.WorkflowID, op.RunID)
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
