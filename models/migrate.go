@@ -80,6 +80,7 @@ func Migrations() []Migration {
 			}
 			return nil
 		}},
+		{ID: "0004_certificates", Migrate: certificatesMigration},
 	}
 }
 

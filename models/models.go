@@ -396,6 +396,6 @@ func AllModels() []any {
 		&Template{}, &TemplatePoolRef{}, &Setting{}, &Event{}, &Alert{}, &Operation{},
 		&OperationStep{}, &APIKey{}, &Secret{}, &HostKey{}, &HealthCheckResult{},
 		&GuestVM{}, &PortForwardingRule{}, &LoadBalancerRule{}, &LoadBalancerBackend{},
-		&HealthRecreation{},
+		&HealthRecreation{}, &Certificate{}, &SystemVMCertificate{},
 	}
 }
