@@ -36,6 +36,7 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.lifecycleRoutes()...)
 	out = append(out, s.networkRoutes()...)
 	out = append(out, s.accessRoutes()...)
+	out = append(out, s.certificateRoutes()...)
 	return out
 }
 

@@ -145,6 +145,8 @@ func TestOpenAPIDocumentCoversEveryRoute(t *testing.T) {
 					wantRole = models.RoleReadOnly
 				case strings.HasPrefix(path, "/settings"):
 					wantRole = models.RoleAdmin
+				case key == "POST /certificates": // a private key: admin only, as uploadCustomCertificate
+					wantRole = models.RoleAdmin
 				case method == http.MethodPost:
 					wantRole = models.RoleOperator
 				default:
@@ -169,7 +171,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	ops, _, _ := documented(t, e)
 	ids := map[string]string{"/zones": f.zone1, "/pods": f.pod1, "/clusters": f.cluster1, "/hosts": f.host1,
 		"/storage-pools": f.pool1, "/networks": f.net1, "/system-vms": f.cpvm1, "/routers": f.r4, "/templates": f.tplKVM,
-		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled"}
+		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled",
+		"/certificates": seedCertificate(t, s)}
 	seen := 0
 	for _, op := range ops {
 		method, path, _ := strings.Cut(op, " ")
