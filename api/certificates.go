@@ -93,7 +93,7 @@ func (s *Server) certificateRoutes() []Route {
 			Responses: []Response{{Status: 201, Description: "stored", Schema: "CertificateUploaded"}}}},
 		{Method: http.MethodGet, Path: "/certificates", Role: models.RoleReadOnly, Handler: s.listCertificates, Doc: Doc{
 			OperationID: "listCertificates", Summary: "List the console proxy keystore (never a key)", Tag: "Certificates",
-			Query: []Param{{Name: "all", Type: "boolean", Description: "every version, not only the current ones"}},
+			Query:     []Param{{Name: "all", Type: "boolean", Description: "every version, not only the current ones"}},
 			Responses: []Response{{Status: 200, Description: "the keystore", Schema: "CertificateListing"}}}},
 		{Method: http.MethodGet, Path: "/certificates/{id}", Role: models.RoleReadOnly, Handler: s.getCertificate, Doc: Doc{
 			OperationID: "getCertificate", Summary: "One keystore entry (never its key)", Tag: "Certificates",
