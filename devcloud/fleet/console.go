@@ -368,4 +368,3 @@ func ParseConsoleStatus(b []byte) (ConsoleStatus, error) {
 	}
 	return st, nil
 }
-
