@@ -62,6 +62,7 @@ func Workflows() []Workflow {
 		{workflows.NetworkRestartWorkflowName, workflows.NetworkRestart},
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
+		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
 	}
 }
 
@@ -76,6 +77,9 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// SystemVMLifecycle
 		a.LoadVM, a.CheckDestroyAllowed, a.SetVMState, a.HypervisorStep, a.RecordEvent, a.FinishOperation,
 		a.AdmitDestroy, a.PrepareRecreate, a.RecreateStep, a.SettleVM,
+		// CertificateRotation
+		a.PlanCertificateRotation, a.InstallCertificate, a.VerifyConsoleCertificate, a.RecordServedCertificate,
+		a.RaiseCertificateAlert,
 		// NetworkRestart
 		a.NetworkRouters,
 	}

@@ -29,7 +29,7 @@ import (
 
 // ConsoleCommand is the program on simulated SSVMs and CPVMs that manages their console
 // (or upload) endpoint: `sysvm-console install` (stdin: ConsoleInstall JSON),
-// `sysvm-console restart`, `sysvm-console status` (stdout: ConsoleStatus JSON).
+// `sysvm-console restart`, `sysvm-console reset` (back to the dev default), `sysvm-console status` (stdout: ConsoleStatus JSON).
 const ConsoleCommand = "sysvm-console"
 
 // ConsoleInstall is what `sysvm-console install` reads: the certificate chain and key to
@@ -212,8 +212,8 @@ func (c *Consoles) Install(id string, in ConsoleInstall) error {
 }
 
 // Restart restarts a VM's endpoint: it stops serving (its sessions end), and serves the
-// installed certificate after RestartDelay. A VM broken with BreakRestarts serves the dev
-// default instead, as a CPVM whose agent failed to load the keystore would.
+// installed certificate after RestartDelay. A VM broken with BreakNextRestart serves the dev
+// default instead, once.
 func (c *Consoles) Restart(id string) error {
 	if _, err := c.Start(id); err != nil {
 		return err
@@ -227,10 +227,10 @@ func (c *Consoles) Restart(id string) error {
 	addr := vm.addr
 	c.stopLocked(vm)
 	time.Sleep(c.opts.RestartDelay)
-	switch {
-	case vm.broken:
+	if vm.broken || vm.installed == nil {
 		vm.serving = c.opts.Default
-	case vm.installed != nil:
+		vm.broken = false
+	} else {
 		vm.serving = *vm.installed
 	}
 	vm.restarts++
@@ -248,6 +248,22 @@ func (c *Consoles) stopLocked(vm *consoleVM) {
 	vm.ln, vm.srv, vm.addr = nil, nil, ""
 }
 
+// Reset drops the installed certificate and restarts the endpoint with the dev default (the
+// rollback of a VM that served no uploaded certificate).
+func (c *Consoles) Reset(id string) error {
+	if _, err := c.Start(id); err != nil {
+		return err
+	}
+	vm, err := c.vm(id)
+	if err != nil {
+		return err
+	}
+	vm.mu.Lock()
+	vm.installed = nil
+	vm.mu.Unlock()
+	return c.Restart(id)
+}
+
 // Stop stops a VM's endpoint (the VM stopped or was destroyed).
 func (c *Consoles) Stop(id string) {
 	c.mu.Lock()
@@ -261,9 +277,10 @@ func (c *Consoles) Stop(id string) {
 	}
 }
 
-// BreakRestarts makes a VM's restarts serve the dev default instead of the installed
-// certificate (true), or repairs it (false).
-func (c *Consoles) BreakRestarts(id string, broken bool) error {
+// BreakNextRestart makes a VM's next restart serve the dev default instead of the installed
+// certificate, as a CPVM whose agent failed to load the new keystore would (true), or
+// cancels that (false). The restart after it is healthy again.
+func (c *Consoles) BreakNextRestart(id string, broken bool) error {
 	if _, err := c.Start(id); err != nil {
 		return err
 	}
@@ -334,6 +351,8 @@ func (c *Consoles) Command() CommandFunc {
 			}
 		case "restart":
 			err = c.Restart(id)
+		case "reset":
+			err = c.Reset(id)
 		case "status":
 			if _, err = c.Start(id); err == nil {
 				var st ConsoleStatus

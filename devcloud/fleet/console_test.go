@@ -139,7 +139,7 @@ func TestConsoleEndpointsOverSSH(t *testing.T) {
 	require.Eventually(t, func() bool { return status().Sessions == 0 }, 5*time.Second, 20*time.Millisecond, "a closed session is no longer counted")
 
 	// A broken CPVM serves the default after its restart.
-	require.NoError(t, cons.BreakRestarts(spec.ID, true))
+	require.NoError(t, cons.BreakNextRestart(spec.ID, true))
 	require.NoError(t, cons.Restart(spec.ID))
 	st = status()
 	assert.Equal(t, models.Fingerprint(dev.Cert.Raw), st.Fingerprint)
