@@ -10,7 +10,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/operations"
+	"github.com/sysvm/sysvm/workflows"
 )
 
 // EventCertificateUpload is the event type of an accepted certificate upload.
@@ -73,6 +76,7 @@ func certificateSchemas() map[string]map[string]any {
 		"CertificateUploaded": objectSchema("the stored certificate, what it replaced, and accepted problems",
 			"certificate:@Certificate", "replaced?", "warnings:[]string"),
 		"CertificateListing": objectSchema("the keystore", "count:int", "items:[]@Certificate"),
+		"CertificateRotate":  objectSchema("which server certificate to roll out", "certificateid?"),
 	}
 }
 
@@ -95,6 +99,16 @@ func (s *Server) certificateRoutes() []Route {
 			OperationID: "listCertificates", Summary: "List the console proxy keystore (never a key)", Tag: "Certificates",
 			Query:     []Param{{Name: "all", Type: "boolean", Description: "every version, not only the current ones"}},
 			Responses: []Response{{Status: 200, Description: "the keystore", Schema: "CertificateListing"}}}},
+		{Method: http.MethodPost, Path: "/certificates/rotate", Role: models.RoleOperator, Handler: s.rotateCertificates, Doc: Doc{
+			OperationID: "rotateCertificates", Summary: "Roll the current (or a given) server certificate out to every CPVM and SSVM", Tag: "Certificates",
+			Description: "Starts a " + workflows.CertificateRotationKind + " operation (workflow ID " + workflows.CertificateRotationWorkflowID +
+				", one at a time): zone by zone, one VM at a time, each VM verified with a TLS handshake (the uploaded root, a name under " +
+				"the suffix); a failing VM is rolled back to its previous certificate, the rotation stops and an alert names zone, VM and " +
+				"reason. A zone's only CPVM is not restarted (alert). Progress per zone and VM is the operation's progress.",
+			Body: "CertificateRotate",
+			Responses: []Response{{Status: 202, Description: "the rotation started", Schema: "OperationEnvelope"},
+				{Status: 409, Description: "a rotation is already running", Schema: "ConflictError"},
+				{Status: 503, Description: "Temporal does not answer", Schema: "Error"}}}},
 		{Method: http.MethodGet, Path: "/certificates/{id}", Role: models.RoleReadOnly, Handler: s.getCertificate, Doc: Doc{
 			OperationID: "getCertificate", Summary: "One keystore entry (never its key)", Tag: "Certificates",
 			Responses: []Response{{Status: 200, Description: "the certificate", Schema: "Certificate"}}}},
@@ -225,4 +239,46 @@ func (s *Server) getCertificate(c echo.Context) error {
 		return err
 	}
 	return ok(c, viewCertificate(row, idx, time.Now()))
+}
+
+// certificateRotateBody is the optional body of POST /certificates/rotate.
+type certificateRotateBody struct {
+	CertificateID string `json:"certificateid"`
+}
+
+func (s *Server) rotateCertificates(c echo.Context) error {
+	var body certificateRotateBody
+	if err := decodeBody(c, &body, true); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	var cert *models.Certificate
+	if body.CertificateID != "" {
+		row, err := getRow[models.Certificate](c, s.store.DB, body.CertificateID, "certificate")
+		if err != nil {
+			return BadRequest("certificateid", "no certificate with id %s", body.CertificateID)
+		}
+		if row.Kind != models.CertServer {
+			return BadRequest("certificateid", "certificate %s is a %s certificate; rotate a server certificate", row.Name, row.Kind)
+		}
+		cert = &row
+	} else {
+		cur, err := s.store.CurrentServerCertificate(ctx)
+		if errors.Is(err, models.ErrNotFound) {
+			return BadRequest("certificateid", "no server certificate uploaded yet: POST /certificates with certificate, privatekey and domainsuffix first")
+		}
+		if err != nil {
+			return Internal(err, "read the server certificate")
+		}
+		cert = cur
+	}
+	id := cert.ID
+	return s.StartOperation(ctx, c, operations.Spec{
+		Target:   workflows.ZoneTarget(workflows.CertificateRotationWorkflowID, "", workflows.CertificateRotationKind),
+		Workflow: workflows.CertificateRotationWorkflowName, TargetType: "certificate", TargetID: id,
+		TargetName: cert.Name + " v" + strconv.Itoa(cert.Version),
+		Input: func(opID string) any {
+			return activities.CertRotationInput{OperationID: opID, CertificateID: id}
+		},
+	})
 }

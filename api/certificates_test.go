@@ -76,6 +76,7 @@ func TestCertificatesUploadAndList(t *testing.T) {
 		e.wantErr(e.do("POST", "/certificates", admin, map[string]any{"certificate": p.Server.CertPEM(), "id": "two"}),
 			400, CodeBadRequest, "id", "id not a number")
 
+		e.wantErr(e.do("POST", "/certificates/rotate", models.RoleOperator, nil), 400, CodeBadRequest, "certificateid", "rotate before a server certificate")
 		up := e.want(e.do("POST", "/certificates", admin, map[string]any{"certificate": p.Server.CertPEM(), "privatekey": p.Server.KeyPEM(),
 			"domainsuffix": suffix}), 201, "server")
 		srv := up.JSON["certificate"].(map[string]any)
@@ -86,6 +87,10 @@ func TestCertificatesUploadAndList(t *testing.T) {
 		if len(chain) != 2 || chain[0].(map[string]any)["name"] != "intermed1" || chain[1].(map[string]any)["name"] != "root1" {
 			t.Errorf("server chain = %v", chain)
 		}
+
+		e.wantErr(e.do("POST", "/certificates/rotate", models.RoleOperator, map[string]any{"certificateid": root.JSON["certificate"].(map[string]any)["id"]}),
+			400, CodeBadRequest, "certificateid", "rotate a root")
+		e.wantErr(e.do("POST", "/certificates/rotate", models.RoleOperator, nil), 503, CodeUnavailable, "", "rotate without Temporal")
 
 		// Replace the server certificate: the list shows the new one current, all=true both.
 		p2 := p.ServerFor(certtest.Options{Algo: certtest.RSA2048})
