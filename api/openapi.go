@@ -37,6 +37,7 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.networkRoutes()...)
 	out = append(out, s.accessRoutes()...)
 	out = append(out, s.certificateRoutes()...)
+	out = append(out, s.consoleRoutes()...)
 	return out
 }
 

@@ -55,7 +55,8 @@ type Claims struct {
 	// VMID is the VM whose console is opened; VMName its name.
 	VMID   string `json:"vm"`
 	VMName string `json:"vmname,omitempty"`
-	// ProxyID is the CPVM that must serve the session.
+	// ProxyID is the CPVM that must serve the session, by the name it knows itself by (its
+	// hypervisor instance name).
 	ProxyID string `json:"proxy"`
 	// Expires is a Unix time in seconds.
 	Expires int64 `json:"exp"`
