@@ -360,3 +360,101 @@ func (a *Activities) consoleStatus(ctx context.Context, vm models.SystemVM) (con
 	}
 	return st, nil
 }
+
+// AlertCertificateExpiry is the alert type of a certificate expiring within the buffer or
+// expired.
+const AlertCertificateExpiry = "CERTIFICATE.EXPIRY"
+
+// CertExpiryFinding is one certificate the expiry watch warns about.
+type CertExpiryFinding struct {
+	Name     string    `json:"name"`
+	Version  int       `json:"version"`
+	NotAfter time.Time `json:"notAfter"`
+	Days     float64   `json:"days"`
+	Expired  bool      `json:"expired"`
+	// ServedBy are the system VMs serving it (for a version no longer current).
+	ServedBy []string `json:"servedBy,omitempty"`
+	Alerted  bool     `json:"alerted"`
+}
+
+// CheckCertificateExpiry checks every current certificate of the keystore and every version a
+// system VM serves against consoleproxy.certificate.expiry.buffer, and raises an alert for
+// each one expiring within it or expired, unless an alert for it is still open.
+func (a *Activities) CheckCertificateExpiry(ctx context.Context) ([]CertExpiryFinding, error) {
+	days, err := a.Store.Settings.Int(ctx, "consoleproxy.certificate.expiry.buffer", models.Scope{})
+	if err != nil {
+		return nil, err
+	}
+	buffer := time.Duration(days) * 24 * time.Hour
+	now := time.Now()
+	current, err := a.Store.ListCertificates(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	served, err := a.Store.ServedCertificates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]models.Certificate{}
+	for _, c := range current {
+		byID[c.ID] = c
+	}
+	servedBy := map[string][]string{}
+	ids := make([]string, 0, len(served))
+	for vmID, s := range served {
+		servedBy[s.CertificateID] = append(servedBy[s.CertificateID], vmID)
+		ids = append(ids, s.CertificateID)
+	}
+	if len(ids) > 0 {
+		var old []models.Certificate
+		if err := a.Store.DB.WithContext(ctx).Where("id IN ?", ids).Find(&old).Error; err != nil {
+			return nil, err
+		}
+		for _, c := range old {
+			byID[c.ID] = c
+		}
+	}
+	keys := make([]string, 0, len(byID))
+	for id := range byID {
+		keys = append(keys, id)
+	}
+	sort.Strings(keys)
+	var out []CertExpiryFinding
+	for _, id := range keys {
+		c := byID[id]
+		left := c.NotAfter.Sub(now)
+		if left >= buffer {
+			continue
+		}
+		f := CertExpiryFinding{Name: c.Name, Version: c.Version, NotAfter: c.NotAfter, Days: left.Hours() / 24, Expired: left <= 0}
+		f.ServedBy = servedBy[c.ID]
+		sort.Strings(f.ServedBy)
+		subject := fmt.Sprintf("console proxy certificate %s v%d expires on %s", c.Name, c.Version, c.NotAfter.UTC().Format(time.RFC3339))
+		if f.Expired {
+			subject = fmt.Sprintf("console proxy certificate %s v%d expired on %s", c.Name, c.Version, c.NotAfter.UTC().Format(time.RFC3339))
+		}
+		var open int64
+		if err := a.Store.DB.WithContext(ctx).Model(&models.Alert{}).Where("type = ? AND subject = ? AND cleared_at IS NULL", AlertCertificateExpiry, subject).
+			Count(&open).Error; err != nil {
+			return nil, err
+		}
+		if open == 0 {
+			sev := "WARN"
+			if f.Expired {
+				sev = "CRITICAL"
+			}
+			desc := fmt.Sprintf("%s (%s, fingerprint %s) has %.1f days left, within the buffer of %d days; upload a renewed one under the name %s and rotate",
+				c.Name, c.Subject, c.Fingerprint, f.Days, days, c.Name)
+			if len(f.ServedBy) > 0 {
+				desc += fmt.Sprintf("; served by %d system VM(s)", len(f.ServedBy))
+			}
+			if err := a.Store.AddAlert(ctx, models.Alert{Type: AlertCertificateExpiry, Severity: sev, Subject: subject, Description: desc,
+				ResourceType: "certificate", ResourceID: c.ID}); err != nil {
+				return nil, err
+			}
+			f.Alerted = true
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}

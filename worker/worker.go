@@ -63,6 +63,7 @@ func Workflows() []Workflow {
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
 		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
+		{workflows.CertificateExpiryWorkflowName, workflows.CertificateExpiryCheck},
 	}
 }
 
@@ -80,6 +81,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// CertificateRotation
 		a.PlanCertificateRotation, a.InstallCertificate, a.VerifyConsoleCertificate, a.RecordServedCertificate,
 		a.RaiseCertificateAlert,
+		// CertificateExpiryCheck
+		a.CheckCertificateExpiry,
 		// NetworkRestart
 		a.NetworkRouters,
 	}

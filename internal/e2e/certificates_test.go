@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/internal/certtest"
 	"github.com/sysvm/sysvm/internal/certtest/rotationfx"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
@@ -143,4 +146,83 @@ func TestCertificateRotationResumesAfterWorkerStop(t *testing.T) {
 			t.Errorf("result lists %d VMs, want 6: %+v", len(res.VMs), res.VMs)
 		}
 	})
+}
+
+// The expiry watch on the real stack: its schedule follows consoleproxy.certificate.check.
+// interval (hourly by default, paused at 0); a run alerts once for a certificate expiring
+// within the buffer and not for one that does not. With SYSVM_RECORD_HISTORIES=1 its history
+// is recorded for the replay test.
+func TestCertificateExpiryWatch(t *testing.T) {
+	store := modelstest.SQLite(t)
+	ctx := context.Background()
+	s := &stack{t: t, store: store, codec: testCodec(t)}
+	s.temporal = testenv.TemporalT(t, false)
+	var err error
+	if s.client, err = s.temporal.Client(s.codec.Apply); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.client.Close)
+	fx := rotationfx.New(t, store, rotationfx.Layout{})
+	long := fx.UploadServer()
+	short := fx.PKI.ServerFor(certtest.Options{NotAfter: time.Now().Add(3 * 24 * time.Hour)})
+	up, err := store.UploadCertificate(ctx, models.CertificateUpload{Certificate: short.CertPEM(), PrivateKey: short.KeyPEM(),
+		DomainSuffix: rotationfx.Suffix, Name: "shortlived"}, "test", time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	every, paused, err := workflows.SyncCertificateExpirySchedule(ctx, s.client, store)
+	if err != nil || every != time.Hour || paused {
+		t.Fatalf("schedule = %s paused=%v err=%v, want hourly", every, paused, err)
+	}
+	desc, err := s.client.ScheduleClient().GetHandle(ctx, workflows.CertificateExpiryScheduleID).Describe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := desc.Schedule.Spec.Intervals[0].Every; got != time.Hour {
+		t.Errorf("schedule interval %s, want 1h", got)
+	}
+	if _, err := store.Settings.Set(ctx, "consoleproxy.certificate.check.interval", models.ScopeGlobal, "", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, paused, err = workflows.SyncCertificateExpirySchedule(ctx, s.client, store); err != nil || !paused {
+		t.Fatalf("interval 0: paused=%v err=%v", paused, err)
+	}
+	desc, err = s.client.ScheduleClient().GetHandle(ctx, workflows.CertificateExpiryScheduleID).Describe(ctx)
+	if err != nil || !desc.Schedule.State.Paused {
+		t.Fatalf("schedule not paused at interval 0: %v", err)
+	}
+
+	w := worker.New(worker.Config{Client: s.client, Activities: fx.Acts, Logger: logger()})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	for i := range 2 {
+		run, err := s.client.ExecuteWorkflow(ctx, workflows.ZoneTarget(workflows.CertificateExpiryScheduleID, "", workflows.CertificateExpiryKind).
+			StartOptions(nil), workflows.CertificateExpiryWorkflowName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found []activities.CertExpiryFinding
+		if err := run.Get(ctx, &found); err != nil {
+			t.Fatal(err)
+		}
+		if len(found) != 1 || found[0].Name != "shortlived" || found[0].Alerted != (i == 0) {
+			t.Errorf("run %d findings = %+v, want shortlived alerted on the first run only", i, found)
+		}
+		if i == 0 && recording() {
+			s.record(workflows.CertificateExpiryWorkflowName+"_alert.json", run.GetID(), run.GetRunID())
+		}
+	}
+	var alerts []models.Alert
+	if err := store.DB.Where("type = ?", activities.AlertCertificateExpiry).Find(&alerts).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(alerts) != 1 || alerts[0].ResourceID != up.Certificate.ID || !strings.Contains(alerts[0].Subject, "shortlived") {
+		t.Errorf("alerts = %+v, want one for shortlived", alerts)
+	}
+	if strings.Contains(alerts[0].Subject, long.Name+" v") && !strings.Contains(alerts[0].Subject, "shortlived") {
+		t.Errorf("the long-lived certificate was alerted: %+v", alerts[0])
+	}
 }
