@@ -126,7 +126,8 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.Temporal.Namespace, TemporalUI: c.TemporalUI,
-		DevMode: true, Dev: routers, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(tc, store, logger)})
+		DevMode: true, Dev: routers, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(tc, store, logger),
+		ConsoleTokenKey: consoleTokenKey(a.master)})
 	if err != nil {
 		return err
 	}
