@@ -97,7 +97,13 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	configs := &activities.Health{Store: store}
-	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger, fleet.Options{})
+	cons, err := devcloud.StartConsoles(ctx, store, a.master, logger)
+	if err != nil {
+		return err
+	}
+	defer cons.Close()
+	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger,
+		fleet.Options{Commands: map[string]fleet.CommandFunc{fleet.ConsoleCommand: cons.Command()}})
 	if err != nil {
 		return fmt.Errorf("start simulated routers: %w", err)
 	}
