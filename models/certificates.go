@@ -114,7 +114,16 @@ func certificatesMigration(tx *gorm.DB) error {
 		OperationID   string `gorm:"size:36"`
 		UpdatedAt     time.Time
 	}
-	return tx.Migrator().CreateTable(&Certificate{}, &SystemVMCertificate{})
+	// A step may run again on a database that has it (its record lost): create what is missing.
+	for _, m := range []any{&Certificate{}, &SystemVMCertificate{}} {
+		if tx.Migrator().HasTable(m) {
+			continue
+		}
+		if err := tx.Migrator().CreateTable(m); err != nil {
+			return fmt.Errorf("create table of %T: %w", m, err)
+		}
+	}
+	return nil
 }
 
 // Fingerprint is the SHA-256 fingerprint of a DER certificate, colon-separated upper hex.
