@@ -27,8 +27,8 @@ import (
 // always had a CPVM answering TLS (sampled throughout). With SYSVM_RECORD_HISTORIES=1 a clean
 // rotation's history is recorded for the replay test.
 //
-// Not kill -9 of a worker process: the worker here is in-process (worker.Stop while the run is
-// between activities); see docs/certificates.md.
+// The worker here is in-process (worker.Stop); TestCertificateRotationSurvivesWorkerKill kills a
+// worker process with SIGKILL.
 func TestCertificateRotationResumesAfterWorkerStop(t *testing.T) {
 	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
 		ctx := context.Background()

@@ -53,8 +53,9 @@ type Fixture struct {
 // Layout is each zone's VMs: "cpvm" or "ssvm".
 type Layout map[string][]string
 
-// New builds the fixture: every VM serves the dev default until given a certificate.
-func New(t testing.TB, store *models.Store, layout Layout) *Fixture {
+// New builds the fixture: every VM serves the dev default until given a certificate. The
+// simulated hosts and VMs also accept the extra keys (a worker process's system VM key).
+func New(t testing.TB, store *models.Store, layout Layout, extra ...ssh.PublicKey) *Fixture {
 	t.Helper()
 	ctx := context.Background()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -69,7 +70,7 @@ func New(t testing.TB, store *models.Store, layout Layout) *Fixture {
 	cons, err := fleet.NewConsoles(fleet.ConsoleOptions{TokenKey: tk, Default: devPair, RestartDelay: 30 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(cons.Close)
-	f, err := fleet.New(fleet.Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, NoSampleCheck: true,
+	f, err := fleet.New(fleet.Options{AuthorizedKeys: append([]ssh.PublicKey{signer.PublicKey()}, extra...), NoSampleCheck: true,
 		Commands: map[string]fleet.CommandFunc{fleet.ConsoleCommand: cons.Command()}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = f.Close() })
