@@ -39,6 +39,8 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.upgradeRoutes()...)
 	out = append(out, s.networkRuleRoutes()...)
 	out = append(out, s.accessRoutes()...)
+	out = append(out, s.certificateRoutes()...)
+	out = append(out, s.consoleRoutes()...)
 	return out
 }
 

@@ -151,6 +151,7 @@ func TestOpenAPIDocumentCoversEveryRoute(t *testing.T) {
 				case strings.HasPrefix(path, "/templates"):
 					// Registering and rolling out a template switches router.template.<hypervisor>:
 					// a settings change, which is the admin's.
+				case key == "POST /certificates": // a private key: admin only, as uploadCustomCertificate
 					wantRole = models.RoleAdmin
 				case method == http.MethodPost:
 					wantRole = models.RoleOperator
@@ -179,7 +180,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.want(e.do("POST", "/api-keys/"+admin.ID+"/cloudstack-keys", models.RoleAdmin, nil), 201, "cloudstack keys")
 	ids := map[string]string{"/api-keys": admin.ID, "/zones": f.zone1, "/pods": f.pod1, "/clusters": f.cluster1, "/hosts": f.host1,
 		"/storage-pools": f.pool1, "/networks": f.net1, "/system-vms": f.cpvm1, "/routers": f.r4, "/templates": f.tplKVM,
-		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled"}
+		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled",
+		"/certificates": seedCertificate(t, s)}
 	archive := models.DiagnosticsArchive{Base: models.Base{ID: models.NewID()}, SystemVMID: f.r4, FileName: "d.tar.gz",
 		Data: []byte("x"), ExpiresAt: time.Now().Add(time.Hour)}
 	if err := s.DB.Create(&archive).Error; err != nil {

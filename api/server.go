@@ -58,6 +58,9 @@ type Config struct {
 	// OnSettingChanged is called after a setting is changed or reset, so what depends on it
 	// (the health check schedules) follows at once. Optional.
 	OnSettingChanged func(ctx context.Context, name string)
+	// ConsoleTokenKey signs console session tokens (consoles.TokenKey of the master key);
+	// without it POST /consoles answers 503.
+	ConsoleTokenKey []byte
 }
 
 // DevHooks are the dev cloud's fault injection, behind the admin-only /dev endpoints.
@@ -79,6 +82,7 @@ type Server struct {
 	tTimeout   time.Duration
 	dev        DevHooks
 	onSetting  func(ctx context.Context, name string)
+	consoleKey []byte
 	log        *slog.Logger
 	e          *echo.Echo
 
@@ -104,6 +108,7 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		tTimeout:   cfg.TemporalTimeout,
 		onSetting:  cfg.OnSettingChanged,
+		consoleKey: cfg.ConsoleTokenKey,
 		schemas:    componentSchemas(),
 	}
 	if s.tTimeout <= 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/sysvm/sysvm/api"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/hypervisors/sshexec"
+	"github.com/sysvm/sysvm/internal/certtest"
 	"github.com/sysvm/sysvm/internal/promcheck"
 	"github.com/sysvm/sysvm/metrics"
 	"github.com/sysvm/sysvm/models"
@@ -256,7 +257,12 @@ func telemetryFixture(t *testing.T) (*metrics.Telemetry, *httptest.Server, strin
 	if err == nil {
 		t.Fatal("SSH to a closed port succeeded")
 	}
-	if err := tel.Register(metrics.NewFleetCollector(s, quiet()), metrics.NewSSHCollector(exec)); err != nil {
+	self := certtest.Issue(certtest.Options{CN: "metrics", DNSNames: []string{"*.metrics.example.com"}, NotAfter: time.Now().Add(10 * 24 * time.Hour)}, nil)
+	if _, err := s.UploadCertificate(ctx, models.CertificateUpload{Certificate: self.CertPEM(), PrivateKey: self.KeyPEM(),
+		DomainSuffix: "*.metrics.example.com"}, "t", time.Now(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tel.Register(metrics.NewFleetCollector(s, quiet()), metrics.NewSSHCollector(exec), metrics.NewCertificateCollector(s, quiet())); err != nil {
 		t.Fatal(err)
 	}
 

@@ -114,6 +114,7 @@ func Migrations() []Migration {
 			}
 			return tx.AutoMigrate(&DiagnosticsResult{}, &DiagnosticsArchive{})
 		}},
+		{ID: "0006_certificates", Migrate: certificatesMigration},
 	}
 }
 

@@ -450,6 +450,6 @@ func AllModels() []any {
 		&Template{}, &TemplatePoolRef{}, &TemplateZoneRef{}, &Setting{}, &Event{}, &Alert{}, &Operation{},
 		&OperationStep{}, &APIKey{}, &Secret{}, &HostKey{}, &HealthCheckResult{},
 		&GuestVM{}, &PortForwardingRule{}, &LoadBalancerRule{}, &LoadBalancerBackend{},
-		&HealthRecreation{}, &DiagnosticsResult{}, &DiagnosticsArchive{},
+		&HealthRecreation{}, &DiagnosticsResult{}, &DiagnosticsArchive{}, &Certificate{}, &SystemVMCertificate{},
 	}
 }

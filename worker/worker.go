@@ -69,6 +69,8 @@ func Workflows() []Workflow {
 		{workflows.DiagnosticsDataWorkflowName, workflows.SystemVMDiagnosticsData},
 		{workflows.MigrateWorkflowName, workflows.SystemVMMigrate},
 		{workflows.ScaleWorkflowName, workflows.SystemVMScale},
+		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
+		{workflows.CertificateExpiryWorkflowName, workflows.CertificateExpiryCheck},
 	}
 }
 
@@ -83,6 +85,11 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// SystemVMLifecycle
 		a.LoadVM, a.CheckDestroyAllowed, a.SetVMState, a.HypervisorStep, a.RecordEvent, a.FinishOperation,
 		a.AdmitDestroy, a.PrepareRecreate, a.RecreateStep, a.SettleVM,
+		// CertificateRotation
+		a.PlanCertificateRotation, a.InstallCertificate, a.VerifyConsoleCertificate, a.RecordServedCertificate,
+		a.RaiseCertificateAlert,
+		// CertificateExpiryCheck
+		a.CheckCertificateExpiry,
 		// NetworkRestart
 		a.NetworkRouters,
 		// RouterUpgrade

@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -433,21 +432,6 @@ func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
 	}
 	r.ToVersion = gate.Version
 	return UpgradeDone, gate.Note
-}
-
-// rootMessage is the innermost message of a Temporal error chain (the activity's own words).
-func rootMessage(err error) string {
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) {
-		return appErr.Message()
-	}
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err.Error()
-		}
-		err = u
-	}
 }
 
 // raiseBudgetAlert raises the alert of a pause for the failure budget, naming every failed

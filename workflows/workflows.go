@@ -4,6 +4,8 @@
 package workflows
 
 import (
+	"errors"
+
 	"go.temporal.io/sdk/temporal"
 )
 
@@ -47,5 +49,20 @@ func (p *Progress) advance(step string) {
 func (p *Progress) update() {
 	if p.Total > 0 {
 		p.Percent = p.Done * 100 / p.Total
+	}
+}
+
+// rootMessage is the innermost message of a Temporal error chain (the activity's own words).
+func rootMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err.Error()
+		}
+		err = u
 	}
 }

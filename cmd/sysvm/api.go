@@ -35,7 +35,8 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	srv, err := api.New(api.Config{Store: a.store, Temporal: a.tc, Namespace: a.cfg.Temporal.Namespace,
-		TemporalUI: a.cfg.TemporalUI, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(a.tc, a.store, logger)})
+		TemporalUI: a.cfg.TemporalUI, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(a.tc, a.store, logger),
+		ConsoleTokenKey: consoleTokenKey(a.master)})
 	if err != nil {
 		return err
 	}

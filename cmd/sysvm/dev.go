@@ -97,11 +97,18 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	configs := &activities.Health{Store: store}
-	// The simulated system VMs run this machine's real ping, traceroute and arping, and give
-	// their sandbox files to getDiagnosticsData (diagnostics).
+	cons, err := devcloud.StartConsoles(ctx, store, a.master, logger)
+	if err != nil {
+		return err
+	}
+	defer cons.Close()
+	// The simulated system VMs run this machine's real ping, traceroute and arping, give their
+	// sandbox files to getDiagnosticsData (diagnostics), and serve console TLS (certificates).
 	files := &devcloud.SandboxFiles{}
+	commands := devcloud.DiagnosticsCommands("", files)
+	commands[fleet.ConsoleCommand] = cons.Command()
 	routers, err := devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger,
-		fleet.Options{Commands: devcloud.DiagnosticsCommands("", files)})
+		fleet.Options{Commands: commands})
 	if err != nil {
 		return fmt.Errorf("start simulated routers: %w", err)
 	}
@@ -144,7 +151,8 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	srv, err := api.New(api.Config{Store: store, Temporal: tc, Namespace: c.Temporal.Namespace, TemporalUI: c.TemporalUI,
-		DevMode: true, Dev: routers, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(tc, store, logger)})
+		DevMode: true, Dev: routers, Logger: logger, DataConverter: a.codec.DataConverter(), OnSettingChanged: resyncSchedules(tc, store, logger),
+		ConsoleTokenKey: consoleTokenKey(a.master)})
 	if err != nil {
 		return err
 	}

@@ -102,7 +102,7 @@ func localURL(addr string) string {
 // /metrics on the API port (MetricsAddr empty) or on its own listener, whose address it
 // returns.
 func instrumentAPI(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server, store *models.Store) (string, error) {
-	if err := tel.Register(metrics.NewFleetCollector(store, logger)); err != nil {
+	if err := tel.Register(metrics.NewFleetCollector(store, logger), metrics.NewCertificateCollector(store, logger)); err != nil {
 		return "", err
 	}
 	if err := tel.InstrumentAPI(srv.Echo(), tc.MetricsAddr == ""); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/sysvm/sysvm/consoles"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/workflows"
 )
@@ -15,6 +16,12 @@ import (
 // reschedules the health check schedules at once (the worker also re-syncs every minute).
 func resyncSchedules(tc client.Client, store *models.Store, logger *slog.Logger) func(context.Context, string) {
 	return func(ctx context.Context, name string) {
+		if name == "consoleproxy.certificate.check.interval" {
+			if _, _, err := workflows.SyncCertificateExpirySchedule(ctx, tc, store); err != nil {
+				logger.Error("resync the certificate expiry schedule after a settings change", "error", err)
+			}
+			return
+		}
 		if !strings.HasPrefix(name, "router.health.checks.") {
 			return
 		}
@@ -22,4 +29,14 @@ func resyncSchedules(tc client.Client, store *models.Store, logger *slog.Logger)
 			logger.Error("resync health check schedules after a settings change", "setting", name, "error", err)
 		}
 	}
+}
+
+// consoleTokenKey derives the console session token key from the master key (nil, so
+// POST /consoles answers 503, if that fails).
+func consoleTokenKey(master []byte) []byte {
+	k, err := consoles.TokenKey(master)
+	if err != nil {
+		return nil
+	}
+	return k
 }

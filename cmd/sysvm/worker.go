@@ -68,6 +68,9 @@ func startWorker(ctx context.Context, tc client.Client, namespace string, store 
 		w.Stop()
 		return nil, fmt.Errorf("health check schedules: %w", err)
 	}
+	if _, _, err := workflows.SyncCertificateExpirySchedule(ctx, tc, store); err != nil {
+		logger.Warn("certificate expiry schedule", "error", err)
+	}
 	go workflows.KeepHealthSchedulesInSync(ctx, tc, store, time.Minute, logger)
 	return w.Stop, nil
 }

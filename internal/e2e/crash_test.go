@@ -42,6 +42,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperWorkerEnv) == "1" {
 		os.Exit(runHelperWorker())
 	}
+	if os.Getenv(certWorkerEnv) == "1" {
+		os.Exit(runCertWorker())
+	}
 	os.Exit(m.Run())
 }
 
