@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -248,6 +249,43 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("scale %s ended %s (%s)", r.Name, op.Status, op.Error)
 		}
 		p.record(workflows.ScaleWorkflowName+"_cold.json", op.WorkflowID, op.RunID)
+	})
+
+	t.Run("RouterUpgrade", func(t *testing.T) {
+		// One outdated router upgraded (a recreate child and its health gate), then a gated
+		// change on its network pushed to its routers.
+		r := p.pickRouter("version = ? AND is_redundant = ? AND network_id <> ? AND vpc_id = ? AND hypervisor_type = ?",
+			devcloud.OldVersion, false, "", "", string(hypervisors.VMware))
+		var up struct {
+			Operation operation `json:"operation"`
+			Error     any       `json:"error"`
+		}
+		if code := p.do(http.MethodPost, "/api/v1/router-upgrades", map[string]any{"id": r.ID}, &up); code != http.StatusAccepted {
+			t.Fatalf("upgrade %s = %d (%v)", r.Name, code, up.Error)
+		}
+		op := p.wait(up.Operation, 3*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("upgrade of %s ended %s: %s", r.Name, op.Status, op.Error)
+		}
+		p.record(workflows.RouterUpgradeWorkflowName+"_one.json", op.WorkflowID, op.RunID)
+		var n models.Network
+		if err := p.store.Get(context.Background(), &n, r.NetworkID); err != nil {
+			t.Fatal(err)
+		}
+		vm := map[string]any{"name": "vm-recorded-1", "macaddress": "02:00:aa:00:00:61",
+			"ipaddress": strings.TrimSuffix(n.CIDR, "0/24") + "61"}
+		var out struct {
+			Operation operation `json:"operation"`
+			Error     any       `json:"error"`
+		}
+		if code := p.do(http.MethodPost, "/api/v1/networks/"+n.ID+"/guest-vms", vm, &out); code != http.StatusAccepted {
+			t.Fatalf("guest VM on %s = %d (%v)", n.Name, code, out.Error)
+		}
+		op = p.wait(operation{ID: out.Operation.ID, Kind: workflows.NetworkRulesOperationKind}, 2*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("push to %s ended %s: %s", n.Name, op.Status, op.Error)
+		}
+		p.record(workflows.NetworkRulesWorkflowName+"_guest_vm.json", op.WorkflowID, op.RunID)
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
