@@ -388,7 +388,7 @@ func testCloudStackCommands(t *testing.T, ce *csEnv) {
 		t.Errorf("updateConfiguration: %d %s", u.status, u.raw)
 	}
 	wantCSError(t, ce.cmd(models.RoleAdmin, "updateConfiguration", "name", "router.health.checks.enabled", "value", "maybe"), 431, "", "bad boolean")
-	wantCSError(t, ce.cmd(models.RoleAdmin, "updateConfiguration", "name", "minreq.sysvmtemplate.version", "value", "4.16.0", "zoneid", fx.zone1),
+	wantCSError(t, ce.cmd(models.RoleAdmin, "updateConfiguration", "name", "consoleproxy.certificate.check.interval", "value", "30", "zoneid", fx.zone1),
 		431, "cannot be set at zone scope", "global-only setting in a zone")
 	l := ce.cmd(models.RoleReadOnly, "listConfigurations", "name", "router.template.kvm", "zoneid", fx.zone1)
 	cfgs, _ := l.body["configuration"].([]any)

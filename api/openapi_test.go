@@ -151,6 +151,7 @@ func TestOpenAPIDocumentCoversEveryRoute(t *testing.T) {
 				case strings.HasPrefix(path, "/templates"):
 					// Registering and rolling out a template switches router.template.<hypervisor>:
 					// a settings change, which is the admin's.
+					wantRole = models.RoleAdmin
 				case key == "POST /certificates": // a private key: admin only, as uploadCustomCertificate
 					wantRole = models.RoleAdmin
 				case method == http.MethodPost:
