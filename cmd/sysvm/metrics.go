@@ -124,7 +124,7 @@ func instrumentWorker(ctx context.Context, logger *slog.Logger, tel *metrics.Tel
 // and on the worker's metrics port, both serving the one registry.
 func instrumentDev(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server,
 	store *models.Store, p *worker.Platform) error {
-	if err := tel.Register(metrics.NewFleetCollector(store, logger), metrics.NewSSHCollector(p.Exec)); err != nil {
+	if err := tel.Register(metrics.NewFleetCollector(store, logger), metrics.NewCertificateCollector(store, logger), metrics.NewSSHCollector(p.Exec)); err != nil {
 		return err
 	}
 	if err := tel.InstrumentAPI(srv.Echo(), true); err != nil {
