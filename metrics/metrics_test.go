@@ -354,7 +354,8 @@ func telemetryFixture(t *testing.T) (*metrics.Telemetry, *httptest.Server, strin
 		DomainSuffix: "*.metrics.example.com"}, "t", time.Now(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := tel.Register(metrics.NewFleetCollector(s, quiet()), metrics.NewSSHCollector(exec), metrics.NewCertificateCollector(s, quiet())); err != nil {
+	if err := tel.Register(metrics.NewFleetCollector(s, quiet()), metrics.NewSSHCollector(exec), metrics.NewCertificateCollector(s, quiet()),
+		metrics.NewUpgradeProgressCollector(s, nil, quiet())); err != nil {
 		t.Fatal(err)
 	}
 
