@@ -495,6 +495,17 @@ func TestRulesAndDashboardNameExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Described names what collectors define, series or not.
+	described := promcheck.Described(metrics.NewCertificateCollector(nil, quiet()), metrics.NewUpgradeProgressCollector(nil, nil, quiet()))
+	for _, n := range []string{"sysvm_certificate_expiry_days", "sysvm_router_upgrade_routers", "sysvm_router_upgrades"} {
+		if !described[n] {
+			t.Errorf("Described lacks %s: %v", n, described)
+		}
+	}
+	if len(described) != 6 {
+		t.Errorf("Described = %v, want the 6 metrics of the two collectors", described)
+	}
+
 	// The checker itself fails on what it must refuse.
 	if u, _ := promcheck.Unknown([]promcheck.Expr{{Where: "x", Query: "rate(sysvm_no_such_metric_total[5m])"}}, exported); len(u) != 1 {
 		t.Errorf("an unknown metric was not reported: %v", u)
