@@ -76,7 +76,7 @@ func NewFleetCollector(store *models.Store, logger *slog.Logger) *FleetCollector
 		sweepInterval:    d("health_sweep_interval_seconds", "The zone's schedule interval of each health sweep kind (absent when health checks are off there or the interval is 0).", "zone", "zone_id", "kind"),
 		consoleSessions:  d("console_sessions", "Console viewer sessions open on the zone's running console proxy VMs (the sum of their activeviewersessions).", "zone"),
 		consoleProxies:   d("console_proxies", "Console proxy VMs (not removed) of the zone by state: the CPVM pool size.", "zone", "state"),
-		tplZoneState:     d("template_zone_state", "1 for the state of a template's download into the zone's secondary store (downloading, downloaded, installing, ready, failed, other), 0 for the others.", "template", "hypervisor", "zone", "state"),
+		tplZoneState:     d("template_zone_state", "Downloads of the template into the zone's secondary store in each state (downloading, downloaded, installing, ready, failed, other): 1 for its state, 0 for the others.", "template", "hypervisor", "zone", "state"),
 		tplBytes:         d("template_download_bytes", "Bytes of the template downloaded so far into the zone's secondary store.", "template", "zone"),
 		tplBytesTotal:    d("template_download_total_bytes", "Size in bytes of the template's download into the zone (0 while unknown).", "template", "zone"),
 		tplSwitched:      d("template_zone_switched", "1 once the zone's router.template.<hypervisor> names the template (the rollout's switch), else 0.", "template", "hypervisor", "zone"),

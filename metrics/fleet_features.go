@@ -66,23 +66,41 @@ func (f *FleetCollector) collectTemplates(ctx context.Context, gauge func(*prome
 	if err := db.Select("template_id, zone_id, status, bytes_done, bytes_total, switched").Find(&zrefs).Error; err != nil {
 		return fmt.Errorf("template zone refs: %w", err)
 	}
+	// Keyed by label values, not row: two templates registered under one name share series
+	// (a duplicate series would fail the whole scrape).
+	states := map[[4]string]int64{}
+	done := map[[2]string]int64{}
+	total := map[[2]string]int64{}
+	switched := map[[3]string]float64{}
 	for _, r := range zrefs {
 		t, z := tpl(r.TemplateID), zone(r.ZoneID)
 		st := TemplateZoneState(r.Status)
 		for _, s := range []string{TemplateZoneDownloading, TemplateZoneDownloaded, TemplateZoneInstalling, TemplateZoneReady, TemplateZoneFailed, TemplateZoneOther} {
-			v := 0.0
+			k := [4]string{t.Name, t.Hypervisor, z, s}
+			states[k] += 0
 			if s == st {
-				v = 1
+				states[k]++
 			}
-			gauge(f.tplZoneState, v, t.Name, t.Hypervisor, z, s)
 		}
-		gauge(f.tplBytes, float64(r.BytesDone), t.Name, z)
-		gauge(f.tplBytesTotal, float64(r.BytesTotal), t.Name, z)
-		sw := 0.0
+		done[[2]string{t.Name, z}] += r.BytesDone
+		total[[2]string{t.Name, z}] += r.BytesTotal
+		k := [3]string{t.Name, t.Hypervisor, z}
+		switched[k] += 0
 		if r.Switched {
-			sw = 1
+			switched[k] = 1
 		}
-		gauge(f.tplSwitched, sw, t.Name, t.Hypervisor, z)
+	}
+	for k, n := range states {
+		gauge(f.tplZoneState, float64(n), k[0], k[1], k[2], k[3])
+	}
+	for k, n := range done {
+		gauge(f.tplBytes, float64(n), k[0], k[1])
+	}
+	for k, n := range total {
+		gauge(f.tplBytesTotal, float64(n), k[0], k[1])
+	}
+	for k, v := range switched {
+		gauge(f.tplSwitched, v, k[0], k[1], k[2])
 	}
 
 	var prefs []struct {
@@ -93,9 +111,13 @@ func (f *FleetCollector) collectTemplates(ctx context.Context, gauge func(*prome
 		Group("template_id, zone_id, state").Scan(&prefs).Error; err != nil {
 		return fmt.Errorf("template pool refs: %w", err)
 	}
+	pools := map[[4]string]int64{}
 	for _, p := range prefs {
 		t := tpl(p.TemplateID)
-		gauge(f.tplPoolState, float64(p.N), t.Name, t.Hypervisor, zone(p.ZoneID), p.State)
+		pools[[4]string{t.Name, t.Hypervisor, zone(p.ZoneID), p.State}] += p.N
+	}
+	for k, n := range pools {
+		gauge(f.tplPoolState, float64(n), k[0], k[1], k[2], k[3])
 	}
 	return nil
 }

@@ -175,6 +175,10 @@ func rolloutFixture(t *testing.T, s *models.Store, zone, other models.Zone, r1, 
 	zref(kvm, zone, "42% Downloaded", 420_000_000, 1_000_000_000, false)
 	zref(kvm, other, "Failed: checksum mismatch", 1_000_000_000, 1_000_000_000, false)
 	zref(vmw, zone, models.TemplateReady, 800_000_000, 800_000_000, true)
+	// The same name registered again (another row): its download shares the name's series.
+	again := models.Template{Name: kvm.Name, Hypervisor: "KVM", Type: "SYSTEM", Version: "4.20.0", State: models.TemplateReady}
+	modelstest.Must(t, db.Create(&again).Error, "template")
+	zref(again, zone, models.TemplateReady, 0, 0, false)
 	pref := func(tpl models.Template, pool, state string) {
 		modelstest.Must(t, db.Create(&models.TemplatePoolRef{TemplateID: tpl.ID, PoolID: pool, ZoneID: zone.ID,
 			PoolName: pool, State: state}).Error, "pool ref")
@@ -240,7 +244,7 @@ func TestFleetCollectorReadsTheDatabase(t *testing.T) {
 			{"sysvm_console_proxies", map[string]string{"zone": z, "state": models.StateRunning}, 2},
 			{"sysvm_console_proxies", map[string]string{"zone": z, "state": models.StateStopped}, 1},
 			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "hypervisor": "KVM", "zone": z, "state": metrics.TemplateZoneDownloading}, 1},
-			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "hypervisor": "KVM", "zone": z, "state": metrics.TemplateZoneReady}, 0},
+			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "hypervisor": "KVM", "zone": z, "state": metrics.TemplateZoneReady}, 1}, // the re-registered one
 			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "zone": "zone-b", "state": metrics.TemplateZoneFailed}, 1},
 			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-vmware-4.20.0", "hypervisor": "VMware", "zone": z, "state": metrics.TemplateZoneReady}, 1},
 			{"sysvm_template_download_bytes", map[string]string{"template": "systemvm-kvm-4.20.0", "zone": z}, 420_000_000},
