@@ -24,7 +24,9 @@ var OperationDurationBuckets = []float64{1, 5, 10, 30, 60, 120, 300, 600, 1800, 
 // FleetCollector reads the fleet's state from the database at scrape time: system VMs and
 // routers by state, routers passing or failing health checks, failing checks by name, open
 // alerts and circuit breakers, recreations by reason, operations by kind and status with their
-// durations, and the sweep intervals the staleness alert compares with. Nothing on a hot path
+// durations, the sweep intervals the staleness alert compares with, console sessions and the
+// console proxy pool, the template rollout's downloads and pool seeds, and router upgrades
+// (routers requiring upgrade, upgrades running and paused by their failure budget). Nothing on a hot path
 // records these; a scrape is a handful of GROUP BY queries.
 //
 // Serve it from one kind of process (sysvm api does; a worker does not) so that a fleet figure
@@ -40,6 +42,11 @@ type FleetCollector struct {
 	recreations                                 *prometheus.Desc
 	opsStarted, opsRunning, opsFinished, opsDur *prometheus.Desc
 	sweepInterval                               *prometheus.Desc
+	consoleSessions, consoleProxies             *prometheus.Desc
+	tplZoneState, tplBytes, tplBytesTotal       *prometheus.Desc
+	tplSwitched, tplPoolState                   *prometheus.Desc
+	requiringUpgrade, upgradesRunning           *prometheus.Desc
+	upgradesPaused                              *prometheus.Desc
 	scrapeErrors, scrapeDuration                *prometheus.Desc
 }
 
@@ -67,6 +74,16 @@ func NewFleetCollector(store *models.Store, logger *slog.Logger) *FleetCollector
 		opsFinished:      d("operations_finished_total", "Operations ended, by kind and status (completed, failed, canceled).", "kind", "status"),
 		opsDur:           d("operation_duration_seconds", "How long ended operations ran (journaled to completed), by kind and status.", "kind", "status"),
 		sweepInterval:    d("health_sweep_interval_seconds", "The zone's schedule interval of each health sweep kind (absent when health checks are off there or the interval is 0).", "zone", "zone_id", "kind"),
+		consoleSessions:  d("console_sessions", "Console viewer sessions open on the zone's running console proxy VMs (the sum of their activeviewersessions).", "zone"),
+		consoleProxies:   d("console_proxies", "Console proxy VMs (not removed) of the zone by state: the CPVM pool size.", "zone", "state"),
+		tplZoneState:     d("template_zone_state", "Downloads of the template into the zone's secondary store in each state (downloading, downloaded, installing, ready, failed, other): 1 for its state, 0 for the others.", "template", "hypervisor", "zone", "state"),
+		tplBytes:         d("template_download_bytes", "Bytes of the template downloaded so far into the zone's secondary store.", "template", "zone"),
+		tplBytesTotal:    d("template_download_total_bytes", "Size in bytes of the template's download into the zone (0 while unknown).", "template", "zone"),
+		tplSwitched:      d("template_zone_switched", "1 once the zone's router.template.<hypervisor> names the template (the rollout's switch), else 0.", "template", "hypervisor", "zone"),
+		tplPoolState:     d("template_pool_state", "Primary storage pools of the zone by the template's seed state there (Installing, Ready, Error, ...).", "template", "hypervisor", "zone", "state"),
+		requiringUpgrade: d("routers_requiring_upgrade", "Routers (not removed) whose version is below the zone's minreq.sysvmtemplate.version (requiresupgrade, as the API computes it).", "zone"),
+		upgradesRunning:  d("router_upgrades_running", "Router upgrade operations (router.upgrade) running, by the zone they were asked for (zone=\"\" for a fleet-wide one).", "zone"),
+		upgradesPaused:   d("router_upgrades_paused_by_budget", "Running router upgrades with an open ROUTER.UPGRADE.FAILURE.BUDGET alert: paused by their failure budget (a resume does not clear the alert, so this stays until the upgrade ends).", "zone"),
 		scrapeErrors:     d("fleet_scrape_errors", "Queries of this scrape of the fleet metrics that failed (their metrics are missing; see the log)."),
 		scrapeDuration:   d("fleet_scrape_duration_seconds", "How long reading the fleet metrics from the database took."),
 	}
@@ -76,7 +93,8 @@ func NewFleetCollector(store *models.Store, logger *slog.Logger) *FleetCollector
 func (f *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{f.zoneInfo, f.systemVMs, f.routers, f.routerHealth, f.checkFailing,
 		f.checkConsecutive, f.alertsOpen, f.breakerOpen, f.recreations, f.opsStarted, f.opsRunning, f.opsFinished,
-		f.opsDur, f.sweepInterval, f.scrapeErrors, f.scrapeDuration} {
+		f.opsDur, f.sweepInterval, f.consoleSessions, f.consoleProxies, f.tplZoneState, f.tplBytes, f.tplBytesTotal,
+		f.tplSwitched, f.tplPoolState, f.requiringUpgrade, f.upgradesRunning, f.upgradesPaused, f.scrapeErrors, f.scrapeDuration} {
 		ch <- d
 	}
 }
@@ -118,10 +136,10 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	var vms []struct {
 		ZoneID, Type, HypervisorType, State string
 		HealthChecksFailed                  bool
-		N                                   int64
+		N, Viewers                          int64
 	}
 	if err := db.Model(&models.SystemVM{}).
-		Select("zone_id, type, hypervisor_type, state, health_checks_failed, COUNT(*) AS n").
+		Select("zone_id, type, hypervisor_type, state, health_checks_failed, COUNT(*) AS n, COALESCE(SUM(active_viewers), 0) AS viewers").
 		Where("removed_at IS NULL").Group("zone_id, type, hypervisor_type, state, health_checks_failed").
 		Scan(&vms).Error; err != nil {
 		fail("system_vms", err)
@@ -129,12 +147,21 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	byType := map[[3]string]int64{}
 	byRouter := map[[3]string]int64{}
 	health := map[[2]string]int64{}
+	sessions := map[string]int64{}
+	proxies := map[[2]string]int64{}
 	for _, z := range zones {
 		health[[2]string{z.ID, "passing"}] += 0
 		health[[2]string{z.ID, "failing"}] += 0
+		sessions[z.ID] = 0
 	}
 	for _, v := range vms {
 		byType[[3]string{v.ZoneID, v.Type, v.State}] += v.N
+		if v.Type == models.TypeCPVM {
+			proxies[[2]string{v.ZoneID, v.State}] += v.N
+			if v.State == models.StateRunning {
+				sessions[v.ZoneID] += v.Viewers
+			}
+		}
 		if v.Type != models.TypeRouter {
 			continue
 		}
@@ -155,6 +182,12 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range health {
 		gauge(f.routerHealth, float64(n), zone(k[0]), k[1])
+	}
+	for id, n := range sessions {
+		gauge(f.consoleSessions, float64(n), zone(id))
+	}
+	for k, n := range proxies {
+		gauge(f.consoleProxies, float64(n), zone(k[0]), k[1])
 	}
 
 	var checks []struct {
@@ -182,10 +215,10 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 		Group("zone_id, type").Scan(&alerts).Error; err != nil {
 		fail("alerts", err)
 	} else {
-		// Health's alert types are sent for every zone, 0 when none is open.
+		// Health's and upgrades' alert types are sent for every zone, 0 when none is open.
 		open := map[[2]string]int64{}
 		for _, z := range zones {
-			for _, typ := range []string{activities.AlertHealthChecks, activities.AlertCircuitBreaker, activities.AlertRecreateLimit} {
+			for _, typ := range []string{activities.AlertHealthChecks, activities.AlertCircuitBreaker, activities.AlertRecreateLimit, activities.AlertUpgradeBudget} {
 				open[[2]string{z.ID, typ}] = 0
 			}
 		}
@@ -212,6 +245,12 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if err := f.collectIntervals(ctx, zones, gauge); err != nil {
 		fail("sweep intervals", err)
+	}
+	if err := f.collectTemplates(ctx, gauge, zone); err != nil {
+		fail("templates", err)
+	}
+	if err := f.collectUpgrades(ctx, zones, gauge, zone); err != nil {
+		fail("upgrades", err)
 	}
 	gauge(f.scrapeErrors, float64(errs))
 	gauge(f.scrapeDuration, time.Since(begin).Seconds())

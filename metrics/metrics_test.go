@@ -124,12 +124,85 @@ func fleetFixture(t *testing.T, s *models.Store) models.Zone {
 	op("systemvm.start", models.OpRunning, time.Minute, 0, zone.ID)
 	op(activities.OperationKindRecreate, models.OpCompleted, time.Hour, 90*time.Second, zone.ID) // requested
 	hr := op(activities.OperationKindRecreate, models.OpRunning, time.Minute, 0, zone.ID)
+	rolloutFixture(t, s, zone, other, r1, r2, r4, op)
 	if _, err := activities.NewHealth(ctx, s, nil, quiet()); err != nil {
 		t.Fatal(err)
 	}
 	modelstest.Must(t, db.Create(&models.HealthRecreation{OperationID: hr.ID, RouterID: r1.ID, CheckName: "dns_check.py",
 		ZoneID: zone.ID, Failures: 4}).Error, "recreation")
 	return zone
+}
+
+// rolloutFixture adds the features that landed after health checks: console proxies with
+// viewer sessions, a template rollout's zone downloads and pool seeds, router versions under
+// minreq.sysvmtemplate.version (global, with a zone override in zone-b), and router upgrades
+// (one running and paused by its failure budget, one ended whose alert stays open).
+func rolloutFixture(t *testing.T, s *models.Store, zone, other models.Zone, r1, r2, r4 models.SystemVM,
+	op func(kind, status string, age, took time.Duration, zoneID string) models.Operation) {
+	t.Helper()
+	ctx := context.Background()
+	db := s.DB.WithContext(ctx)
+	cpvm := func(name, state string, viewers int) {
+		modelstest.Must(t, db.Create(&models.SystemVM{Name: name, Type: models.TypeCPVM, State: state, ZoneID: zone.ID,
+			HypervisorType: "KVM", ActiveViewers: viewers}).Error, "cpvm %s", name)
+	}
+	cpvm("v-7-VM", models.StateRunning, 3)
+	cpvm("v-8-VM", models.StateRunning, 2)
+	cpvm("v-9-VM", models.StateStopped, 5) // stopped: its stale count is not a session
+
+	// Versions: zone-a requires 4.20.0 (global): r2 (4.19.0) and r3 (unknown) require
+	// upgrade, r1 and the stopped r4 do not. zone-b requires only 4.18.0 (zone scope).
+	for id, v := range map[string]string{r1.ID: "4.20.0", r2.ID: "4.19.0", r4.ID: "4.20.1"} {
+		modelstest.Must(t, db.Model(&models.SystemVM{}).Where("id = ?", id).Update("version", v).Error, "version")
+	}
+	modelstest.Must(t, db.Create(&models.SystemVM{Name: "r-6-VM", Type: models.TypeRouter, State: models.StateStopped,
+		ZoneID: other.ID, HypervisorType: "KVM", Version: "4.18.0"}).Error, "router")
+	if _, err := s.Settings.Set(ctx, models.SettingMinReqVersion, models.ScopeGlobal, "", "4.20.0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Settings.Set(ctx, models.SettingMinReqVersion, models.ScopeZone, other.ID, "4.18.0"); err != nil {
+		t.Fatal(err)
+	}
+
+	kvm := models.Template{Name: "systemvm-kvm-4.20.0", Hypervisor: "KVM", Type: "SYSTEM", Version: "4.20.0", State: models.TemplateReady}
+	vmw := models.Template{Name: "systemvm-vmware-4.20.0", Hypervisor: "VMware", Type: "SYSTEM", Version: "4.20.0", State: models.TemplateReady}
+	modelstest.Must(t, db.Create(&kvm).Error, "template")
+	modelstest.Must(t, db.Create(&vmw).Error, "template")
+	zref := func(tpl models.Template, z models.Zone, status string, done, total int64, switched bool) {
+		modelstest.Must(t, db.Create(&models.TemplateZoneRef{TemplateID: tpl.ID, ZoneID: z.ID, Status: status,
+			BytesDone: done, BytesTotal: total, Switched: switched}).Error, "zone ref")
+	}
+	zref(kvm, zone, "42% Downloaded", 420_000_000, 1_000_000_000, false)
+	zref(kvm, other, "Failed: checksum mismatch", 1_000_000_000, 1_000_000_000, false)
+	zref(vmw, zone, models.TemplateReady, 800_000_000, 800_000_000, true)
+	// The same name registered again (another row): its download shares the name's series.
+	again := models.Template{Name: kvm.Name, Hypervisor: "KVM", Type: "SYSTEM", Version: "4.20.0", State: models.TemplateReady}
+	modelstest.Must(t, db.Create(&again).Error, "template")
+	zref(again, zone, models.TemplateReady, 0, 0, false)
+	pref := func(tpl models.Template, pool, state string) {
+		modelstest.Must(t, db.Create(&models.TemplatePoolRef{TemplateID: tpl.ID, PoolID: pool, ZoneID: zone.ID,
+			PoolName: pool, State: state}).Error, "pool ref")
+	}
+	pref(vmw, "pool-1", models.TemplateReady)
+	pref(vmw, "pool-2", models.TemplateReady)
+	pref(vmw, "pool-3", models.TemplateInstalling)
+
+	paused := op(workflows.RouterUpgradeOperationKind, models.OpRunning, time.Minute, 0, zone.ID)
+	ended := op(workflows.RouterUpgradeOperationKind, models.OpCanceled, time.Hour, time.Minute, zone.ID)
+	for _, o := range []models.Operation{paused, ended} {
+		modelstest.Must(t, db.Create(&models.Alert{Type: activities.AlertUpgradeBudget, Severity: "CRITICAL",
+			ResourceType: activities.ResourceUpgrade, ResourceID: o.ID, ZoneID: zone.ID}).Error, "alert")
+	}
+}
+
+func TestTemplateZoneState(t *testing.T) {
+	for status, want := range map[string]string{"0% Downloaded": metrics.TemplateZoneDownloading, "100% Downloaded": metrics.TemplateZoneDownloading,
+		models.TemplateDownloadComplete: metrics.TemplateZoneDownloaded, models.TemplateInstalling: metrics.TemplateZoneInstalling,
+		models.TemplateReady: metrics.TemplateZoneReady, "Failed: no route to host": metrics.TemplateZoneFailed, "": metrics.TemplateZoneOther} {
+		if got := metrics.TemplateZoneState(status); got != want {
+			t.Errorf("TemplateZoneState(%q) = %q, want %q", status, got, want)
+		}
+	}
 }
 
 func TestFleetCollectorReadsTheDatabase(t *testing.T) {
@@ -166,6 +239,29 @@ func TestFleetCollectorReadsTheDatabase(t *testing.T) {
 			{"sysvm_operation_duration_seconds", map[string]string{"kind": "systemvm.start", "status": models.OpCompleted}, 2},
 			{"sysvm_health_sweep_interval_seconds", map[string]string{"zone": z, "kind": "basic"}, 180},
 			{"sysvm_zone_info", map[string]string{"zone": z}, 1},
+			{"sysvm_console_sessions", map[string]string{"zone": z}, 5},
+			{"sysvm_console_sessions", map[string]string{"zone": "zone-b"}, 0},
+			{"sysvm_console_proxies", map[string]string{"zone": z, "state": models.StateRunning}, 2},
+			{"sysvm_console_proxies", map[string]string{"zone": z, "state": models.StateStopped}, 1},
+			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "hypervisor": "KVM", "zone": z, "state": metrics.TemplateZoneDownloading}, 1},
+			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "hypervisor": "KVM", "zone": z, "state": metrics.TemplateZoneReady}, 1}, // the re-registered one
+			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-kvm-4.20.0", "zone": "zone-b", "state": metrics.TemplateZoneFailed}, 1},
+			{"sysvm_template_zone_state", map[string]string{"template": "systemvm-vmware-4.20.0", "hypervisor": "VMware", "zone": z, "state": metrics.TemplateZoneReady}, 1},
+			{"sysvm_template_download_bytes", map[string]string{"template": "systemvm-kvm-4.20.0", "zone": z}, 420_000_000},
+			{"sysvm_template_download_total_bytes", map[string]string{"template": "systemvm-kvm-4.20.0", "zone": z}, 1_000_000_000},
+			{"sysvm_template_zone_switched", map[string]string{"template": "systemvm-vmware-4.20.0", "zone": z}, 1},
+			{"sysvm_template_zone_switched", map[string]string{"template": "systemvm-kvm-4.20.0", "zone": z}, 0},
+			{"sysvm_template_pool_state", map[string]string{"template": "systemvm-vmware-4.20.0", "hypervisor": "VMware", "zone": z, "state": models.TemplateReady}, 2},
+			{"sysvm_template_pool_state", map[string]string{"template": "systemvm-vmware-4.20.0", "zone": z, "state": models.TemplateInstalling}, 1},
+			{"sysvm_routers_requiring_upgrade", map[string]string{"zone": z}, 2},
+			{"sysvm_routers_requiring_upgrade", map[string]string{"zone": "zone-b"}, 0},
+			{"sysvm_router_upgrades_running", map[string]string{"zone": z}, 1},
+			{"sysvm_router_upgrades_running", map[string]string{"zone": "zone-b"}, 0},
+			{"sysvm_router_upgrades_paused_by_budget", map[string]string{"zone": z}, 1},
+			{"sysvm_router_upgrades_paused_by_budget", map[string]string{"zone": "zone-b"}, 0},
+			{"sysvm_alerts_open", map[string]string{"zone": z, "type": activities.AlertUpgradeBudget}, 2},
+			{"sysvm_alerts_open", map[string]string{"zone": "zone-b", "type": activities.AlertUpgradeBudget}, 0},
+			{"sysvm_operations_running", map[string]string{"kind": workflows.RouterUpgradeOperationKind}, 1},
 			{"sysvm_fleet_scrape_errors", nil, 0},
 		}
 		for _, c := range checks {
@@ -262,7 +358,8 @@ func telemetryFixture(t *testing.T) (*metrics.Telemetry, *httptest.Server, strin
 		DomainSuffix: "*.metrics.example.com"}, "t", time.Now(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := tel.Register(metrics.NewFleetCollector(s, quiet()), metrics.NewSSHCollector(exec), metrics.NewCertificateCollector(s, quiet())); err != nil {
+	if err := tel.Register(metrics.NewFleetCollector(s, quiet()), metrics.NewSSHCollector(exec), metrics.NewCertificateCollector(s, quiet()),
+		metrics.NewUpgradeProgressCollector(s, nil, quiet())); err != nil {
 		t.Fatal(err)
 	}
 
@@ -400,6 +497,17 @@ func TestRulesAndDashboardNameExportedMetrics(t *testing.T) {
 	}
 	if _, err := promcheck.Unknown(sdk, exported); err != nil {
 		t.Fatal(err)
+	}
+
+	// Described names what collectors define, series or not.
+	described := promcheck.Described(metrics.NewCertificateCollector(nil, quiet()), metrics.NewUpgradeProgressCollector(nil, nil, quiet()))
+	for _, n := range []string{"sysvm_certificate_expiry_days", "sysvm_router_upgrade_routers", "sysvm_router_upgrades"} {
+		if !described[n] {
+			t.Errorf("Described lacks %s: %v", n, described)
+		}
+	}
+	if len(described) != 6 {
+		t.Errorf("Described = %v, want the 6 metrics of the two collectors", described)
 	}
 
 	// The checker itself fails on what it must refuse.

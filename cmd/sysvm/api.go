@@ -40,7 +40,7 @@ func runAPI(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := instrumentAPI(ctx, logger, tel, tcfg, srv, a.store); err != nil {
+	if _, err := instrumentAPI(ctx, logger, tel, tcfg, srv, a.store, a.tc); err != nil {
 		return err
 	}
 	return serveHTTP(ctx, logger, a.cfg.APIAddr, a.withCodec(srv.Handler()))

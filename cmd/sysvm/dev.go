@@ -157,7 +157,7 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return err
 	}
 	// One process: the API port and the worker's metrics port serve the same registry.
-	if err := instrumentDev(ctx, logger, tel, tcfg, srv, store, p); err != nil {
+	if err := instrumentDev(ctx, logger, tel, tcfg, srv, store, p, tc); err != nil {
 		return err
 	}
 	seeded := "kept from the last run"

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/client"
+
 	"github.com/sysvm/sysvm/api"
 	"github.com/sysvm/sysvm/metrics"
 	"github.com/sysvm/sysvm/models"
@@ -98,17 +101,29 @@ func localURL(addr string) string {
 	return "http://" + addr
 }
 
-// instrumentAPI adds request metrics, tracing and the fleet collector to the API, and serves
+// instrumentAPI adds request metrics, tracing and the fleet collectors to the API, and serves
 // /metrics on the API port (MetricsAddr empty) or on its own listener, whose address it
-// returns.
-func instrumentAPI(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server, store *models.Store) (string, error) {
-	if err := tel.Register(metrics.NewFleetCollector(store, logger), metrics.NewCertificateCollector(store, logger)); err != nil {
+// returns. With a Temporal client (nil: none), running router upgrades are asked for their
+// progress at each scrape.
+func instrumentAPI(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server, store *models.Store,
+	temporal client.Client) (string, error) {
+	if err := tel.Register(apiCollectors(logger, store, temporal)...); err != nil {
 		return "", err
 	}
 	if err := tel.InstrumentAPI(srv.Echo(), tc.MetricsAddr == ""); err != nil {
 		return "", err
 	}
 	return serveMetrics(ctx, logger, tc.MetricsAddr, tel)
+}
+
+// apiCollectors are the collectors only the API process serves (they read the database, or
+// ask Temporal, at scrape time: served once, not by every worker).
+func apiCollectors(logger *slog.Logger, store *models.Store, temporal client.Client) []prometheus.Collector {
+	cs := []prometheus.Collector{metrics.NewFleetCollector(store, logger), metrics.NewCertificateCollector(store, logger)}
+	if temporal != nil {
+		cs = append(cs, metrics.NewUpgradeProgressCollector(store, temporal, logger))
+	}
+	return cs
 }
 
 // instrumentWorker adds the SSH pool collector and serves the worker's /metrics.
@@ -123,8 +138,8 @@ func instrumentWorker(ctx context.Context, logger *slog.Logger, tel *metrics.Tel
 // instrumentDev is instrumentAPI and instrumentWorker in one process: /metrics on the API port
 // and on the worker's metrics port, both serving the one registry.
 func instrumentDev(ctx context.Context, logger *slog.Logger, tel *metrics.Telemetry, tc telemetryConfig, srv *api.Server,
-	store *models.Store, p *worker.Platform) error {
-	if err := tel.Register(metrics.NewFleetCollector(store, logger), metrics.NewSSHCollector(p.Exec)); err != nil {
+	store *models.Store, p *worker.Platform, temporal client.Client) error {
+	if err := tel.Register(append(apiCollectors(logger, store, temporal), metrics.NewSSHCollector(p.Exec))...); err != nil {
 		return err
 	}
 	if err := tel.InstrumentAPI(srv.Echo(), true); err != nil {

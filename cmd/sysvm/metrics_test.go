@@ -70,7 +70,7 @@ func TestAPIMetricsOnItsPortOrItsOwnListener(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr, err := instrumentAPI(ctx, logger, tel, tc, srv, store)
+		addr, err := instrumentAPI(ctx, logger, tel, tc, srv, store, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

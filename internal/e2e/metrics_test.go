@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -45,7 +46,9 @@ type telemetryPlatform struct {
 	*platform
 	spans             *tracetest.InMemoryExporter
 	apiTel, workerTel *metrics.Telemetry
-	workerMetrics     *httptest.Server
+	// apiCollectors are the API's database collectors (as sysvm api registers them).
+	apiCollectors []prometheus.Collector
+	workerMetrics *httptest.Server
 }
 
 func newTelemetryPlatform(t *testing.T, store *models.Store) *telemetryPlatform {
@@ -125,12 +128,15 @@ func newTelemetryPlatform(t *testing.T, store *models.Store) *telemetryPlatform 
 	t.Cleanup(tp.workerMetrics.Close)
 
 	// The API process: its own client, the fleet collector, /metrics on the API port.
-	srv, err := api.New(api.Config{Store: store, Temporal: dial(tp.apiTel), Namespace: "default",
+	apiClient := dial(tp.apiTel)
+	srv, err := api.New(api.Config{Store: store, Temporal: apiClient, Namespace: "default",
 		TemporalUI: "http://localhost:8233", Logger: logger(), DevMode: true, Dev: p.routers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tp.apiTel.Register(metrics.NewFleetCollector(store, logger())); err != nil {
+	tp.apiCollectors = []prometheus.Collector{metrics.NewFleetCollector(store, logger()), metrics.NewCertificateCollector(store, logger()),
+		metrics.NewUpgradeProgressCollector(store, apiClient, logger())}
+	if err := tp.apiTel.Register(tp.apiCollectors...); err != nil {
 		t.Fatal(err)
 	}
 	if err := tp.apiTel.InstrumentAPI(srv.Echo(), true); err != nil {
@@ -360,6 +366,12 @@ func TestMetricsAndTracesOnTheRealStack(t *testing.T) {
 		exported, err := promcheck.Exported(tp.apiTel.Registry, tp.workerTel.Registry)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The template rollout's and the keystore's metrics carry series only once a template
+		// is rolled out or a certificate uploaded, which this run does not do: they count as
+		// exported when the API's collectors describe them (metrics/ checks their series).
+		for n := range promcheck.Described(tp.apiCollectors...) {
+			exported[n] = true
 		}
 		rules, err := promcheck.RuleExprs("../../docker/prometheus/alerts.yml")
 		if err != nil {

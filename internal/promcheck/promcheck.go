@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -160,4 +161,28 @@ func Unknown(exprs []Expr, exported map[string]bool) (unknown []string, err erro
 		}
 	}
 	return unknown, errors.Join(errs...)
+}
+
+// descName is the metric name in a prometheus.Desc's String form (Desc{fqName: "name", ...}).
+var descName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Described returns the names of the metrics collectors describe, with a histogram's or
+// summary's series names unknown to it: use it for metrics that are defined but carry series
+// only once their feature has rows (a template rollout, a certificate), where a stack under
+// test has none. Gathered series (Exported) remain the stronger check.
+func Described(cs ...prometheus.Collector) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range cs {
+		ch := make(chan *prometheus.Desc, 64)
+		go func() {
+			c.Describe(ch)
+			close(ch)
+		}()
+		for d := range ch {
+			if m := descName.FindStringSubmatch(d.String()); m != nil {
+				out[m[1]] = true
+			}
+		}
+	}
+	return out
 }
