@@ -118,6 +118,8 @@ type csCall struct {
 	cmd    *csCommand
 	key    models.APIKey
 	params url.Values
+	// origin is the request's scheme and host, to make links absolute as CloudStack does.
+	origin string
 }
 
 // get returns a parameter's value ("" when absent).
@@ -218,7 +220,7 @@ func (s *Server) serveCloudStack(c echo.Context) error {
 	if err := cmd.checkParams(params); err != nil {
 		return s.csWrite(c, command, format, nil, err)
 	}
-	out, err := cmd.Run(&csCall{s: s, cmd: cmd, key: key, params: params}, ctx)
+	out, err := cmd.Run(&csCall{s: s, cmd: cmd, key: key, params: params, origin: c.Scheme() + "://" + req.Host}, ctx)
 	return s.csWrite(c, command, format, out, err)
 }
 
