@@ -88,7 +88,11 @@ func csFromREST(err error) *csError {
 	e := toAPIError(err)
 	switch {
 	case e.Status == http.StatusBadRequest || e.Status == http.StatusNotFound:
-		return &csError{code: csErrParam, csCode: csExcInvalidParameter, text: e.Message}
+		text := e.Message
+		if e.Field != "" && !strings.Contains(strings.ToLower(text), strings.ToLower(e.Field)) {
+			text = e.Field + ": " + text // the refusal names the bad parameter, as the REST API's field does
+		}
+		return &csError{code: csErrParam, csCode: csExcInvalidParameter, text: text}
 	case e.Status == http.StatusConflict && e.Extra["operation"] != nil:
 		return &csError{code: csErrInternal, csCode: csExcConcurrentOperation, text: e.Message}
 	case e.Status == http.StatusConflict:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -65,7 +67,7 @@ func csOperationCommands() []*csCommand {
 				csP("zoneid", "uuid", "the zone (-1 or absent: every zone)"), csP("checksum", "string", "the image's checksum ({ALGO}hex, or MD5 hex)"),
 				csP("templatetype", "string", "SYSTEM or ROUTING"), csP("displaytext", "string", "accepted; sysvm shows the name"),
 				csP("bits", "integer", "32 or 64 (default 64)"),
-				csP("version", "string", "sysvm: the release the template carries (absent: the first release number in name, then url)"),
+				csP("version", "string", "sysvm: the release the template carries (absent: the first release number in name, then in the file name of url)"),
 				csP("ostypeid", "uuid", "accepted, no effect on a system template"), csP("ispublic", "boolean", "accepted, no effect"),
 				csP("isfeatured", "boolean", "accepted, no effect"), csP("isextractable", "boolean", "accepted, no effect"),
 				csP("passwordenabled", "boolean", "accepted, no effect"), csP("requireshvm", "boolean", "accepted, no effect")}},
@@ -221,7 +223,7 @@ func (c *csCall) uploadCustomCertificate(ctx context.Context) (map[string]any, e
 func (c *csCall) createConsoleEndpoint(ctx context.Context) (map[string]any, error) {
 	var out consoleAnswer
 	if err := c.restCall(ctx, "createConsoleEndpoint", nil, nil, map[string]any{"vmid": c.get("virtualmachineid")}, &out); err != nil {
-		return nil, err
+		return nil, csRenameField(err, "vmid", "virtualmachineid")
 	}
 	return map[string]any{"consoleendpoint": map[string]any{"success": true, "url": out.URL,
 		"details": "through console proxy " + out.Proxy + "; the token is accepted once, until " + csTime(out.Expires)}}, nil
@@ -235,8 +237,8 @@ func (c *csCall) registerTemplate(ctx context.Context) (map[string]any, error) {
 	if version == "" {
 		if v := csReleasePattern.FindString(c.get("name")); v != "" {
 			version = v
-		} else {
-			version = csReleasePattern.FindString(c.get("url"))
+		} else if u, err := url.Parse(c.get("url")); err == nil {
+			version = csReleasePattern.FindString(path.Base(u.Path)) // the file's name: never the host's address
 		}
 	}
 	zone := c.get("zoneid")
@@ -300,4 +302,14 @@ func csInt(name, v string) (int, error) {
 		return 0, csParamError("%s must be an integer, got %q", name, v)
 	}
 	return n, nil
+}
+
+// csRenameField gives a REST refusal of field from the parameter's CloudStack name instead.
+func csRenameField(err error, field, param string) error {
+	var ae *Error
+	if errors.As(err, &ae) && ae.Field == field {
+		ae.Field = param
+		ae.Message = strings.ReplaceAll(ae.Message, field, param)
+	}
+	return err
 }
