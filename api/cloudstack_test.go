@@ -548,6 +548,57 @@ func TestCloudStackJobs(t *testing.T) {
 		q.body["cmd"] != "org.apache.cloudstack.api.command.user.network.RestartNetworkCmd" {
 		t.Errorf("restartNetwork job: %s", q.raw)
 	}
+	// runDiagnostics is a job on the router, RunDiagnosticsCmd, pending while no worker runs it.
+	d := ce.cmd(models.RoleOperator, "runDiagnostics", "targetid", fx.r5, "ipaddress", "10.0.1.1", "type", "PING", "params", "-c 1")
+	djob, _ := d.body["jobid"].(string)
+	if d.status != 200 || d.name != "rundiagnosticsresponse" || djob == "" || d.body["id"] != fx.r5 {
+		t.Fatalf("runDiagnostics: %d %s", d.status, d.raw)
+	}
+	if q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", djob); q.body["jobstatus"] != float64(0) ||
+		q.body["jobinstancetype"] != "DomainRouter" || q.body["cmd"] != "org.apache.cloudstack.api.command.admin.diagnostics.RunDiagnosticsCmd" {
+		t.Errorf("runDiagnostics job: %s", q.raw)
+	}
+	var dop models.Operation
+	modelstest.Must(t, store.Get(context.Background(), &dop, djob), "the diagnostics operation")
+	if dop.Kind != "systemvm.diagnostics" || dop.TargetID != fx.r5 {
+		t.Errorf("diagnostics operation: %+v", dop)
+	}
+	// upgradeRouterTemplate answers the list of its jobs: the one upgrade operation.
+	_, err = store.Settings.Set(context.Background(), "minreq.sysvmtemplate.version", models.ScopeGlobal, "", "4.15.0")
+	modelstest.Must(t, err, "set minreq")
+	u := ce.cmd(models.RoleOperator, "upgradeRouterTemplate", "zoneid", fx.zone1)
+	jobs, _ := u.body["asyncjobs"].([]any)
+	if u.status != 200 || u.name != "upgraderoutertemplateresponse" || u.body["count"] != float64(1) || len(jobs) != 1 {
+		t.Fatalf("upgradeRouterTemplate: %d %s", u.status, u.raw)
+	}
+	ujob, _ := jobs[0].(map[string]any)["jobid"].(string)
+	var uop models.Operation
+	modelstest.Must(t, store.Get(context.Background(), &uop, ujob), "the upgrade operation")
+	if uop.Kind != "router.upgrade" || uop.RunID == "" {
+		t.Errorf("upgrade operation: %+v", uop)
+	}
+	if q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", ujob); q.body["jobstatus"] != float64(0) ||
+		q.body["cmd"] != "org.apache.cloudstack.api.command.admin.router.UpgradeRouterTemplateCmd" {
+		t.Errorf("upgrade job: %s", q.raw)
+	}
+	// registerTemplate answers the template as listTemplates does; its rollout is a job.
+	rt := ce.cmd(models.RoleAdmin, "registerTemplate", "name", "systemvm-kvm-4.19.0", "format", "qcow2", "hypervisor", "KVM",
+		"url", "http://127.0.0.1:1/systemvmtemplate-4.19.0-kvm.qcow2.bz2", "zoneid", "-1", "ostypeid", "x", "ispublic", "true")
+	tpls, _ := rt.body["template"].([]any)
+	if rt.status != 200 || rt.name != "registertemplateresponse" || len(tpls) != 1 {
+		t.Fatalf("registerTemplate: %d %s", rt.status, rt.raw)
+	}
+	tpl := tpls[0].(map[string]any)
+	var row models.Template
+	modelstest.Must(t, store.Get(context.Background(), &row, tpl["id"].(string)), "the registered template")
+	if row.Version != "4.19.0" || row.Format != "QCOW2" || tpl["crossZones"] != true || tpl["isready"] != false {
+		t.Errorf("registered template %+v, answer %s", row, rt.raw)
+	}
+	var rollouts int64
+	store.DB.Model(&models.Operation{}).Where("kind = ? AND target_type = ?", "template.rollout", TargetTemplate).Count(&rollouts)
+	if rollouts != 1 {
+		t.Errorf("%d template rollouts, want 1", rollouts)
+	}
 }
 
 // TestCloudStackOperationCommands covers the commands of the later operations without
