@@ -88,7 +88,11 @@ func csFromREST(err error) *csError {
 	e := toAPIError(err)
 	switch {
 	case e.Status == http.StatusBadRequest || e.Status == http.StatusNotFound:
-		return &csError{code: csErrParam, csCode: csExcInvalidParameter, text: e.Message}
+		text := e.Message
+		if e.Field != "" && !strings.Contains(strings.ToLower(text), strings.ToLower(e.Field)) {
+			text = e.Field + ": " + text // the refusal names the bad parameter, as the REST API's field does
+		}
+		return &csError{code: csErrParam, csCode: csExcInvalidParameter, text: text}
 	case e.Status == http.StatusConflict && e.Extra["operation"] != nil:
 		return &csError{code: csErrInternal, csCode: csExcConcurrentOperation, text: e.Message}
 	case e.Status == http.StatusConflict:
@@ -118,6 +122,8 @@ type csCall struct {
 	cmd    *csCommand
 	key    models.APIKey
 	params url.Values
+	// origin is the request's scheme and host, to make links absolute as CloudStack does.
+	origin string
 }
 
 // get returns a parameter's value ("" when absent).
@@ -218,7 +224,7 @@ func (s *Server) serveCloudStack(c echo.Context) error {
 	if err := cmd.checkParams(params); err != nil {
 		return s.csWrite(c, command, format, nil, err)
 	}
-	out, err := cmd.Run(&csCall{s: s, cmd: cmd, key: key, params: params}, ctx)
+	out, err := cmd.Run(&csCall{s: s, cmd: cmd, key: key, params: params, origin: c.Scheme() + "://" + req.Host}, ctx)
 	return s.csWrite(c, command, format, out, err)
 }
 

@@ -15,10 +15,10 @@ import (
 )
 
 // The command table. Each command translates its parameters to a REST operation's, runs it
-// (csCall.restCall) and writes the answer with CloudStack's field names. Commands of operations
-// still to come (upgradeRouterTemplate, runDiagnostics, getDiagnosticsData,
-// uploadCustomCertificate, createConsoleEndpoint, registerTemplate, migrateSystemVm,
-// scaleSystemVm) are one entry each here when their REST operations land.
+// (csCall.restCall) and writes the answer with CloudStack's field names. The commands of the
+// later operations (upgradeRouterTemplate, runDiagnostics, getDiagnosticsData, migrateSystemVm,
+// scaleSystemVm, uploadCustomCertificate, createConsoleEndpoint, registerTemplate) are one entry
+// each in csOperationCommands (cloudstack_ops.go).
 
 func csP(name, typ, desc string) csParamSpec {
 	return csParamSpec{Name: name, Type: typ, Description: desc}
@@ -78,7 +78,7 @@ func csCommandTable() []*csCommand {
 		csP("requiresupgrade", "boolean", "routers below minreq.sysvmtemplate.version (true) or not (false)"),
 		csP("healthchecksfailed", "boolean", "routers whose last result of some health check failed"),
 		csP("fetchhealthcheckresults", "boolean", "include healthcheckresults (default false)")}
-	return []*csCommand{
+	return append([]*csCommand{
 		{Name: "listRouters", Description: "List virtual routers.", Role: models.RoleReadOnly, Paged: true,
 			Params: listRouterParams, Response: csRouterFields, Run: (*csCall).listRouters},
 		{Name: "listSystemVms", Description: "List system virtual machines (secondary storage and console proxy VMs).",
@@ -167,7 +167,7 @@ func csCommandTable() []*csCommand {
 			Params: []csParamSpec{csP("name", "string", "one command")}},
 		{Name: "listCapabilities", Description: "Lists capabilities.", Role: models.RoleReadOnly, Run: (*csCall).listCapabilities,
 			Response: csFields("capability:object")},
-	}
+	}, csOperationCommands()...)
 }
 
 // Parameter translation helpers.
@@ -895,42 +895,49 @@ func (c *csCall) listTemplates(ctx context.Context) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	type template struct {
-		ID           string `json:"id"`
-		Name         string `json:"name"`
-		DisplayText  string `json:"displaytext"`
-		Format       string `json:"format"`
-		TemplateType string `json:"templatetype"`
-		Hypervisor   string `json:"hypervisor"`
-		ZoneID       string `json:"zoneid,omitempty"`
-		ZoneName     string `json:"zonename,omitempty"`
-		IsReady      bool   `json:"isready"`
-		Status       string `json:"status"`
-		Size         int64  `json:"size,omitempty"`
-		Checksum     string `json:"checksum,omitempty"`
-		URL          string `json:"url,omitempty"`
-		Created      string `json:"created"`
-		IsPublic     bool   `json:"ispublic"`
-		IsFeatured   bool   `json:"isfeatured"`
-		CrossZones   bool   `json:"crossZones"`
-	}
+	return csList("template", n, c.csTemplates(ctx, ts)), nil
+}
+
+// csTemplate is a template as listTemplates and registerTemplate answer it (TemplateResponse).
+type csTemplate struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	DisplayText  string `json:"displaytext"`
+	Format       string `json:"format"`
+	TemplateType string `json:"templatetype"`
+	Hypervisor   string `json:"hypervisor"`
+	ZoneID       string `json:"zoneid,omitempty"`
+	ZoneName     string `json:"zonename,omitempty"`
+	IsReady      bool   `json:"isready"`
+	Status       string `json:"status"`
+	Size         int64  `json:"size,omitempty"`
+	Checksum     string `json:"checksum,omitempty"`
+	URL          string `json:"url,omitempty"`
+	Created      string `json:"created"`
+	IsPublic     bool   `json:"ispublic"`
+	IsFeatured   bool   `json:"isfeatured"`
+	CrossZones   bool   `json:"crossZones"`
+}
+
+// csTemplates writes REST templates with CloudStack's fields.
+func (c *csCall) csTemplates(ctx context.Context, ts []csTemplateItem) []csTemplate {
 	var zones []string
 	for _, x := range ts {
 		zones = append(zones, x.ZoneID)
 	}
 	zn := c.names(ctx, &models.Zone{}, zones...)
-	out := make([]template, 0, len(ts))
+	out := make([]csTemplate, 0, len(ts))
 	for _, x := range ts {
 		status := x.State
 		if x.State == models.TemplateReady {
 			status = "Download Complete"
 		}
-		out = append(out, template{ID: x.ID, Name: x.Name, DisplayText: x.Name, Format: x.Format, TemplateType: x.Type,
+		out = append(out, csTemplate{ID: x.ID, Name: x.Name, DisplayText: x.Name, Format: x.Format, TemplateType: x.Type,
 			Hypervisor: x.Hypervisor, ZoneID: x.ZoneID, ZoneName: zn[x.ZoneID], IsReady: x.State == models.TemplateReady,
 			Status: status, Size: x.SizeBytes, Checksum: x.Checksum, URL: x.URL, Created: csTime(x.CreatedAt), IsPublic: true,
 			CrossZones: x.ZoneID == ""})
 	}
-	return csList("template", n, out), nil
+	return out
 }
 
 // Async jobs: a job is a sysvm operation; its ID is the operation's.
@@ -968,6 +975,9 @@ type csJob struct {
 func (c *csCall) csJobOf(ctx context.Context, op OperationView) csJob {
 	j := csJob{JobID: op.ID, Cmd: csJobCommands[op.TargetType+"/"+op.Kind], JobInstanceID: op.TargetID, Created: csTime(op.Created)}
 	if j.Cmd == "" {
+		j.Cmd = csOperationJobs[op.Kind]
+	}
+	if j.Cmd == "" {
 		j.Cmd = "sysvm." + op.Kind
 	}
 	switch op.TargetType {
@@ -1000,6 +1010,9 @@ func (c *csCall) csJobOf(ctx context.Context, op OperationView) csJob {
 
 // jobTarget is the result of a completed job: its router or system VM as they are now.
 func (c *csCall) jobTarget(ctx context.Context, op OperationView) map[string]any {
+	if r := c.csOperationResult(ctx, op); r != nil {
+		return r
+	}
 	switch op.TargetType {
 	case TargetRouter:
 		var r routerView

@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"hash"
 	"io"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysvm/sysvm/consoles"
+	"github.com/sysvm/sysvm/internal/certtest"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
@@ -544,5 +547,150 @@ func TestCloudStackJobs(t *testing.T) {
 	if q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", rn.body["jobid"].(string)); q.body["jobinstancetype"] != "Network" ||
 		q.body["cmd"] != "org.apache.cloudstack.api.command.user.network.RestartNetworkCmd" {
 		t.Errorf("restartNetwork job: %s", q.raw)
+	}
+	// runDiagnostics is a job on the router, RunDiagnosticsCmd, pending while no worker runs it.
+	d := ce.cmd(models.RoleOperator, "runDiagnostics", "targetid", fx.r5, "ipaddress", "10.0.1.1", "type", "PING", "params", "-c 1")
+	djob, _ := d.body["jobid"].(string)
+	if d.status != 200 || d.name != "rundiagnosticsresponse" || djob == "" || d.body["id"] != fx.r5 {
+		t.Fatalf("runDiagnostics: %d %s", d.status, d.raw)
+	}
+	if q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", djob); q.body["jobstatus"] != float64(0) ||
+		q.body["jobinstancetype"] != "DomainRouter" || q.body["cmd"] != "org.apache.cloudstack.api.command.admin.diagnostics.RunDiagnosticsCmd" {
+		t.Errorf("runDiagnostics job: %s", q.raw)
+	}
+	var dop models.Operation
+	modelstest.Must(t, store.Get(context.Background(), &dop, djob), "the diagnostics operation")
+	if dop.Kind != "systemvm.diagnostics" || dop.TargetID != fx.r5 {
+		t.Errorf("diagnostics operation: %+v", dop)
+	}
+	// upgradeRouterTemplate answers the list of its jobs: the one upgrade operation.
+	_, err = store.Settings.Set(context.Background(), "minreq.sysvmtemplate.version", models.ScopeGlobal, "", "4.15.0")
+	modelstest.Must(t, err, "set minreq")
+	u := ce.cmd(models.RoleOperator, "upgradeRouterTemplate", "zoneid", fx.zone1)
+	jobs, _ := u.body["asyncjobs"].([]any)
+	if u.status != 200 || u.name != "upgraderoutertemplateresponse" || u.body["count"] != float64(1) || len(jobs) != 1 {
+		t.Fatalf("upgradeRouterTemplate: %d %s", u.status, u.raw)
+	}
+	ujob, _ := jobs[0].(map[string]any)["jobid"].(string)
+	var uop models.Operation
+	modelstest.Must(t, store.Get(context.Background(), &uop, ujob), "the upgrade operation")
+	if uop.Kind != "router.upgrade" || uop.RunID == "" {
+		t.Errorf("upgrade operation: %+v", uop)
+	}
+	if q := ce.cmd(models.RoleReadOnly, "queryAsyncJobResult", "jobid", ujob); q.body["jobstatus"] != float64(0) ||
+		q.body["cmd"] != "org.apache.cloudstack.api.command.admin.router.UpgradeRouterTemplateCmd" {
+		t.Errorf("upgrade job: %s", q.raw)
+	}
+	// registerTemplate answers the template as listTemplates does; its rollout is a job.
+	rt := ce.cmd(models.RoleAdmin, "registerTemplate", "name", "systemvm-kvm-4.19.0", "format", "qcow2", "hypervisor", "KVM",
+		"url", "http://127.0.0.1:1/systemvmtemplate-4.19.0-kvm.qcow2.bz2", "zoneid", "-1", "ostypeid", "x", "ispublic", "true")
+	tpls, _ := rt.body["template"].([]any)
+	if rt.status != 200 || rt.name != "registertemplateresponse" || len(tpls) != 1 {
+		t.Fatalf("registerTemplate: %d %s", rt.status, rt.raw)
+	}
+	tpl := tpls[0].(map[string]any)
+	var row models.Template
+	modelstest.Must(t, store.Get(context.Background(), &row, tpl["id"].(string)), "the registered template")
+	if row.Version != "4.19.0" || row.Format != "QCOW2" || tpl["crossZones"] != true || tpl["isready"] != false {
+		t.Errorf("registered template %+v, answer %s", row, rt.raw)
+	}
+	var rollouts int64
+	store.DB.Model(&models.Operation{}).Where("kind = ? AND target_type = ?", "template.rollout", TargetTemplate).Count(&rollouts)
+	if rollouts != 1 {
+		t.Errorf("%d template rollouts, want 1", rollouts)
+	}
+}
+
+// TestCloudStackOperationCommands covers the commands of the later operations without
+// Temporal: each refuses bad input naming the parameter (the REST operation's own check),
+// needs its REST operation's role, and answers the synchronous ones in CloudStack's envelope.
+func TestCloudStackOperationCommands(t *testing.T) {
+	store := modelstest.SQLite(t)
+	key, err := consoles.TokenKey(modelstest.TestKey)
+	modelstest.Must(t, err, "token key")
+	ce := newCSEnvOnConfig(t, store, Config{ConsoleTokenKey: key})
+	fx := ce.fx
+	ro, op, admin := models.RoleReadOnly, models.RoleOperator, models.RoleAdmin
+
+	// listApis lists every new command with its async flag.
+	for name, async := range map[string]bool{"upgradeRouterTemplate": false, "runDiagnostics": true, "getDiagnosticsData": true,
+		"migrateSystemVm": true, "scaleSystemVm": true, "uploadCustomCertificate": false, "createConsoleEndpoint": false,
+		"registerTemplate": false} {
+		a := ce.cmd(admin, "listApis", "name", name)
+		apis, _ := a.body["api"].([]any)
+		if len(apis) != 1 || apis[0].(map[string]any)["isasync"] != async {
+			t.Errorf("listApis %s: %s", name, a.raw)
+		}
+	}
+
+	// Roles: the REST operation's.
+	wantCSError(t, ce.cmd(ro, "upgradeRouterTemplate", "id", fx.r4), 401, "needs role operator", "read-only upgrade")
+	wantCSError(t, ce.cmd(ro, "runDiagnostics", "targetid", fx.r4, "ipaddress", "10.0.1.1", "type", "ping"), 401, "needs role operator", "read-only diagnostics")
+	wantCSError(t, ce.cmd(ro, "getDiagnosticsData", "targetid", fx.r4), 401, "needs role operator", "read-only data")
+	wantCSError(t, ce.cmd(ro, "migrateSystemVm", "virtualmachineid", fx.ssvm1), 401, "needs role operator", "read-only migrate")
+	wantCSError(t, ce.cmd(ro, "scaleSystemVm", "id", fx.ssvm1, "serviceofferingid", "x"), 401, "needs role operator", "read-only scale")
+	wantCSError(t, ce.cmd(op, "uploadCustomCertificate", "certificate", "x"), 401, "needs role admin", "operator certificate")
+	wantCSError(t, ce.cmd(ro, "createConsoleEndpoint", "virtualmachineid", fx.cpvm1), 401, "needs role operator", "read-only console")
+	wantCSError(t, ce.cmd(op, "registerTemplate", "name", "t", "url", "u", "format", "QCOW2", "hypervisor", "KVM"), 401, "needs role admin", "operator template")
+
+	// Missing and bad parameters, named.
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", fx.r4, "ipaddress", "10.0.1.1"), 431, "missing parameter type", "no type")
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", fx.r4, "ipaddress", "10.0.1.1", "type", "nmap"), 431, "type", "bad type")
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", fx.r4, "ipaddress", "10.0.1", "type", "ping"), 431, "ipaddress", "bad address")
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", fx.r4, "ipaddress", "10.0.1.1", "type", "ping", "params", "-c 1; reboot"), 431, "params", "shell in params")
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", "no-such-vm", "ipaddress", "10.0.1.1", "type", "ping"), 431, "targetid", "unknown target")
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", fx.ssvm2, "ipaddress", "10.0.1.1", "type", "ping"), 431, "Running", "stopped SSVM")
+	wantCSError(t, ce.cmd(op, "getDiagnosticsData", "targetid", fx.r4, "files", "/etc/hosts,relative/x"), 431, "files", "relative file")
+	wantCSError(t, ce.cmd(op, "migrateSystemVm", "virtualmachineid", fx.ssvm1, "hostid", fx.host2), 431, "hostid", "host of another cluster")
+	wantCSError(t, ce.cmd(op, "migrateSystemVm"), 431, "missing parameter virtualmachineid", "no vm")
+	wantCSError(t, ce.cmd(op, "scaleSystemVm", "id", fx.ssvm1, "serviceofferingid", "no-such-offering"), 431, "serviceofferingid", "unknown offering")
+	wantCSError(t, ce.cmd(op, "scaleSystemVm", "id", fx.ssvm1), 431, "missing parameter serviceofferingid", "no offering")
+	wantCSError(t, ce.cmd(op, "upgradeRouterTemplate", "zoneid", fx.zone1, "podid", fx.pod1), 431, "", "two selectors")
+	wantCSError(t, ce.cmd(op, "upgradeRouterTemplate", "account", "admin"), 431, "domainid", "account without domainid")
+	wantCSError(t, ce.cmd(op, "upgradeRouterTemplate", "id", "no-such-router"), 431, "", "unknown router")
+	wantCSError(t, ce.cmd(admin, "uploadCustomCertificate", "certificate", "not a PEM", "name", "root1", "id", "1"), 431, "certificate", "bad PEM")
+	wantCSError(t, ce.cmd(admin, "uploadCustomCertificate", "certificate", "x", "id", "one"), 431, "id must be an integer", "bad id")
+	wantCSError(t, ce.cmd(op, "createConsoleEndpoint", "virtualmachineid", "no-such-vm"), 431, "virtualmachineid", "unknown console VM")
+	wantCSError(t, ce.cmd(admin, "registerTemplate", "name", "systemvm-kvm-4.19.0", "url", "http://127.0.0.1:1/systemvmtemplate-4.19.0-kvm.qcow2.bz2",
+		"format", "OVA", "hypervisor", "KVM"), 431, "format", "OVA for KVM")
+	wantCSError(t, ce.cmd(admin, "registerTemplate", "name", "systemvm-kvm", "url", "http://127.0.0.1:1/systemvmtemplate-kvm.qcow2.bz2",
+		"format", "QCOW2", "hypervisor", "KVM"), 431, "version", "no release number anywhere")
+	wantCSError(t, ce.cmd(admin, "registerTemplate", "name", "systemvm-kvm-4.19.0", "url", "http://127.0.0.1:1/systemvmtemplate-4.19.0-kvm.qcow2.bz2",
+		"format", "QCOW2", "hypervisor", "KVM", "zoneid", "no-such-zone"), 431, "zoneid", "unknown zone")
+
+	// Valid asynchronous commands without Temporal: 534, and no operation journaled.
+	wantCSError(t, ce.cmd(op, "runDiagnostics", "targetid", fx.r4, "ipaddress", "10.0.1.1", "type", "ping"), 534, "", "diagnostics without Temporal")
+	var n int64
+	store.DB.Model(&models.Operation{}).Count(&n)
+	if n != 0 {
+		t.Errorf("%d operations after refused commands, want 0", n)
+	}
+
+	// uploadCustomCertificate: stored at once, the message says so; the key is never answered.
+	p := certtest.NewPKI("*.consoleproxy.example.com", certtest.P256)
+	u := ce.cmd(admin, "uploadCustomCertificate", "certificate", p.Root.CertPEM(), "name", "root1", "id", "1")
+	cc, _ := u.body["customcertificate"].(map[string]any)
+	if u.status != 200 || u.name != "uploadcustomcertificateresponse" || !strings.Contains(fmt.Sprint(cc["message"]), "root1 version 1") {
+		t.Errorf("uploadCustomCertificate root: %d %s", u.status, u.raw)
+	}
+	if r := ce.cmd(admin, "uploadCustomCertificate", "certificate", p.Intermediate.CertPEM(), "name", "intermed1", "id", "2"); r.status != 200 {
+		t.Errorf("uploadCustomCertificate intermediate: %d %s", r.status, r.raw)
+	}
+	s := ce.cmd(admin, "uploadCustomCertificate", "certificate", p.Server.CertPEM(), "privatekey", p.Server.KeyPEM(),
+		"domainsuffix", "*.consoleproxy.example.com")
+	if s.status != 200 || bytes.Contains(s.raw, []byte("PRIVATE KEY")) {
+		t.Errorf("uploadCustomCertificate server: %d %s", s.status, s.raw)
+	}
+	var certs int64
+	store.DB.Model(&models.Certificate{}).Count(&certs)
+	if certs != 3 {
+		t.Errorf("%d certificates stored, want 3", certs)
+	}
+
+	// createConsoleEndpoint through the running CPVM of the zone.
+	c := ce.cmd(op, "createConsoleEndpoint", "virtualmachineid", fx.ssvm1)
+	ep, _ := c.body["consoleendpoint"].(map[string]any)
+	if c.status != 200 || c.name != "createconsoleendpointresponse" || ep["success"] != true || !strings.Contains(fmt.Sprint(ep["url"]), "token=") {
+		t.Errorf("createConsoleEndpoint: %d %s", c.status, c.raw)
 	}
 }

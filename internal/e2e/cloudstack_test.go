@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 )
@@ -257,4 +259,52 @@ func csItems(v any) []map[string]any {
 		}
 	}
 	return out
+}
+
+// TestCloudStackRunDiagnostics runs an async runDiagnostics with Debian's cs client against the
+// real platform (Temporal, worker, vcsim, the SSH fleet): cs polls queryAsyncJobResult to the
+// end, the job's result is the command's stdout, stderr and exit code in CloudStack's shape, and
+// the stored diagnostics result of the router agrees.
+func TestCloudStackRunDiagnostics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal and the simulators")
+	}
+	argv := findCS(t)
+	_, err := exec.LookPath("ping")
+	testenv.Require(t, "ping (apt-get install iputils-ping)", err)
+	net := newDiagNet(t)
+	store := modelstest.SQLite(t)
+	files := &devcloud.SandboxFiles{}
+	p := newPlatform(t, store, platformOptions{vmware: true, fleet: true, commands: devcloud.DiagnosticsCommands(net.vm, files), files: files})
+	ak, sk := p.csPair(p.key)
+	cs := &csClient{t: t, argv: argv, endpoint: p.api.URL + api.CloudStackPath, key: ak, secret: sk, dir: t.TempDir()}
+
+	var router models.SystemVM
+	if err := store.DB.Where("hypervisor_type = ? AND type = ? AND state = ?", "VMware", models.TypeRouter, models.StateRunning).
+		Order("name").First(&router).Error; err != nil {
+		t.Fatalf("no Running VMware router: %v", err)
+	}
+	code, res := cs.run("runDiagnostics", "targetid="+router.ID, "type=ping", "ipaddress=127.0.0.1", "params=-c 2 -i 0.2")
+	if code != 0 {
+		t.Fatalf("cs runDiagnostics exit %d: %v", code, res)
+	}
+	d, _ := res["diagnostics"].(map[string]any)
+	if d["exitcode"] != "0" || !strings.Contains(fmt.Sprint(d["stdout"]), "2 packets transmitted, 2 received") {
+		t.Errorf("runDiagnostics job result %v, want ping's output and exitcode \"0\"", res)
+	}
+	var rows []models.DiagnosticsResult
+	modelstest.Must(t, store.DB.Where("system_vm_id = ?", router.ID).Find(&rows).Error, "diagnostics results")
+	if len(rows) != 1 || rows[0].ExitCode != 0 || rows[0].Stdout != d["stdout"] {
+		t.Errorf("stored diagnostics results of %s: %+v", router.Name, rows)
+	}
+	var ops []models.Operation
+	modelstest.Must(t, store.DB.Where("target_id = ? AND kind = ?", router.ID, "systemvm.diagnostics").Find(&ops).Error, "operations")
+	if len(ops) != 1 || ops[0].Status != models.OpCompleted || ops[0].RequestedBy == "" {
+		t.Errorf("diagnostics operations of %s: %+v", router.Name, ops)
+	}
+	// A refusal in the REST operation's words, naming the parameter; cs exits non-zero.
+	if code, e := cs.run("runDiagnostics", "targetid="+router.ID, "type=ping", "ipaddress=127.0.0.1", "params=-c 1; reboot"); code == 0 ||
+		!strings.Contains(fmt.Sprint(e), "params") {
+		t.Errorf("cs runDiagnostics with a shell character: exit %d %v", code, e)
+	}
 }
