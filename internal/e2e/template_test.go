@@ -114,7 +114,7 @@ func TestTemplateRolloutEveryHypervisor(t *testing.T) {
 	}
 	needQemuImg(t)
 	modelstest.ForEach(t, func(t *testing.T, store *models.Store) {
-		p := newPlatform(t, store, platformOptions{kvm: true, vmware: true, xen: true})
+		p := newPlatform(t, store, platformOptions{kvm: true, vmware: true, xen: true, fleet: true})
 		localSecondaryStores(t, store)
 		imgDir := t.TempDir()
 		const data = 3 << 20
