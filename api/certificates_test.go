@@ -41,7 +41,7 @@ func TestCertificatesUploadAndList(t *testing.T) {
 		e := newEnv(t, s, Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 		admin, ro := models.RoleAdmin, models.RoleReadOnly
 		const suffix = "*.consoleproxy.example.com"
-		p := certtest.NewPKI(suffix, certtest.P256)
+		p := certtest.NewPKIWithPlus(suffix, certtest.P256)
 
 		// The operator role may not upload a key.
 		e.wantErr(e.do("POST", "/certificates", models.RoleOperator, map[string]any{"certificate": p.Root.CertPEM(), "name": "root1", "id": 1}),

@@ -108,7 +108,7 @@ func TestCertificateUploadThreeLevelChain(t *testing.T) {
 // Every bad upload is refused before anything is stored, naming the field and what is wrong.
 func TestCertificateUploadRefusals(t *testing.T) {
 	s := modelstest.SQLite(t)
-	p := certtest.NewPKI(suffix, certtest.RSA2048)
+	p := certtest.NewPKIWithPlus(suffix, certtest.RSA2048)
 	uploadChain(t, s, p)
 	srv := func(cert, key string) models.CertificateUpload {
 		return models.CertificateUpload{Certificate: cert, PrivateKey: key, DomainSuffix: suffix}

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"strings"
 	"time"
 )
 
@@ -146,6 +147,18 @@ func NewPKI(suffix string, algo Algo) *PKI {
 	inter := Issue(Options{CN: "sysvm test intermediate", CA: true, Algo: algo, NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour)}, root)
 	server := Issue(Options{CN: suffix, DNSNames: []string{suffix}, Algo: algo}, inter)
 	return &PKI{Root: root, Intermediate: inter, Server: server, Suffix: suffix}
+}
+
+// NewPKIWithPlus is NewPKI with a server certificate and key whose PEM text both hold a '+',
+// for tests of the URL-decoding corruption ('+' read as a space): the base64 of random DER has
+// none a few times in a hundred, which would make such a test flaky.
+func NewPKIWithPlus(suffix string, algo Algo) *PKI {
+	for i := 0; ; i++ {
+		p := NewPKI(suffix, algo)
+		if (strings.Contains(p.Server.CertPEM(), "+") && strings.Contains(p.Server.KeyPEM(), "+")) || i == 200 {
+			return p
+		}
+	}
 }
 
 // ServerFor issues another server certificate from the PKI's intermediate.
