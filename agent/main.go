@@ -30,7 +30,12 @@ commands:
                       advance_monitor_results.json, print the run as JSON
   results basic|advanced
                       print the last results file of that type
-  version             print the agent, template and scripts versions as JSON
+  version             print the agent, template and scripts versions (and the live patch
+                      bundle installed, if any) as JSON
+  patch [--force]     read a live patch bundle (JSON: version, checksum, files) on stdin,
+                      verify its checksum, install its files, restart the services and
+                      record its version; a bundle installed already is a no-op unless
+                      --force; prints what was done as JSON
   ip-assoc            read a JSON list of service addresses ({ip, kind, add}) on stdin,
                       bring them up or release them, print the addresses held as JSON
 `
@@ -42,6 +47,8 @@ type VersionInfo struct {
 	TemplateVersion string `json:"templateVersion"`
 	// ScriptsVersion is the first line of /var/cache/cloud/cloud-scripts-signature.
 	ScriptsVersion string `json:"scriptsVersion"`
+	// SoftwareVersion is the version of the live patch bundle installed ("" when none).
+	SoftwareVersion string `json:"softwareVersion,omitempty"`
 }
 
 // Main is the whole sysvm-agent command: argv are the arguments after the program name, root
@@ -141,7 +148,12 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 		v := VersionInfo{AgentVersion: Version}
 		v.TemplateVersion, _ = a.firstLine(ReleaseFile)
 		v.ScriptsVersion, _ = a.firstLine(ScriptsSignatureFile)
+		if rec, ok, _ := a.InstalledPatch(); ok && rec.Checksum == v.ScriptsVersion {
+			v.SoftwareVersion = rec.Version
+		}
 		return printJSON(v)
+	case "patch":
+		return a.patchCommand(ctx, args, stdin, stderr, printJSON)
 	case "ip-assoc":
 		if len(args) != 1 {
 			fmt.Fprint(stderr, "sysvm-agent: ip-assoc takes no arguments (the addresses come on stdin)\n")
