@@ -88,6 +88,9 @@ type Health struct {
 	// by ExpectedFromStore (running guest VMs, port forwarding and LB rules of the router's
 	// networks). Tests set it to expect something else.
 	Expected func(ctx context.Context, vm models.SystemVM) (ExpectedState, error)
+	// PatchBundle is the agent and scripts bundle routers are live-patched with (nil: this
+	// build's, agent.DefaultBundle).
+	PatchBundle func(ctx context.Context) (agent.Bundle, error)
 }
 
 // NewHealth builds the health activities over a store (migrated: see models.Migrate) and an

@@ -214,6 +214,9 @@ func (h *Health) configFor(ctx context.Context, vm models.SystemVM, cs checkSett
 	cfg.ExpectedVMs, cfg.PortForwardingRules, cfg.LBRules = exp.VMs, exp.PortForwarding, exp.LoadBalancing
 	cfg.MaxConnections = exp.MaxConnections
 	cfg.TemplateVersion = vm.Version
+	// A live-patched router must report the scripts version its patch recorded (the bundle's
+	// checksum): router_version_check.py compares it with cloud-scripts-signature.
+	cfg.ScriptsVersion = vm.ScriptsVersion
 	if cfg.TemplateVersion == "" && vm.TemplateID != "" {
 		var tpl models.Template
 		if err := h.Store.Get(ctx, &tpl, vm.TemplateID); err == nil {

@@ -443,7 +443,9 @@ func (a *Activities) createVM(ctx context.Context, d hypervisors.Driver, vm *mod
 		return "", err
 	}
 	if err := a.Store.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", vm.ID).
-		Updates(map[string]any{"template_id": b.tpl.ID, "version": b.tpl.Version, "host_id": b.host.ID, "storage_pool_id": b.pool.ID}).Error; err != nil {
+		Updates(map[string]any{"template_id": b.tpl.ID, "version": b.tpl.Version, "host_id": b.host.ID, "storage_pool_id": b.pool.ID,
+			// A VM built from a template runs the template's scripts: a live patch's are gone.
+			"scripts_version": "", "software_version": ""}).Error; err != nil {
 		return "", err
 	}
 	if err := a.forgetHealth(ctx, vm.ID); err != nil {

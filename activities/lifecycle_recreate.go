@@ -508,7 +508,9 @@ func (a *Activities) commit(ctx context.Context, d hypervisors.Driver, vm *model
 	}
 	state := stateOf(info.State)
 	updates := map[string]any{"instance_name": p.InstanceName, "template_id": b.tpl.ID, "version": b.tpl.Version,
-		"storage_pool_id": b.pool.ID, "state": state, "last_error": "", "removed_at": nil}
+		"storage_pool_id": b.pool.ID, "state": state, "last_error": "", "removed_at": nil,
+		// The replacement runs its template's scripts: a live patch of the old VM is gone.
+		"scripts_version": "", "software_version": ""}
 	if p.LinkLocal {
 		updates["link_local_ip"], updates["link_local_mac"] = p.ControlIP, p.ControlMAC
 	} else {

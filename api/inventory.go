@@ -263,7 +263,7 @@ func (s *Server) routerReadRoutes() []Route {
 	return []Route{
 		{Method: http.MethodGet, Path: "/routers", Role: models.RoleReadOnly, Handler: s.listRouters, Doc: Doc{
 			OperationID: "listRouters", Summary: "List virtual routers", Tag: "Routers", Query: params(fs), Paged: true,
-			Description: "requiresupgrade is true when minreq.sysvmtemplate.version (the router's zone's value first, then the global one) is set and the router's version is below it or unknown; versions compare numerically (4.10.0 equals 4.10.0.0) and it is computed at every read.",
+			Description: "requiresupgrade is true when minreq.sysvmtemplate.version (the router's zone's value first, then the global one) is set and the router's version is below it or unknown, unless the router was live-patched with the platform's current bundle (softwareversion, as in CloudStack); versions compare numerically (4.10.0 equals 4.10.0.0) and it is computed at every read.",
 			Responses:   []Response{{Status: 200, Description: "a page of routers", Schema: "RouterList"}}}},
 		{Method: http.MethodGet, Path: "/routers/{id}", Role: models.RoleReadOnly, Handler: s.getRouter, Doc: Doc{
 			OperationID: "getRouter", Summary: "Get one virtual router with its last health check results", Tag: "Routers",
@@ -314,13 +314,13 @@ func (s *Server) listRouters(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var cands []struct{ ID, Version, ZoneID string }
-	if err := q.Select("id, version, zone_id").Order(order).Find(&cands).Error; err != nil {
+	var cands []struct{ ID, Version, SoftwareVersion, ZoneID string }
+	if err := q.Select("id, version, software_version, zone_id").Order(order).Find(&cands).Error; err != nil {
 		return Internal(err, "list routers")
 	}
 	var ids []string
 	for _, r := range cands {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version})
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version, SoftwareVersion: r.SoftwareVersion})
 		if err != nil {
 			return Internal(err, "read minreq.sysvmtemplate.version")
 		}

@@ -175,6 +175,11 @@ func (r *Routers) syncInstance(ctx context.Context, vm models.SystemVM, in insta
 			spec.TemplateVersion = cfg.TemplateVersion
 		}
 	}
+	if in.name == vm.HypervisorName() {
+		// The row's own instance keeps the scripts version a live patch recorded (a rendering
+		// after the patch must not put the template's back).
+		spec.ScriptsVersion = vm.ScriptsVersion
+	}
 	r.mu.Lock()
 	_, known := r.names[in.name]
 	r.names[in.name] = vm.ID

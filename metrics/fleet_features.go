@@ -130,11 +130,11 @@ func (f *FleetCollector) collectTemplates(ctx context.Context, gauge func(*prome
 func (f *FleetCollector) collectUpgrades(ctx context.Context, zones []models.Zone, gauge func(*prometheus.Desc, float64, ...string), zone func(string) string) error {
 	db := f.store.DB.WithContext(ctx)
 	var vers []struct {
-		ZoneID, Version string
-		N               int64
+		ZoneID, Version, SoftwareVersion string
+		N                                int64
 	}
-	if err := db.Model(&models.SystemVM{}).Select("zone_id, version, COUNT(*) AS n").
-		Where("type = ? AND removed_at IS NULL", models.TypeRouter).Group("zone_id, version").Scan(&vers).Error; err != nil {
+	if err := db.Model(&models.SystemVM{}).Select("zone_id, version, software_version, COUNT(*) AS n").
+		Where("type = ? AND removed_at IS NULL", models.TypeRouter).Group("zone_id, version, software_version").Scan(&vers).Error; err != nil {
 		return fmt.Errorf("router versions: %w", err)
 	}
 	minreq := &models.MinReqVersions{Settings: f.store.Settings}
@@ -145,7 +145,7 @@ func (f *FleetCollector) collectUpgrades(ctx context.Context, zones []models.Zon
 		requiring[z.ID], running[z.ID], paused[z.ID] = 0, 0, 0
 	}
 	for _, v := range vers {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: v.ZoneID, Version: v.Version})
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: v.ZoneID, Version: v.Version, SoftwareVersion: v.SoftwareVersion})
 		if err != nil {
 			return err
 		}

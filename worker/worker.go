@@ -113,6 +113,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		h.HealthCheckNow,
 		// RouterUpgrade, NetworkRulesPush
 		h.UpgradeHealthGate, h.PushNetworkRules,
+		// RouterUpgrade with mode patch
+		h.PatchRouter,
 	}
 	return lifecycle, health
 }

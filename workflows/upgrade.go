@@ -79,8 +79,8 @@ func (w *upgrade) setup(ctx workflow.Context) error {
 	if w.req.Mode == "" {
 		w.req.Mode = UpgradeModeRecreate
 	}
-	if w.req.Mode != UpgradeModeRecreate {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("mode %q is not supported (only recreate)", w.req.Mode),
+	if w.req.Mode != UpgradeModeRecreate && w.req.Mode != UpgradeModePatch {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("mode %q is not supported (recreate or patch)", w.req.Mode),
 			activities.ErrTypeNotAllowed, nil)
 	}
 	sa := []temporal.SearchAttributeUpdate{OperationKindKey.ValueSet(RouterUpgradeOperationKind)}
@@ -398,6 +398,10 @@ func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
 		return UpgradeSkipped, chk.Reason
 	}
 	r.FromVersion = chk.Version
+	if w.req.Mode == UpgradeModePatch {
+		// A new branch, taken only by patch-mode upgrades (no recorded history has one).
+		return w.patchRouter(ctx, i, chk)
+	}
 	opID := RouterUpgradeRouterOperationID(w.in.OperationID, r.ID)
 	t := RouterTarget(r.ID, r.ZoneID, RouterUpgradeOperationKind)
 	cctx := workflow.WithChildOptions(ctx, t.ChildOptions(map[string]any{"operationId": opID, "target": r.ID,
@@ -415,6 +419,12 @@ func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
 	if out.State != models.StateRunning {
 		return UpgradeFailed, fmt.Sprintf("recreate left it %s, not Running", out.State)
 	}
+	return w.healthGate(ctx, i)
+}
+
+// healthGate runs router i's health gate once its upgrade step (recreate or patch) is done.
+func (w *upgrade) healthGate(ctx workflow.Context, i int) (string, string) {
+	r := &w.st.Routers[i]
 	r.State, r.GateStarted = UpgradeHealthCheck, workflow.Now(ctx).UnixMilli()
 	w.events++
 	gctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -494,7 +504,8 @@ func (w *upgrade) result() RouterUpgradeResult {
 }
 
 func (w *upgrade) progress(now time.Time) RouterUpgradeProgress {
-	p := RouterUpgradeProgress{Status: "running", Counts: w.counts(), InFlight: w.inFlight, Budget: w.req.Budget.String()}
+	p := RouterUpgradeProgress{Status: "running", Counts: w.counts(), InFlight: w.inFlight, Budget: w.req.Budget.String(),
+		Mode: w.req.Mode}
 	if w.st == nil {
 		p.Step = "plan"
 		return p

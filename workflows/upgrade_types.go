@@ -215,6 +215,9 @@ type RouterUpgradeRequest struct {
 	Window  *UpgradeWindow           `json:"window,omitempty"`
 	Windows map[string]UpgradeWindow `json:"windows,omitempty"`
 	Mode    string                   `json:"mode"`
+	// PatchForce (mode patch) re-installs the bundle on routers that run it already
+	// (patchSystemVm's forced); otherwise such a router's patch is a no-op.
+	PatchForce bool `json:"patchForce,omitempty"`
 	// GateTimeout bounds each router's health gate (DefaultGateTimeout when 0).
 	GateTimeout time.Duration `json:"gateTimeout,omitempty"`
 	// GatePoll is the pause between the gate's fresh checks (the activity's default when 0).
@@ -245,10 +248,13 @@ type UpgradeRouter struct {
 	State       string `json:"state"`
 	FromVersion string `json:"fromversion,omitempty"`
 	ToVersion   string `json:"toversion,omitempty"`
-	Started     int64  `json:"started,omitempty"`
-	GateStarted int64  `json:"gatestarted,omitempty"`
-	Ended       int64  `json:"ended,omitempty"`
-	Reason      string `json:"reason,omitempty"`
+	// SoftwareVersion is the live patch bundle a patch-mode upgrade installed (its template
+	// version, ToVersion, stays FromVersion: the VM was not rebuilt).
+	SoftwareVersion string `json:"softwareversion,omitempty"`
+	Started         int64  `json:"started,omitempty"`
+	GateStarted     int64  `json:"gatestarted,omitempty"`
+	Ended           int64  `json:"ended,omitempty"`
+	Reason          string `json:"reason,omitempty"`
 }
 
 // UpgradeGroup is one group's place and state in an upgrade.
@@ -282,8 +288,10 @@ type RouterUpgradeState struct {
 type RouterUpgradeProgress struct {
 	Progress
 	// Status: running, paused, waiting-window, canceling, draining (before continue-as-new).
-	Status      string         `json:"status"`
-	PauseReason string         `json:"pauseReason,omitempty"`
+	Status      string `json:"status"`
+	PauseReason string `json:"pauseReason,omitempty"`
+	// Mode is how routers are upgraded: recreate or patch.
+	Mode        string         `json:"mode,omitempty"`
 	Counts      map[string]int `json:"counts"`
 	InFlight    int            `json:"inFlight"`
 	MaxInFlight int            `json:"maxInFlight"`
