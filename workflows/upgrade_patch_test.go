@@ -26,7 +26,7 @@ type patchRig struct {
 func newPatchRig(t *testing.T, plan activities.UpgradePlan) *patchRig {
 	p := &patchRig{upgradeRig: newUpgradeRig(t, plan), patchFail: map[string]string{}, patched: map[string]time.Time{},
 		patchIn: map[string][]activities.PatchRouterInput{}}
-	p.env.OnActivity(ha.PatchRouter, mock.Anything, mock.Anything).After(2*time.Minute).Return(
+	p.env.OnActivity(ha.PatchRouter, mock.Anything, mock.Anything).After(2 * time.Minute).Return(
 		func(_ context.Context, in activities.PatchRouterInput) (activities.PatchRouterResult, error) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
