@@ -45,7 +45,7 @@ var (
 		"linklocalip", "linklocalmacaddress", "publicip", "publicmacaddress", "guestnetworkid", "guestnetworkname",
 		"templateid", "templatename", "created:date", "state", "account", "domainid", "domain", "serviceofferingid",
 		"serviceofferingname", "isredundantrouter:boolean", "redundantstate", "version", "vpcid", "vpcname", "role",
-		"requiresupgrade:boolean", "healthchecksfailed:boolean", "healthcheckresults:list")
+		"requiresupgrade:boolean", "healthchecksfailed:boolean", "healthcheckresults:list", "scriptsversion", "softwareversion")
 	csSystemVMFields = csFields("id", "name", "systemvmtype", "zoneid", "zonename", "podid", "podname", "hostid", "hostname",
 		"hypervisor", "privateip", "privatemacaddress", "publicip", "publicmacaddress", "linklocalip", "linklocalmacaddress",
 		"templateid", "templatename", "created:date", "state", "activeviewersessions:integer", "version",
@@ -337,6 +337,10 @@ type csRouter struct {
 	RequiresUpgrade     bool            `json:"requiresupgrade"`
 	HealthChecksFailed  bool            `json:"healthchecksfailed"`
 	HealthCheckResults  []csHealthCheck `json:"healthcheckresults,omitempty"`
+	// ScriptsVersion and SoftwareVersion are set once the router was live-patched
+	// (patchSystemVm).
+	ScriptsVersion  string `json:"scriptsversion,omitempty"`
+	SoftwareVersion string `json:"softwareversion,omitempty"`
 }
 
 // csRouters writes REST routers with CloudStack's fields and the names of what they refer to.
@@ -373,7 +377,8 @@ func (c *csCall) csRouters(ctx context.Context, rs []routerView, withHealth bool
 			State: r.State, Account: an[r.AccountID], DomainID: r.DomainID, Domain: dn[r.DomainID],
 			ServiceOfferingID: r.ServiceOfferingID, ServiceOfferingName: on[r.ServiceOfferingID], IsRedundant: r.IsRedundant,
 			RedundantState: r.RedundantState, Version: r.Version, VPCID: r.VPCID, VPCName: vn[r.VPCID], Role: "VIRTUAL_ROUTER",
-			RequiresUpgrade: r.RequiresUpgrade, HealthChecksFailed: r.HealthChecksFailed}
+			RequiresUpgrade: r.RequiresUpgrade, HealthChecksFailed: r.HealthChecksFailed,
+			ScriptsVersion: r.ScriptsVersion, SoftwareVersion: r.SoftwareVersion}
 		if r.IsRedundant && cr.RedundantState == "" {
 			cr.RedundantState = models.RedundantUnknown
 		}

@@ -32,6 +32,10 @@ func csOperationCommands() []*csCommand {
 				csP("podid", "uuid", "upgrade the routers of this pod"), csP("zoneid", "uuid", "upgrade the routers of this zone"),
 				csP("domainid", "uuid", "upgrade the routers of this domain (with account: of that account)"),
 				csP("account", "string", "upgrade the routers of this account (with domainid)")}},
+		{Name: "patchSystemVm", Description: "Live-patches a virtual router: the platform's agent and scripts bundle goes over SSH to the running router, which installs it and restarts its services without a reboot (then its health gate), as one sysvm router upgrade in mode patch. CPVM and SSVM are not patched by sysvm yet.",
+			Async: true, Role: models.RoleOperator, Run: (*csCall).patchSystemVM, Response: csFields("success:boolean", "displaytext"),
+			Params: []csParamSpec{csRequired("id", "uuid", "the router to patch"),
+				csP("forced", "boolean", "copy the scripts and restart even when the router runs the current bundle already (default false)")}},
 		{Name: "runDiagnostics", Description: "Runs ping, traceroute or arping inside a system VM or virtual router.",
 			Async: true, Role: models.RoleOperator, Run: (*csCall).runDiagnostics, Response: csFields("stdout", "stderr", "exitcode"),
 			Params: []csParamSpec{csRequired("targetid", "uuid", "the system VM or router"),
@@ -114,6 +118,37 @@ func (c *csCall) upgradeRouterTemplate(ctx context.Context) (map[string]any, err
 	// CloudStack answers the list of the jobs it started, one per router; sysvm runs the whole
 	// upgrade (batched, health-gated) as one operation, so the list holds that one job.
 	return csList("asyncjobs", 1, []map[string]string{{"jobid": out.Operation.ID}}), nil
+}
+
+// patchSystemVM is patchSystemVm: a router upgrade of that one router in mode patch, taken
+// whether or not it requires upgrade (CloudStack patches any Running system VM asked); forced
+// re-installs a bundle the router runs already.
+func (c *csCall) patchSystemVM(ctx context.Context) (map[string]any, error) {
+	id := c.get("id")
+	var vm models.SystemVM
+	err := c.s.store.DB.WithContext(ctx).Select("id, type").Where("id = ?", id).Take(&vm).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, csParamError("id: no system VM or router with id %s", id)
+	}
+	if err != nil {
+		return nil, Internal(err, "read system VM %s", id)
+	}
+	if !vm.IsRouter() {
+		return nil, csParamError("id: %s is a %s: sysvm live-patches virtual routers only (recreate a CPVM or SSVM to update it)", id, vm.Type)
+	}
+	body := map[string]any{"id": id, "mode": workflows.UpgradeModePatch, "force": true}
+	if v := c.get("forced"); v != "" {
+		b, err := parseBool("forced", v)
+		if err != nil {
+			return nil, err
+		}
+		body["forced"] = b
+	}
+	var out started
+	if err := c.restCall(ctx, "upgradeRouterTemplate", nil, nil, body, &out); err != nil {
+		return nil, err
+	}
+	return csStarted(out.Operation), nil
 }
 
 // csVMPath picks the REST operation of a VM by what it is: op+"Router" for a virtual router,
@@ -285,7 +320,20 @@ func (c *csCall) csOperationResult(ctx context.Context, op OperationView) map[st
 			return map[string]any{"diagnostics": map[string]any{"details": err.Error()}}
 		}
 		return map[string]any{"diagnostics": map[string]any{"url": c.origin + a.URL}}
-	case workflows.RouterUpgradeOperationKind, workflows.TemplateRolloutOperationKind:
+	case workflows.RouterUpgradeOperationKind:
+		// A router that failed its upgrade or patch does not fail the operation (the budget
+		// decides what happens next): the job says so in success and displaytext.
+		var r workflows.RouterUpgradeResult
+		var v any
+		if len(op.Result) == 0 || json.Unmarshal(op.Result, &r) != nil || json.Unmarshal(op.Result, &v) != nil {
+			return map[string]any{"success": true}
+		}
+		text := make([]string, 0, len(r.Routers))
+		for _, x := range r.Routers {
+			text = append(text, strings.TrimSpace(x.Name+" "+x.State+": "+x.Reason))
+		}
+		return map[string]any{"success": r.Counts[workflows.UpgradeFailed] == 0, "displaytext": strings.Join(text, "; "), "result": v}
+	case workflows.TemplateRolloutOperationKind:
 		var v any
 		if len(op.Result) > 0 && json.Unmarshal(op.Result, &v) == nil {
 			return map[string]any{"success": true, "result": v}

@@ -581,6 +581,20 @@ func TestCloudStackJobs(t *testing.T) {
 		q.body["cmd"] != "org.apache.cloudstack.api.command.admin.router.UpgradeRouterTemplateCmd" {
 		t.Errorf("upgrade job: %s", q.raw)
 	}
+	// patchSystemVm: a router upgrade of that router in mode patch (any router, forced passed
+	// on); a CPVM or SSVM is refused naming id.
+	pr := ce.cmd(models.RoleOperator, "patchSystemVm", "id", fx.r5, "forced", "true")
+	pjob, _ := pr.body["jobid"].(string)
+	if pr.status != 200 || pr.name != "patchsystemvmresponse" || pjob == "" || pr.body["id"] != fx.r5 {
+		t.Fatalf("patchSystemVm: %d %s", pr.status, pr.raw)
+	}
+	var pop models.Operation
+	modelstest.Must(t, store.Get(context.Background(), &pop, pjob), "the patch operation")
+	if pop.Kind != "router.upgrade" || pop.TargetType != "router" || pop.TargetID != fx.r5 || pop.WorkflowID != "router-upgrade:router:"+fx.r5 {
+		t.Errorf("patch operation: %+v", pop)
+	}
+	wantCSError(t, ce.cmd(models.RoleOperator, "patchSystemVm", "id", fx.ssvm1), 431, "virtual routers only", "patch an SSVM")
+	wantCSError(t, ce.cmd(models.RoleOperator, "patchSystemVm", "id", fx.r5, "forced", "maybe"), 431, "forced", "bad forced")
 	// registerTemplate answers the template as listTemplates does; its rollout is a job.
 	rt := ce.cmd(models.RoleAdmin, "registerTemplate", "name", "systemvm-kvm-4.19.0", "format", "qcow2", "hypervisor", "KVM",
 		"url", "http://127.0.0.1:1/systemvmtemplate-4.19.0-kvm.qcow2.bz2", "zoneid", "-1", "ostypeid", "x", "ispublic", "true")

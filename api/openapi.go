@@ -305,7 +305,8 @@ func componentSchemas() map[string]any {
 	systemVM := with(base, "name", "systemvmtype", "state", "zoneid", "podid", "clusterid", "hostid", "storageid", "hypervisor",
 		"templateid", "version", "serviceofferingid", "cpunumber:int", "memory:int", "publicip", "privateip", "linklocalip",
 		"publicmacaddress", "privatemacaddress", "linklocalmacaddress", "guestnetworkid?", "vpcid?", "domainid?", "accountid?",
-		"isredundantrouter:bool", "redundantstate?", "activeviewersessions:int", "healthchecksfailed:bool", "removed?:time")
+		"isredundantrouter:bool", "redundantstate?", "activeviewersessions:int", "healthchecksfailed:bool", "removed?:time",
+		"scriptsversion?", "softwareversion?")
 	router := with(systemVM, "requiresupgrade:bool")
 	template := with(base, "name", "hypervisor", "format", "url", "checksum", "templatetype", "version", "zoneid?", "size:int", "status")
 	apiKey := with(base, "name", "role:string="+strings.Join([]string{models.RoleAdmin, models.RoleOperator, models.RoleReadOnly}, "|"), "prefix")

@@ -34,6 +34,8 @@ type routerUpgradeRequest struct {
 	Window  *workflows.UpgradeWindow           `json:"window"`
 	Windows map[string]workflows.UpgradeWindow `json:"windows"`
 	Mode    string                             `json:"mode"`
+	// Forced (mode patch) re-installs the bundle on routers that run it already.
+	Forced bool `json:"forced"`
 	// HealthGateTimeout is a Go duration ("5m"); 5 minutes when absent.
 	HealthGateTimeout string `json:"healthGateTimeout"`
 }
@@ -54,7 +56,7 @@ func upgradeSchemas() map[string]any {
 			"clusterid, podid, zoneid or domainid+account (none: every router that requires upgrade)",
 			"id?", "clusterid?", "podid?", "zoneid?", "domainid?", "account?", "force?:bool", "parallelism?:int",
 			"failureBudget?", "groupBy?:string="+strings.Join(activities.UpgradeGroupings(), "|"), "window?:@UpgradeWindow",
-			"windows?:object", "mode?:string=recreate|patch", "healthGateTimeout?"),
+			"windows?:object", "mode?:string=recreate|patch", "forced?:bool", "healthGateTimeout?"),
 		"RouterUpgradeParallelism": objectSchema("a new parallelism for a running upgrade", "parallelism:int"),
 	}
 }
@@ -70,7 +72,9 @@ func (s *Server) upgradeRoutes() []Route {
 			Description: "Starts a " + workflows.RouterUpgradeOperationKind + " operation: the selected routers that require upgrade " +
 				"(all of them with force), grouped and ordered by groupBy (zone, pod, cluster or account), each group in its window " +
 				"(windows by group ID, or window for all), at most parallelism at a time in a sliding window; each router is " +
-				"recreated from the current template as a systemvm:<id> lifecycle run, then must pass its health gate (basic checks " +
+				"recreated from the current template as a systemvm:<id> lifecycle run (mode recreate) or, with mode patch, " +
+				"live-patched: the platform's agent and scripts bundle goes over SSH to the running VM, which installs it and " +
+				"restarts its services without a reboot (forced re-installs a bundle already there); then it must pass its health gate (basic checks " +
 				"and services within healthGateTimeout). Redundant pairs go BACKUP first, the PRIMARY only once its BACKUP passed. " +
 				"More failures than failureBudget pause the upgrade and raise an alert. Progress per router is in the operation's " +
 				"progress (GET /router-upgrades/{id}). One upgrade at a time per selection scope.",
@@ -131,9 +135,12 @@ func parseUpgradeRequest(b routerUpgradeRequest) (workflows.RouterUpgradeRequest
 	case "", workflows.UpgradeModeRecreate:
 		req.Mode = workflows.UpgradeModeRecreate
 	case workflows.UpgradeModePatch:
-		return req, BadRequest("mode", "mode patch (live-patching routers over SSH) is not available yet: use recreate")
+		req.PatchForce = b.Forced
 	default:
 		return req, BadRequest("mode", "mode must be recreate or patch, got %q", b.Mode)
+	}
+	if b.Forced && req.Mode != workflows.UpgradeModePatch {
+		return req, BadRequest("forced", "forced re-installs a live patch bundle: it needs mode patch")
 	}
 	if b.HealthGateTimeout != "" {
 		d, err := time.ParseDuration(b.HealthGateTimeout)
@@ -199,7 +206,7 @@ func (s *Server) startRouterUpgrade(c echo.Context) error {
 			return workflows.RouterUpgradeInput{OperationID: opID, Request: req}
 		},
 		Memo: map[string]any{"routers": plan.Count(), "groups": len(plan.Groups), "groupBy": plan.GroupBy,
-			"parallelism": req.Parallelism, "failureBudget": req.Budget.String(), "force": req.Selection.Force},
+			"parallelism": req.Parallelism, "failureBudget": req.Budget.String(), "force": req.Selection.Force, "mode": req.Mode},
 	})
 }
 
