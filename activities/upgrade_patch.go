@@ -98,6 +98,18 @@ func (h *Health) PatchRouter(ctx context.Context, in PatchRouterInput) (PatchRou
 			fmt.Sprintf("router %s is %s: only a Running router can be live-patched (recreate it instead)", vm.Name, vm.State),
 			ErrTypeNotRunning, nil)
 	}
+	// A patch does not hold the router's own workflow ID (systemvm:<id>): it refuses to run
+	// while an operation there (a stop, reboot, recreate, migrate...) may replace or stop the VM.
+	var busy models.Operation
+	err = h.Store.DB.WithContext(ctx).Where("workflow_id = ? AND status = ?", "systemvm:"+vm.ID, models.OpRunning).
+		Order("created_at").Limit(1).Find(&busy).Error
+	if err != nil {
+		return res, fmt.Errorf("operations on router %s: %w", vm.Name, err)
+	}
+	if busy.ID != "" {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("another operation runs on the router: %s %s (workflow systemvm:%s)",
+			busy.Kind, busy.ID, vm.ID), ErrTypePatchFailed, nil)
+	}
 	if h.Exec == nil {
 		return res, errors.New("live patch: no SSH executor configured")
 	}
