@@ -286,6 +286,18 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("push to %s ended %s: %s", n.Name, op.Status, op.Error)
 		}
 		p.record(workflows.NetworkRulesWorkflowName+"_guest_vm.json", op.WorkflowID, op.RunID)
+
+		// Another outdated router live-patched (mode patch: the PatchRouter activity instead of
+		// the recreate child, then the gate).
+		pr := p.pickRouter("version = ? AND state = ?", devcloud.OldVersion, models.StateRunning)
+		if code := p.do(http.MethodPost, "/api/v1/router-upgrades", map[string]any{"id": pr.ID, "mode": "patch"}, &up); code != http.StatusAccepted {
+			t.Fatalf("patch %s = %d (%v)", pr.Name, code, up.Error)
+		}
+		op = p.wait(up.Operation, 2*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("patch of %s ended %s: %s", pr.Name, op.Status, op.Error)
+		}
+		p.record(workflows.RouterUpgradeWorkflowName+"_patch.json", op.WorkflowID, op.RunID)
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
