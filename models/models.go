@@ -205,23 +205,17 @@ type SystemVM struct {
 	LastError string `gorm:"type:text" json:"lasterror,omitempty"`
 	// DestroyOperationID is the operation that admitted this VM's destroy: the only-router
 	// check counts other routers without it, so two destroys of a pair cannot both pass.
-	DestroyOperationID string `gorm:"size:36;index" json:"-"`
-	Type               string `gorm:"size:32;index" json:"systemvmtype"`
-	State              string `gorm:"size:32;index" json:"state"`
-	ZoneID             string `gorm:"size:36;index" json:"zoneid"`
-	PodID              string `gorm:"size:36;index" json:"podid"`
-	ClusterID          string `gorm:"size:36;index" json:"clusterid"`
-	HostID             string `gorm:"size:36;index" json:"hostid"`
-	StoragePoolID      string `gorm:"size:36" json:"storageid"`
-	HypervisorType     string `gorm:"size:32" json:"hypervisor"`
-	TemplateID         string `gorm:"size:36" json:"templateid"`
-	Version            string `gorm:"size:64" json:"version"`
-	// ScriptsVersion is the checksum of the scripts a live patch installed (CloudStack's
-	// scriptsversion; the VM's /var/cache/cloud/cloud-scripts-signature), SoftwareVersion the
-	// version of that patch bundle (CloudStack's softwareversion). Both are empty on a VM
-	// never patched, and cleared when it is rebuilt from a template.
-	ScriptsVersion     string     `gorm:"size:128" json:"scriptsversion,omitempty"`
-	SoftwareVersion    string     `gorm:"size:64" json:"softwareversion,omitempty"`
+	DestroyOperationID string     `gorm:"size:36;index" json:"-"`
+	Type               string     `gorm:"size:32;index" json:"systemvmtype"`
+	State              string     `gorm:"size:32;index" json:"state"`
+	ZoneID             string     `gorm:"size:36;index" json:"zoneid"`
+	PodID              string     `gorm:"size:36;index" json:"podid"`
+	ClusterID          string     `gorm:"size:36;index" json:"clusterid"`
+	HostID             string     `gorm:"size:36;index" json:"hostid"`
+	StoragePoolID      string     `gorm:"size:36" json:"storageid"`
+	HypervisorType     string     `gorm:"size:32" json:"hypervisor"`
+	TemplateID         string     `gorm:"size:36" json:"templateid"`
+	Version            string     `gorm:"size:64" json:"version"`
 	ServiceOfferingID  string     `gorm:"size:36" json:"serviceofferingid"`
 	CPUs               int        `json:"cpunumber"`
 	MemoryMB           int        `json:"memory"`
@@ -240,6 +234,12 @@ type SystemVM struct {
 	ActiveViewers      int        `json:"activeviewersessions"`
 	HealthChecksFailed bool       `json:"healthchecksfailed"`
 	RemovedAt          *time.Time `json:"removed,omitempty"`
+	// ScriptsVersion is the checksum of the scripts a live patch installed (CloudStack's
+	// scriptsversion; the VM's /var/cache/cloud/cloud-scripts-signature), SoftwareVersion the
+	// version of that patch bundle (CloudStack's softwareversion). Both are empty on a VM
+	// never patched, and cleared when it is rebuilt from a template.
+	ScriptsVersion  string `gorm:"size:128" json:"scriptsversion,omitempty"`
+	SoftwareVersion string `gorm:"size:64" json:"softwareversion,omitempty"`
 }
 
 // HypervisorName is the name the hypervisor knows the VM by: InstanceName, or Name for rows

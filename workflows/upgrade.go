@@ -404,7 +404,7 @@ func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
 	}
 	r.FromVersion = chk.Version
 	if w.req.Mode == UpgradeModePatch {
-		// A new branch, taken only by patch-mode upgrades (no recorded history has one).
+		// A new branch, taken only by patch-mode upgrades (recreate histories never reach it).
 		return w.patchRouter(ctx, i, chk)
 	}
 	opID := RouterUpgradeRouterOperationID(w.in.OperationID, r.ID)
