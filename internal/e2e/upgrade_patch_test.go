@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -23,7 +24,8 @@ import (
 // boot time unchanged, no lifecycle operation), with the bundle's files, scripts signature and
 // record in its fleet sandbox and its services restarted; the rows record the scripts and
 // software versions and keep their template version, and no longer require upgrade; the
-// redundant pair went BACKUP first. A second patch-mode upgrade finds nothing to do.
+// redundant pair went BACKUP first; a gated change refused before the patch is accepted and
+// served after it. A second patch-mode upgrade finds nothing to do.
 func TestRouterUpgradePatchMode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, the simulators and a fleet of SSH routers")
@@ -80,6 +82,29 @@ func patchScenario(t *testing.T, store *models.Store) {
 	}
 	if booted == 0 {
 		t.Fatal("no hypervisor reports a boot time: the no-reboot check would check nothing")
+	}
+	// A gated change (router.version.check on by default) to an outdated single router's network
+	// is refused before the patch and accepted after it (a patched router no longer requires
+	// upgrade).
+	var gated models.SystemVM
+	for _, vm := range outdated {
+		if !vm.IsRedundant && vm.NetworkID != "" && vm.VPCID == "" {
+			gated = vm
+			break
+		}
+	}
+	if gated.ID == "" {
+		t.Fatal("no outdated single isolated router")
+	}
+	var gatedNet models.Network
+	if err := store.Get(context.Background(), &gatedNet, gated.NetworkID); err != nil {
+		t.Fatal(err)
+	}
+	guest := map[string]any{"name": "vm-patched-1", "macaddress": "02:00:aa:00:00:71",
+		"ipaddress": strings.TrimSuffix(gatedNet.CIDR, "0/24") + "71"}
+	var refused map[string]any
+	if code := p.do(http.MethodPost, "/api/v1/networks/"+gatedNet.ID+"/guest-vms", guest, &refused); code != http.StatusConflict {
+		t.Fatalf("guest VM on %s before the patch = %d (%v), want 409 router requires upgrade", gatedNet.Name, code, refused)
 	}
 	var opsBefore int64
 	if err := store.DB.Model(&models.Operation{}).Where("kind LIKE ?", "systemvm.%").Count(&opsBefore).Error; err != nil {
@@ -204,6 +229,19 @@ func patchScenario(t *testing.T, store *models.Store) {
 	after := list[models.SystemVM](p, "/api/v1/routers", url.Values{"zoneid": {p.zoneID}, "requiresupgrade": {"true"}})
 	if after.Count != 0 {
 		t.Errorf("%d routers still require upgrade after the patch", after.Count)
+	}
+	var accepted struct {
+		Operation operation `json:"operation"`
+	}
+	if code := p.do(http.MethodPost, "/api/v1/networks/"+gatedNet.ID+"/guest-vms", guest, &accepted); code != http.StatusAccepted {
+		t.Fatalf("guest VM on %s after the patch = %d, want 202", gatedNet.Name, code)
+	}
+	if op := p.wait(operation{ID: accepted.Operation.ID, Kind: workflows.NetworkRulesOperationKind}, 2*time.Minute); op.Status != models.OpCompleted {
+		t.Fatalf("push to the patched %s ended %s: %s", gated.Name, op.Status, op.Error)
+	}
+	groot, _ := p.routers.Fleet.Root(gated.HypervisorName())
+	if h, _ := os.ReadFile(filepath.Join(groot, agent.HostsFile)); !strings.Contains(string(h), "vm-patched-1") {
+		t.Errorf("/etc/hosts of the patched %s after the push:\n%s", gated.Name, h)
 	}
 	var again struct {
 		Error struct {
