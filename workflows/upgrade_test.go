@@ -364,6 +364,29 @@ func TestUpgradeBudgetAlertResolvedAtEnd(t *testing.T) {
 		require.WithinDuration(t, r.start.Add(2*time.Hour), r.resolved[0].at, 0)
 		require.Equal(t, models.OpCanceled, r.finished[len(r.finished)-1].Status)
 	})
+	t.Run("continued as new while paused", func(t *testing.T) {
+		routers := ids("r", 4)
+		r := newUpgradeRig(t, plainPlan(routers))
+		r.gateFail["r01"], r.gateFail["r02"] = "health gate: dns_check.py failing", "health gate: dns_check.py failing"
+		r.run(RouterUpgradeRequest{Parallelism: 1, RoutersPerRun: 2, Budget: FailureBudget{Count: 1}})
+		var can *workflow.ContinueAsNewError
+		require.True(t, errors.As(r.env.GetWorkflowError(), &can), "error %v", r.env.GetWorkflowError())
+		var next RouterUpgradeInput
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+		require.True(t, next.State.Paused && next.State.BudgetAlertOpen, "the open alert is carried: %+v", next.State)
+		require.Len(t, r.alerts, 1)
+		require.Empty(t, r.resolved, "still paused: the alert stays open")
+
+		r2 := newUpgradeRig(t, plainPlan(routers))
+		r2.at(time.Hour, func() { r2.env.SignalWorkflow(SignalUpgradeResume, nil) })
+		r2.env.ExecuteWorkflow(RouterUpgrade, next)
+		require.NoError(t, r2.env.GetWorkflowError())
+		require.Empty(t, r2.alerts, "the next run raises no second alert for the same pause")
+		require.Len(t, r2.resolved, 1)
+		require.Equal(t, "resumed by an operator", r2.resolved[0].in.Why)
+		require.WithinDuration(t, r2.start.Add(time.Hour), r2.resolved[0].at, 0)
+		require.Equal(t, 2, r2.result().Counts[UpgradeDone])
+	})
 	t.Run("recorded before the change", func(t *testing.T) {
 		r := newUpgradeRig(t, plainPlan(ids("r", 2)))
 		r.env.OnGetVersion(resolveBudgetAlertChange, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
