@@ -68,6 +68,7 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
 
 	worker := startWorkerProcess(t, dsn, temporal.Address)
+	t.Logf("%s: platform up", time.Since(begin).Round(time.Millisecond))
 	var out struct {
 		Operation operation `json:"operation"`
 		Error     any       `json:"error"`
@@ -117,8 +118,8 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 		{"kill -9 the worker", 3, killWorker},
 	} {
 		router := waitForRecreateStarted(t, s, outdated, crash.upgraded, upgraded, since, 2*time.Minute)
-		t.Logf("crash %d (%s): %d of %d routers at the new version, %s's recreate step STARTED", i+1, crash.what, upgraded(),
-			len(outdated), router)
+		t.Logf("%s: crash %d (%s): %d of %d routers at the new version, %s's recreate step STARTED", time.Since(begin).Round(time.Millisecond),
+			i+1, crash.what, upgraded(), len(outdated), router)
 		crash.do()
 		since = time.Now()
 	}
@@ -131,6 +132,7 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 	if err := s.client.GetWorkflow(wctx, op.WorkflowID, "").Get(wctx, &res); err != nil {
 		t.Fatalf("upgrade workflow: %v", err)
 	}
+	t.Logf("%s: the upgrade workflow ended", time.Since(begin).Round(time.Millisecond))
 	var row models.Operation
 	if err := store.DB.Where("id = ?", op.ID).Take(&row).Error; err != nil {
 		t.Fatal(err)
