@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
+	"gorm.io/gorm"
 
 	"github.com/sysvm/sysvm/models"
 )
@@ -397,4 +399,44 @@ func (a *Activities) RaiseUpgradeAlert(ctx context.Context, in UpgradeAlertInput
 		return fmt.Errorf("record upgrade event: %w", err)
 	}
 	return a.markStep(ctx, in.OperationID, step, "")
+}
+
+// UpgradeAlertResolveInput clears the failure-budget alerts of an upgrade.
+type UpgradeAlertResolveInput struct {
+	OperationID string `json:"operationId"`
+	// Why is recorded in the event: "resumed by an operator", "the upgrade ended completed", ...
+	Why string `json:"why"`
+}
+
+// ResolveUpgradeAlert clears the open ROUTER.UPGRADE.FAILURE.BUDGET alerts of an upgrade (its
+// operator resumed it, or it ended) and records an INFO event when it cleared one. It is
+// idempotent: a retry after the commit finds no open alert and does nothing.
+func (a *Activities) ResolveUpgradeAlert(ctx context.Context, in UpgradeAlertResolveInput) error {
+	if in.OperationID == "" {
+		return temporal.NewNonRetryableApplicationError("resolve upgrade alert: no operation ID", ErrTypeNotAllowed, nil)
+	}
+	return a.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var open []models.Alert
+		if err := tx.Where("type = ? AND resource_id = ? AND cleared_at IS NULL", AlertUpgradeBudget, in.OperationID).
+			Find(&open).Error; err != nil {
+			return fmt.Errorf("read upgrade alerts of %s: %w", in.OperationID, err)
+		}
+		if len(open) == 0 {
+			return nil
+		}
+		now := time.Now().UTC()
+		ids := make([]string, len(open))
+		for i, al := range open {
+			ids[i] = al.ID
+		}
+		if err := tx.Model(&models.Alert{}).Where("id IN ? AND cleared_at IS NULL", ids).Update("cleared_at", &now).Error; err != nil {
+			return fmt.Errorf("clear upgrade alerts of %s: %w", in.OperationID, err)
+		}
+		if err := tx.Create(&models.Event{Type: AlertUpgradeBudget, Level: "INFO", ResourceType: ResourceUpgrade,
+			ResourceID: in.OperationID, ZoneID: open[0].ZoneID,
+			Description: clip(fmt.Sprintf("Router upgrade %s: failure budget alert cleared (%s)", in.OperationID, cmp.Or(in.Why, "resolved")), 4000)}).Error; err != nil {
+			return fmt.Errorf("record upgrade event: %w", err)
+		}
+		return nil
+	})
 }

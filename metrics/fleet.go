@@ -83,7 +83,7 @@ func NewFleetCollector(store *models.Store, logger *slog.Logger) *FleetCollector
 		tplPoolState:     d("template_pool_state", "Primary storage pools of the zone by the template's seed state there (Installing, Ready, Error, ...).", "template", "hypervisor", "zone", "state"),
 		requiringUpgrade: d("routers_requiring_upgrade", "Routers (not removed) whose version is below the zone's minreq.sysvmtemplate.version (requiresupgrade, as the API computes it).", "zone"),
 		upgradesRunning:  d("router_upgrades_running", "Router upgrade operations (router.upgrade) running, by the zone they were asked for (zone=\"\" for a fleet-wide one).", "zone"),
-		upgradesPaused:   d("router_upgrades_paused_by_budget", "Running router upgrades with an open ROUTER.UPGRADE.FAILURE.BUDGET alert: paused by their failure budget (a resume does not clear the alert, so this stays until the upgrade ends).", "zone"),
+		upgradesPaused:   d("router_upgrades_paused_by_budget", "Running router upgrades with an open ROUTER.UPGRADE.FAILURE.BUDGET alert: paused by their failure budget (the operator's resume, or the upgrade's end, resolves the alert).", "zone"),
 		scrapeErrors:     d("fleet_scrape_errors", "Queries of this scrape of the fleet metrics that failed (their metrics are missing; see the log)."),
 		scrapeDuration:   d("fleet_scrape_duration_seconds", "How long reading the fleet metrics from the database took."),
 	}

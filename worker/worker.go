@@ -93,7 +93,7 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// NetworkRestart
 		a.NetworkRouters,
 		// RouterUpgrade
-		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert,
+		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert, a.ResolveUpgradeAlert,
 		// TemplateRollout
 		a.TemplatePlan, a.TemplateDownload, a.TemplateSeedPool, a.TemplateRecordFailure, a.TemplateSwitch,
 		a.TemplateMinVersion, a.TemplateRollOnVMs,

@@ -63,6 +63,7 @@ func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeRe
 	if err != nil && ctx.Err() != nil {
 		err = temporal.NewCanceledError(fmt.Sprintf("upgrade canceled: %s", countsText(res.Counts)))
 	}
+	w.resolveBudgetAlert(ctx, "the upgrade ended: "+countsText(res.Counts))
 	return res, finishOperation(ctx, in.OperationID, res, err)
 }
 
@@ -232,9 +233,19 @@ func (w *upgrade) run(ctx workflow.Context) error {
 		if w.finished >= w.req.RoutersPerRun && !w.canceling {
 			w.draining = true
 		}
+		before := w.events
 		if w.st.Pauses > budgetAlerted {
 			budgetAlerted = w.st.Pauses
 			w.raiseBudgetAlert(ctx)
+		}
+		if !w.st.Paused {
+			w.resolveBudgetAlert(ctx, "resumed by an operator")
+		}
+		if w.events != before && budgetAlertVersion(ctx) > workflow.DefaultVersion {
+			// Routers ended or signals came while an alert activity ran: look again (the
+			// wait below would miss them, and an upgrade whose last routers ended then
+			// would never end).
+			continue
 		}
 		if (w.canceling || w.draining) && w.inFlight == 0 {
 			if w.canceling {
@@ -471,8 +482,35 @@ func (w *upgrade) raiseBudgetAlert(ctx workflow.Context) {
 		Subject: fmt.Sprintf("Router upgrade %s paused: failure budget %s exceeded (%s failed)", w.in.OperationID, w.req.Budget,
 			strings.Join(names, ", ")),
 		Description: "Failed routers:\n" + strings.Join(lines, "\n") + "\nResume the upgrade once the cause is fixed (the budget counts anew), or cancel it."}
+	w.st.BudgetAlertOpen = true
 	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.RaiseUpgradeAlert, in).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("raise upgrade alert", "error", err)
+	}
+}
+
+// resolveBudgetAlertChange versions the resolution of the budget alert and the second look
+// after an alert activity (histories recorded before it do neither).
+const resolveBudgetAlertChange = "upgrade-resolve-budget-alert"
+
+func budgetAlertVersion(ctx workflow.Context) workflow.Version {
+	return workflow.GetVersion(ctx, resolveBudgetAlertChange, workflow.DefaultVersion, 1)
+}
+
+// resolveBudgetAlert resolves the open budget alert (and so the paused-by-budget gauge) once the
+// operator resumed the upgrade or it ended, on a context a cancel does not reach.
+func (w *upgrade) resolveBudgetAlert(ctx workflow.Context, why string) {
+	if w.st == nil || !w.st.BudgetAlertOpen {
+		return
+	}
+	w.st.BudgetAlertOpen = false
+	dctx, cancel := workflow.NewDisconnectedContext(ctx)
+	defer cancel()
+	if budgetAlertVersion(dctx) == workflow.DefaultVersion {
+		return
+	}
+	in := activities.UpgradeAlertResolveInput{OperationID: w.in.OperationID, Why: why}
+	if err := workflow.ExecuteActivity(withShortActivity(dctx), a.ResolveUpgradeAlert, in).Get(dctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("resolve upgrade alert", "error", err)
 	}
 }
 

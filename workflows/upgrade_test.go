@@ -40,6 +40,7 @@ type upgradeRig struct {
 	children  map[string]int // child starts per router
 	childIDs  map[string]string
 	alerts    []activities.UpgradeAlertInput
+	resolved  []resolvedAlert
 	finished  []activities.FinishInput
 }
 
@@ -81,6 +82,13 @@ func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
 			r.alerts = append(r.alerts, in)
 			return nil
 		})
+	env.OnActivity(a.ResolveUpgradeAlert, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.UpgradeAlertResolveInput) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.resolved = append(r.resolved, resolvedAlert{in: in, at: env.Now(), alerts: len(r.alerts)})
+			return nil
+		})
 	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.FinishInput) error {
 			r.mu.Lock()
@@ -89,6 +97,14 @@ func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
 			return nil
 		})
 	return r
+}
+
+// resolvedAlert is one ResolveUpgradeAlert call: when (virtual) and how many alerts were
+// raised by then.
+type resolvedAlert struct {
+	in     activities.UpgradeAlertResolveInput
+	at     time.Time
+	alerts int
 }
 
 // fakeLifecycle stands in for SystemVMLifecycle: it takes the router's time (virtual) and
@@ -284,6 +300,103 @@ func TestUpgradeFailureBudgetPauses(t *testing.T) {
 	res := r.result()
 	require.Equal(t, 4, res.Counts[UpgradeDone])
 	require.Equal(t, 2, res.Counts[UpgradeFailed])
+}
+
+// TestUpgradeBudgetAlertResolvedOnResume: each budget pause raises its alert, and the
+// operator's resume resolves it at once (before the next router starts); a second pause raises
+// and a second resume resolves the second alert; the end resolves nothing more.
+func TestUpgradeBudgetAlertResolvedOnResume(t *testing.T) {
+	r := newUpgradeRig(t, plainPlan(ids("r", 6)))
+	for _, id := range []string{"r01", "r02", "r03", "r04"} {
+		r.gateFail[id] = "health gate: dhcp.service down"
+	}
+	var pausedAgain RouterUpgradeProgress
+	r.at(3*time.Hour, func() { r.env.SignalWorkflow(SignalUpgradeResume, nil) })
+	r.at(5*time.Hour, func() { pausedAgain = r.progress() })
+	r.at(6*time.Hour, func() { r.env.SignalWorkflow(SignalUpgradeResume, nil) })
+	r.run(RouterUpgradeRequest{Parallelism: 1, Budget: FailureBudget{Count: 1}})
+	require.NoError(t, r.env.GetWorkflowError())
+	require.Equal(t, "paused", pausedAgain.Status, "the budget counts anew after the resume and is spent again")
+	require.Len(t, r.alerts, 2)
+	require.Len(t, r.resolved, 2, "one resolve per resume, none at the end")
+	for i, at := range []time.Duration{3 * time.Hour, 6 * time.Hour} {
+		got := r.resolved[i]
+		require.Equal(t, "op-1", got.in.OperationID)
+		require.Equal(t, "resumed by an operator", got.in.Why)
+		require.WithinDuration(t, r.start.Add(at), got.at, 0, "resolved at the resume")
+		require.Equal(t, i+1, got.alerts, "resolve %d follows alert %d", i+1, i+1)
+	}
+	require.False(t, r.started["r03"].Before(r.start.Add(3*time.Hour)))
+	require.False(t, r.started["r05"].Before(r.start.Add(6*time.Hour)))
+	res := r.result()
+	require.Equal(t, 2, res.Counts[UpgradeDone])
+	require.Equal(t, 4, res.Counts[UpgradeFailed])
+}
+
+// TestUpgradeBudgetAlertResolvedAtEnd: an upgrade that ends while paused by its budget (its
+// last routers failed; or it is canceled) resolves the alert before recording its end.
+func TestUpgradeBudgetAlertResolvedAtEnd(t *testing.T) {
+	t.Run("all ended", func(t *testing.T) {
+		r := newUpgradeRig(t, plainPlan(ids("r", 2)))
+		r.gateFail["r01"], r.gateFail["r02"] = "health gate: dns_check.py failing", "health gate: dns_check.py failing"
+		r.run(RouterUpgradeRequest{Parallelism: 2})
+		require.NoError(t, r.env.GetWorkflowError())
+		require.Len(t, r.alerts, 1)
+		require.Len(t, r.resolved, 1)
+		require.Contains(t, r.resolved[0].in.Why, "the upgrade ended: 2 failed")
+		require.Len(t, r.finished, 1)
+		require.Equal(t, models.OpCompleted, r.finished[0].Status)
+	})
+	t.Run("canceled", func(t *testing.T) {
+		r := newUpgradeRig(t, plainPlan(ids("r", 4)))
+		r.gateFail["r01"] = "health gate: dns_check.py failing"
+		var paused RouterUpgradeProgress
+		r.at(2*time.Hour, func() {
+			paused = r.progress()
+			r.env.CancelWorkflow()
+		})
+		r.run(RouterUpgradeRequest{Parallelism: 1})
+		require.Equal(t, "paused", paused.Status)
+		var canceled *temporal.CanceledError
+		require.True(t, errors.As(r.env.GetWorkflowError(), &canceled), "error %v", r.env.GetWorkflowError())
+		require.Len(t, r.resolved, 1, "the cancel does not keep the alert open")
+		require.Contains(t, r.resolved[0].in.Why, "the upgrade ended")
+		require.WithinDuration(t, r.start.Add(2*time.Hour), r.resolved[0].at, 0)
+		require.Equal(t, models.OpCanceled, r.finished[len(r.finished)-1].Status)
+	})
+	t.Run("continued as new while paused", func(t *testing.T) {
+		routers := ids("r", 4)
+		r := newUpgradeRig(t, plainPlan(routers))
+		r.gateFail["r01"], r.gateFail["r02"] = "health gate: dns_check.py failing", "health gate: dns_check.py failing"
+		r.run(RouterUpgradeRequest{Parallelism: 1, RoutersPerRun: 2, Budget: FailureBudget{Count: 1}})
+		var can *workflow.ContinueAsNewError
+		require.True(t, errors.As(r.env.GetWorkflowError(), &can), "error %v", r.env.GetWorkflowError())
+		var next RouterUpgradeInput
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+		require.True(t, next.State.Paused && next.State.BudgetAlertOpen, "the open alert is carried: %+v", next.State)
+		require.Len(t, r.alerts, 1)
+		require.Empty(t, r.resolved, "still paused: the alert stays open")
+
+		r2 := newUpgradeRig(t, plainPlan(routers))
+		r2.at(time.Hour, func() { r2.env.SignalWorkflow(SignalUpgradeResume, nil) })
+		r2.env.ExecuteWorkflow(RouterUpgrade, next)
+		require.NoError(t, r2.env.GetWorkflowError())
+		require.Empty(t, r2.alerts, "the next run raises no second alert for the same pause")
+		require.Len(t, r2.resolved, 1)
+		require.Equal(t, "resumed by an operator", r2.resolved[0].in.Why)
+		require.WithinDuration(t, r2.start.Add(time.Hour), r2.resolved[0].at, 0)
+		require.Equal(t, 2, r2.result().Counts[UpgradeDone])
+	})
+	t.Run("recorded before the change", func(t *testing.T) {
+		r := newUpgradeRig(t, plainPlan(ids("r", 2)))
+		r.env.OnGetVersion(resolveBudgetAlertChange, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+		r.gateFail["r01"] = "health gate: dns_check.py failing"
+		r.at(time.Hour, func() { r.env.SignalWorkflow(SignalUpgradeResume, nil) })
+		r.run(RouterUpgradeRequest{Parallelism: 1})
+		require.NoError(t, r.env.GetWorkflowError())
+		require.Len(t, r.alerts, 1)
+		require.Empty(t, r.resolved, "a run at the default version keeps its old command sequence")
+	})
 }
 
 func TestUpgradeFailureBudgetPercent(t *testing.T) {

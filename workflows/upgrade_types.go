@@ -277,9 +277,12 @@ type RouterUpgradeState struct {
 	// FailedAtResume is the failure count at the last resume: the budget counts from there.
 	FailedAtResume int `json:"failedAtResume,omitempty"`
 	// Pauses counts the budget's pauses (each raises one alert).
-	Pauses  int   `json:"pauses,omitempty"`
-	Runs    int   `json:"runs"`
-	Started int64 `json:"started"`
+	Pauses int `json:"pauses,omitempty"`
+	// BudgetAlertOpen: the last budget pause's alert is raised and not resolved yet (the
+	// operator's resume or the upgrade's end resolves it).
+	BudgetAlertOpen bool  `json:"budgetAlertOpen,omitempty"`
+	Runs            int   `json:"runs"`
+	Started         int64 `json:"started"`
 	// MaxInFlight is the most routers ever in flight at once (for tests and benchmarks).
 	MaxInFlight int `json:"maxInFlight"`
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"time"
 
@@ -39,6 +40,8 @@ type Server struct {
 	Address   string
 	UIPort    int
 	Namespace string
+	opts      Options
+	args      []string
 	cmd       *exec.Cmd
 	done      chan struct{}
 }
@@ -72,13 +75,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	httpPort, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
 	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(o.Port),
-		"--http-port", strconv.Itoa(httpPort), "--metrics-port", "0", "--log-level", "error", "--namespace", "default"}
-	t := &Server{Address: fmt.Sprintf("127.0.0.1:%d", o.Port), Namespace: "default", done: make(chan struct{})}
+		"--metrics-port", "0", "--log-level", "error", "--namespace", "default"}
+	t := &Server{Address: fmt.Sprintf("127.0.0.1:%d", o.Port), Namespace: "default"}
 	switch {
 	case o.UIPort < 0:
 		args = append(args, "--headless")
@@ -100,15 +99,30 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	for _, sa := range o.SearchAttributes {
 		args = append(args, "--search-attribute", sa+"=Keyword")
 	}
-	cmd := exec.Command(o.Binary, args...)
-	if o.Output != nil {
-		cmd.Stdout, cmd.Stderr = o.Output, o.Output
+	t.opts, t.args = o, args
+	if err := t.launch(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// launch runs the server process with t's arguments (a fresh HTTP port each time) and waits
+// until it answers health checks.
+func (t *Server) launch(ctx context.Context) error {
+	httpPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(t.opts.Binary, append(slices.Clone(t.args), "--http-port", strconv.Itoa(httpPort))...)
+	if t.opts.Output != nil {
+		cmd.Stdout, cmd.Stderr = t.opts.Output, t.opts.Output
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start temporal dev server: %w", err)
+		return fmt.Errorf("start temporal dev server: %w", err)
 	}
-	t.cmd = cmd
-	go func() { _ = cmd.Wait(); close(t.done) }()
+	done := make(chan struct{})
+	t.cmd, t.done = cmd, done
+	go func() { _ = cmd.Wait(); close(done) }()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		c, err := client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}})
@@ -116,22 +130,50 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
 			c.Close()
 			if err == nil {
-				return t, nil
+				return nil
 			}
 		}
 		select {
-		case <-t.done:
-			return nil, errors.New("temporal dev server exited during start-up (is the port taken?)")
+		case <-done:
+			return errors.New("temporal dev server exited during start-up (is the port taken?)")
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Stop()
-			return nil, fmt.Errorf("temporal dev server not healthy at %s after 90s: %v", t.Address, err)
+			return fmt.Errorf("temporal dev server not healthy at %s after 90s: %v", t.Address, err)
 		}
 	}
+}
+
+// Kill kills the server process at once (SIGKILL: no shutdown, as a crash would) and waits
+// for it to exit.
+func (t *Server) Kill() {
+	if t.cmd == nil || t.cmd.Process == nil {
+		return
+	}
+	_ = t.cmd.Process.Kill()
+	<-t.done
+}
+
+// Restart starts the server again, after Kill or Stop, on the same port and database file
+// (the state it had persisted is all there), and waits until it answers health checks. Clients
+// dialed before reconnect by themselves. A server without DBFile cannot be restarted: its
+// state was in memory.
+func (t *Server) Restart(ctx context.Context) error {
+	if t.opts.DBFile == "" {
+		return errors.New("restart temporal dev server: it keeps its state in memory (no DBFile)")
+	}
+	if t.done != nil {
+		select {
+		case <-t.done:
+		default:
+			return errors.New("restart temporal dev server: it still runs (Kill or Stop it first)")
+		}
+	}
+	return t.launch(ctx)
 }
 
 // Stop interrupts the server and waits for it to exit.

@@ -65,6 +65,13 @@ func logger() *slog.Logger {
 // withWorker also starts an in-process worker.
 func newStack(t *testing.T, store *models.Store, withWorker bool) *stack {
 	t.Helper()
+	return newStackOn(t, store, withWorker, nil)
+}
+
+// newStackOn is newStack on a given Temporal server (e.g. testenv.PersistentTemporalT, for a
+// test that restarts it); nil starts an in-memory one.
+func newStackOn(t *testing.T, store *models.Store, withWorker bool, temporal *testenv.Temporal) *stack {
+	t.Helper()
 	ctx := context.Background()
 	s := &stack{t: t, store: store, codec: testCodec(t)}
 	sims, stop, err := devcloud.StartVMware(ctx, 1)
@@ -82,7 +89,10 @@ func newStack(t *testing.T, store *models.Store, withWorker bool) *stack {
 	if err := devcloud.Materialize(ctx, store, s.acts.Drivers, logger()); err != nil {
 		t.Fatalf("materialize: %v", err)
 	}
-	s.temporal = testenv.TemporalT(t, false)
+	s.temporal = temporal
+	if s.temporal == nil {
+		s.temporal = testenv.TemporalT(t, false)
+	}
 	if s.client, err = s.temporal.Client(s.codec.Apply); err != nil {
 		t.Fatal(err)
 	}

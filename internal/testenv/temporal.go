@@ -41,9 +41,17 @@ type Temporal = temporaldev.Server
 
 // StartTemporal starts an in-memory dev server; ui also starts the Web UI.
 func StartTemporal(ctx context.Context, ui bool) (*Temporal, error) {
-	bin, err := TemporalBinary()
+	o, err := temporalOptions(ui)
 	if err != nil {
 		return nil, err
+	}
+	return temporaldev.Start(ctx, o)
+}
+
+func temporalOptions(ui bool) (temporaldev.Options, error) {
+	bin, err := TemporalBinary()
+	if err != nil {
+		return temporaldev.Options{}, err
 	}
 	o := temporaldev.Options{Binary: bin, UIPort: -1, SearchAttributes: SearchAttributes}
 	if ui {
@@ -52,7 +60,31 @@ func StartTemporal(ctx context.Context, ui bool) (*Temporal, error) {
 	if os.Getenv("SYSVM_TEST_VERBOSE") != "" {
 		o.Output = os.Stderr
 	}
-	return temporaldev.Start(ctx, o)
+	return o, nil
+}
+
+// PersistentTemporalT starts a headless server for one test that keeps its state in a SQLite
+// file in the test's temporary directory, on a free loopback port fixed for the test's life,
+// so that the test can kill it (Kill) and start it again (Restart) on the same address and
+// state. It stops when the test ends.
+func PersistentTemporalT(t testing.TB) *Temporal {
+	t.Helper()
+	o, err := temporalOptions(false)
+	if err != nil {
+		t.Fatalf("temporal dev server: %v", err)
+	}
+	if o.Port, err = temporaldev.FreePort(); err != nil {
+		t.Fatalf("temporal dev server port: %v", err)
+	}
+	o.DBFile = filepath.Join(t.TempDir(), "temporal.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	srv, err := temporaldev.Start(ctx, o)
+	if err != nil {
+		t.Fatalf("temporal dev server: %v", err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
 }
 
 // TemporalT starts a server for one test and stops it when the test ends.
