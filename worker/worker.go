@@ -63,6 +63,7 @@ func Workflows() []Workflow {
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
 		{workflows.RouterUpgradeWorkflowName, workflows.RouterUpgrade},
+		{workflows.SystemVMUpgradeWorkflowName, workflows.SystemVMUpgrade},
 		{workflows.NetworkRulesWorkflowName, workflows.NetworkRulesPush},
 		{workflows.TemplateRolloutWorkflowName, workflows.TemplateRollout},
 		{workflows.DiagnosticsWorkflowName, workflows.SystemVMDiagnostics},
@@ -94,6 +95,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.NetworkRouters,
 		// RouterUpgrade
 		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert,
+		// SystemVMUpgrade (RaiseUpgradeAlert above)
+		a.PlanSystemVMUpgrade, a.SystemVMUpgradeCheck, a.SystemVMUpgradeGate,
 		// TemplateRollout
 		a.TemplatePlan, a.TemplateDownload, a.TemplateSeedPool, a.TemplateRecordFailure, a.TemplateSwitch,
 		a.TemplateMinVersion, a.TemplateRollOnVMs,

@@ -240,6 +240,8 @@ type UpgradeRouter struct {
 	ZoneID         string `json:"zoneid"`
 	Group          int    `json:"group"`
 	RedundantState string `json:"redundantstate,omitempty"`
+	// Type is the system VM type in an SSVM and CPVM upgrade (empty for routers).
+	Type string `json:"type,omitempty"`
 	// After is the index (+1) in Routers of the redundant peer that must pass its gate first.
 	After       int    `json:"after,omitempty"`
 	State       string `json:"state"`
