@@ -263,6 +263,11 @@ func (w *upgrade) run(ctx workflow.Context) error {
 			return workflow.NewContinueAsNewError(ctx, RouterUpgradeWorkflowName, in)
 		}
 		wait := w.dispatch(ctx)
+		if w.allEnded() {
+			// dispatch skipped the last ones (a VM whose chained peer failed): nothing will
+			// change any more.
+			continue
+		}
 		seen := w.events
 		cond := func() bool { return w.events != seen }
 		actx := ctx
