@@ -14,8 +14,8 @@ import (
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
-	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/consoles"
+	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors/xen/xapisim"
 	"github.com/sysvm/sysvm/internal/testenv"
