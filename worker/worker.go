@@ -72,6 +72,7 @@ func Workflows() []Workflow {
 		{workflows.ScaleWorkflowName, workflows.SystemVMScale},
 		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
 		{workflows.CertificateExpiryWorkflowName, workflows.CertificateExpiryCheck},
+		{workflows.SystemVMDeployWorkflowName, workflows.SystemVMDeploy},
 	}
 }
 
@@ -107,6 +108,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// SystemVMMigrate, SystemVMScale (SetVMState, HypervisorStep, SettleVM, RecordEvent,
 		// FinishOperation above)
 		a.PlanMove, a.MoveVM,
+		// SystemVMDeploy (RecordEvent, SettleVM, FinishOperation above)
+		a.AllocateSystemVM, a.DeployStep,
 	}
 	health = []any{
 		// HealthSweep
