@@ -56,7 +56,9 @@ func (s *Server) systemVMUpgradeRoutes() []Route {
 				"window for all), at most parallelism at a time in a sliding window. In a zone, the VMs of one kind go one at a time, " +
 				"each recreated make-before-break from the current template (a systemvm:<id> lifecycle run) while the others serve, " +
 				"and must pass its health gate (agent over SSH at the required version, console or HTTPS upload endpoint serving TLS, " +
-				"within healthGateTimeout) before the next of its kind goes; a failure skips the rest of its kind in that zone. More " +
+				"within healthGateTimeout) before the next of its kind goes; a failure skips the rest of its kind in that zone. The " +
+				"zone's only VM of a kind is replaced instead: a new one is deployed, passes its gate, then the old one is destroyed " +
+				"(its ID is the VM's replacedby in the progress). More " +
 				"failures than failureBudget pause the upgrade and raise an alert. One upgrade at a time per scope (all, zone, VM).",
 			Body: "SystemVMUpgradeRequest",
 			Responses: []Response{{Status: 202, Description: "the upgrade started", Schema: "OperationEnvelope"},

@@ -84,10 +84,12 @@ type systemVMUpgrade struct {
 // the one before it passed its gate; when one fails the rest of its kind are skipped and keep
 // serving), and each is recreated make-before-break (the lifecycle's recreate as a child run on
 // its own systemvm:<id> workflow ID) while the zone's others of its kind serve. The zone's only
-// VM of a kind is recreated the same way: its replacement is built and verified before the old
-// one stops, so the zone is without it only for the switch (measured in the VM's reason). Each
-// upgraded VM must then pass its health gate (Activities.SystemVMUpgradeGate: agent over SSH at
-// the required version, console or HTTPS upload endpoint serving TLS).
+// VM of a kind (no other of its kind Running at its turn) is never taken down first: a new one
+// is deployed from the current template (SystemVMDeploy as a child on the new VM's own workflow
+// ID), must pass the health gate, and only then is the old one retired with the lifecycle
+// destroy (a new one that fails its gate is destroyed; the old one keeps serving). Each upgraded
+// VM must pass its health gate (Activities.SystemVMUpgradeGate: agent over SSH at the required
+// version, console or HTTPS upload endpoint serving TLS).
 func SystemVMUpgrade(ctx workflow.Context, in SystemVMUpgradeInput) (RouterUpgradeResult, error) {
 	s := &systemVMUpgrade{in: in}
 	r := in.Request
@@ -200,6 +202,9 @@ func (s *systemVMUpgrade) upgradeVM(ctx workflow.Context, i int) (string, string
 	}
 	r.FromVersion = chk.Version
 	r.Type = cmp.Or(r.Type, chk.Type)
+	if chk.Serving == 0 {
+		return s.replaceOnly(ctx, i, chk)
+	}
 	opID := SystemVMUpgradeVMOperationID(s.in.OperationID, r.ID)
 	t := VMTarget(r.ID, r.Type, r.ZoneID, SystemVMUpgradeOperationKind)
 	cctx := workflow.WithChildOptions(ctx, t.ChildOptions(map[string]any{"operationId": opID, "target": r.ID,
@@ -219,28 +224,91 @@ func (s *systemVMUpgrade) upgradeVM(ctx workflow.Context, i int) (string, string
 	}
 	r.State, r.GateStarted = UpgradeHealthCheck, workflow.Now(ctx).UnixMilli()
 	w.events++
+	gate, err := s.gate(ctx, r.ID, r.Name)
+	if err != nil {
+		return UpgradeFailed, rootMessage(err)
+	}
+	r.ToVersion = gate.Version
+	return UpgradeDone, fmt.Sprintf("recreated while %d other %s served the zone; %s", chk.Serving, r.Type, gate.Note)
+}
+
+// gate runs the health gate of VM id.
+func (s *systemVMUpgrade) gate(ctx workflow.Context, id, name string) (activities.UpgradeGateResult, error) {
 	gctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: w.req.GateTimeout + 2*time.Minute,
+		StartToCloseTimeout: s.w.req.GateTimeout + 2*time.Minute,
 		HeartbeatTimeout:    time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 2 * time.Second, BackoffCoefficient: 2,
 			MaximumInterval: 30 * time.Second, MaximumAttempts: 3,
 			NonRetryableErrorTypes: []string{activities.ErrTypeGateFailed, activities.ErrTypeNotFound}},
-		Summary: "health gate " + r.Name,
+		Summary: "health gate " + name,
 	})
 	var gate activities.UpgradeGateResult
-	if err := workflow.ExecuteActivity(gctx, a.SystemVMUpgradeGate, activities.SystemVMGateInput{VMID: r.ID,
-		Timeout: w.req.GateTimeout, Poll: w.req.GatePoll}).Get(ctx, &gate); err != nil {
-		return UpgradeFailed, rootMessage(err)
+	err := workflow.ExecuteActivity(gctx, a.SystemVMUpgradeGate, activities.SystemVMGateInput{VMID: id,
+		Timeout: s.w.req.GateTimeout, Poll: s.w.req.GatePoll}).Get(ctx, &gate)
+	return gate, err
+}
+
+// destroy runs the lifecycle destroy of VM id as a child on its own workflow ID.
+func (s *systemVMUpgrade) destroy(ctx workflow.Context, id, vmType, zoneID, reason string) error {
+	opID := SystemVMUpgradeVMOperationID(s.in.OperationID, id+"/destroy")
+	t := VMTarget(id, vmType, zoneID, SystemVMUpgradeOperationKind)
+	cctx := workflow.WithChildOptions(ctx, t.ChildOptions(map[string]any{"operationId": opID, "target": id,
+		"parentOperationId": s.in.OperationID}))
+	var out LifecycleResult
+	err := workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{OperationID: opID, VMID: id,
+		Action: ActionDestroy, Reason: reason}).Get(ctx, &out)
+	if err != nil {
+		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
+			return fmt.Errorf("another operation runs on it (workflow %s)", t.WorkflowID)
+		}
+		return fmt.Errorf("%s", rootMessage(err))
+	}
+	return nil
+}
+
+// replaceOnly upgrades the zone's only VM of its kind without leaving the zone without one:
+// a new VM is deployed from the current template (SystemVMDeploy as a child on the new VM's
+// own workflow ID), must pass the health gate, and only then is the old one retired with the
+// lifecycle destroy. A new VM that fails its gate is destroyed and the old one keeps serving.
+func (s *systemVMUpgrade) replaceOnly(ctx workflow.Context, i int, chk activities.SystemVMUpgradeCheck) (string, string) {
+	w := s.w
+	r := &w.st.Routers[i]
+	deployOp := SystemVMUpgradeVMOperationID(s.in.OperationID, r.ID+"/deploy")
+	newID := activities.DeployVMID(deployOp)
+	reason := fmt.Sprintf("system VM upgrade %s: replaces %s (version %s, required %s), the zone's only %s", s.in.OperationID, r.Name,
+		cmp.Or(chk.Version, "unknown"), cmp.Or(chk.MinReq, "none"), r.Type)
+	t := DeployTarget(newID, r.Type, r.ZoneID)
+	cctx := workflow.WithChildOptions(ctx, t.ChildOptions(map[string]any{"operationId": deployOp, "target": newID,
+		"parentOperationId": s.in.OperationID}))
+	var dep DeployResult
+	err := workflow.ExecuteChildWorkflow(cctx, SystemVMDeployWorkflowName, DeployInput{OperationID: deployOp, VMID: newID,
+		ZoneID: r.ZoneID, Type: r.Type, Reason: reason}).Get(ctx, &dep)
+	if err != nil {
+		return UpgradeFailed, fmt.Sprintf("deploy a new %s first (the zone's only one): %s; %s keeps serving", r.Type, rootMessage(err), r.Name)
+	}
+	if dep.State != models.StateRunning {
+		return UpgradeFailed, fmt.Sprintf("the new %s %s is %s, not Running; %s keeps serving", r.Type, dep.Name, dep.State, r.Name)
+	}
+	r.ReplacedBy = dep.VMID
+	r.State, r.GateStarted = UpgradeHealthCheck, workflow.Now(ctx).UnixMilli()
+	w.events++
+	gate, err := s.gate(ctx, dep.VMID, dep.Name)
+	if err != nil {
+		why := rootMessage(err)
+		if derr := s.destroy(ctx, dep.VMID, r.Type, r.ZoneID, "its health gate failed: "+why); derr != nil {
+			return UpgradeFailed, fmt.Sprintf("the new %s %s failed its gate (%s) and could not be destroyed: %v; %s keeps serving",
+				r.Type, dep.Name, why, derr, r.Name)
+		}
+		r.ReplacedBy = ""
+		return UpgradeFailed, fmt.Sprintf("the new %s %s failed its gate (%s) and was destroyed; %s keeps serving", r.Type, dep.Name, why, r.Name)
+	}
+	if err := s.destroy(ctx, r.ID, r.Type, r.ZoneID, fmt.Sprintf("replaced by %s (%s) in system VM upgrade %s", dep.Name, dep.VMID,
+		s.in.OperationID)); err != nil {
+		return UpgradeFailed, fmt.Sprintf("the new %s %s serves, but retiring %s failed: %v", r.Type, dep.Name, r.Name, err)
 	}
 	r.ToVersion = gate.Version
-	note := gate.Note
-	if chk.Serving == 0 {
-		note = fmt.Sprintf("the zone's only %s: recreated make-before-break, without one for the switch (%d ms); %s",
-			r.Type, out.SwitchGapMillis, note)
-	} else {
-		note = fmt.Sprintf("%d other %s served the zone meanwhile; %s", chk.Serving, r.Type, note)
-	}
-	return UpgradeDone, note
+	return UpgradeDone, fmt.Sprintf("the zone's only %s: %s deployed from the current template, passed its gate (%s), then %s was retired",
+		r.Type, dep.Name, gate.Note, r.Name)
 }
 
 // raiseBudgetAlert raises the alert of a pause for the failure budget, naming every failed VM

@@ -44,6 +44,10 @@ type sysvmRig struct {
 	checkFail   map[string]string
 	recreateErr map[string]string
 	gateFail    map[string]string
+	deployErr   map[string]string // old VM -> its deploy fails
+	destroyErr  map[string]string // VM -> its destroy fails
+	recreating  map[string]bool
+	deployed    map[string]string // new VM -> old VM
 	alerts      []activities.UpgradeAlertInput
 	finished    []activities.FinishInput
 }
@@ -77,7 +81,8 @@ func newSysvmRig(t *testing.T, plan activities.UpgradePlan) *sysvmRig {
 	env.SetTestTimeout(30 * time.Second)
 	r := &sysvmRig{t: t, env: env, start: env.Now(), vms: map[string]activities.PlannedRouter{}, serving: map[string]int{},
 		down: map[string]int{}, maxDown: map[string]int{}, started: map[string]time.Time{}, children: map[string]int{},
-		childIDs: map[string]string{}, checkFail: map[string]string{}, recreateErr: map[string]string{}, gateFail: map[string]string{}}
+		childIDs: map[string]string{}, checkFail: map[string]string{}, recreateErr: map[string]string{}, gateFail: map[string]string{},
+		deployErr: map[string]string{}, destroyErr: map[string]string{}, recreating: map[string]bool{}, deployed: map[string]string{}}
 	for _, g := range plan.Groups {
 		for _, v := range g.Routers {
 			r.vms[v.ID] = v
@@ -85,6 +90,7 @@ func newSysvmRig(t *testing.T, plan activities.UpgradePlan) *sysvmRig {
 	}
 	env.RegisterWorkflowWithOptions(SystemVMUpgrade, workflow.RegisterOptions{Name: SystemVMUpgradeWorkflowName})
 	env.RegisterWorkflowWithOptions(r.fakeLifecycle, workflow.RegisterOptions{Name: LifecycleWorkflowName})
+	env.RegisterWorkflowWithOptions(r.fakeDeploy, workflow.RegisterOptions{Name: SystemVMDeployWorkflowName})
 	env.RegisterActivity(&activities.Activities{})
 	env.OnActivity(a.PlanSystemVMUpgrade, mock.Anything, mock.Anything).Return(plan, nil)
 	env.OnActivity(a.SystemVMUpgradeCheck, mock.Anything, mock.Anything).Return(
@@ -103,12 +109,19 @@ func newSysvmRig(t *testing.T, plan activities.UpgradePlan) *sysvmRig {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.events = append(r.events, "gate "+in.VMID)
-			if why, ok := r.gateFail[in.VMID]; ok {
+			key := in.VMID
+			if old, ok := r.deployed[in.VMID]; ok {
+				key = "new:" + old
+			}
+			if why, ok := r.gateFail[key]; ok {
 				return activities.UpgradeGateResult{}, temporal.NewNonRetryableApplicationError(why, activities.ErrTypeGateFailed, nil)
 			}
-			v := r.vms[in.VMID]
-			r.down[v.ZoneID+"/"+v.Type]--
-			r.inFlight--
+			if r.recreating[in.VMID] {
+				v := r.vms[in.VMID]
+				r.down[v.ZoneID+"/"+v.Type]--
+				r.inFlight--
+				r.recreating[in.VMID] = false
+			}
 			return activities.UpgradeGateResult{RouterID: in.VMID, Version: "4.15.0", Attempts: 1, Note: "serves TLS"}, nil
 		})
 	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
@@ -131,12 +144,26 @@ func newSysvmRig(t *testing.T, plan activities.UpgradePlan) *sysvmRig {
 // fakeLifecycle stands in for the recreate: the VM is down (for the zone's count) from here
 // until its gate passes.
 func (r *sysvmRig) fakeLifecycle(ctx workflow.Context, in LifecycleInput) (LifecycleResult, error) {
+	if in.Action == ActionDestroy {
+		r.mu.Lock()
+		r.events = append(r.events, "destroy "+in.VMID)
+		why, fails := r.destroyErr[in.VMID]
+		r.mu.Unlock()
+		if err := workflow.Sleep(ctx, time.Minute); err != nil {
+			return LifecycleResult{}, err
+		}
+		if fails {
+			return LifecycleResult{}, temporal.NewNonRetryableApplicationError(why, "Test", nil)
+		}
+		return LifecycleResult{VMID: in.VMID, Action: string(in.Action), State: models.StateDestroyed}, nil
+	}
 	if in.Action != ActionRecreate {
-		return LifecycleResult{}, fmt.Errorf("action %s, want recreate", in.Action)
+		return LifecycleResult{}, fmt.Errorf("action %s, want recreate or destroy", in.Action)
 	}
 	r.mu.Lock()
 	v := r.vms[in.VMID]
 	slot := v.ZoneID + "/" + v.Type
+	r.recreating[in.VMID] = true
 	r.events = append(r.events, "recreate "+in.VMID)
 	r.started[in.VMID] = workflow.Now(ctx)
 	r.children[in.VMID]++
@@ -159,6 +186,33 @@ func (r *sysvmRig) fakeLifecycle(ctx workflow.Context, in LifecycleInput) (Lifec
 		return LifecycleResult{}, temporal.NewNonRetryableApplicationError(why, "Test", nil)
 	}
 	return LifecycleResult{VMID: in.VMID, Name: v.Name, Action: string(in.Action), State: models.StateRunning, SwitchGapMillis: 87}, nil
+}
+
+// fakeDeploy stands in for SystemVMDeploy: 5 virtual minutes, a new Running VM of the ID the
+// parent chose (or a failure for deployErr's old VM).
+func (r *sysvmRig) fakeDeploy(ctx workflow.Context, in DeployInput) (DeployResult, error) {
+	r.mu.Lock()
+	old := ""
+	for id, v := range r.vms {
+		if v.ZoneID == in.ZoneID && v.Type == in.Type && in.Reason != "" && strings.Contains(in.Reason, "replaces "+v.Name) {
+			old = id
+		}
+	}
+	r.events = append(r.events, "deploy "+old)
+	r.deployed[in.VMID] = old
+	why, fails := r.deployErr[old]
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	r.mu.Unlock()
+	if wid != LifecycleWorkflowID(in.VMID) {
+		return DeployResult{}, fmt.Errorf("deploy runs as %s, want the new VM's own ID", wid)
+	}
+	if err := workflow.Sleep(ctx, 5*time.Minute); err != nil {
+		return DeployResult{}, err
+	}
+	if fails {
+		return DeployResult{}, temporal.NewNonRetryableApplicationError(why, "Test", nil)
+	}
+	return DeployResult{VMID: in.VMID, Name: "new-" + old, Type: in.Type, ZoneID: in.ZoneID, State: models.StateRunning}, nil
 }
 
 func (r *sysvmRig) run(req SystemVMUpgradeRequest) {
@@ -212,14 +266,18 @@ func TestSystemVMUpgradeOnePerZoneKind(t *testing.T) {
 		require.Less(t, by[pair[0]].Ended, by[pair[1]].Started+1)
 	}
 	for id := range r.vms {
+		if id == "v4" {
+			require.Zero(t, r.children[id], "the zone's only CPVM is replaced, not recreated")
+			continue
+		}
 		require.Equal(t, 1, r.children[id], "%s recreated once", id)
 		require.Equal(t, LifecycleWorkflowID(id), r.childIDs[id])
 		require.Equal(t, "4.15.0", by[id].ToVersion)
 		require.NotEmpty(t, by[id].Type)
 	}
-	require.Contains(t, by["v4"].Reason, "the zone's only consoleproxy: recreated make-before-break")
-	require.Contains(t, by["v4"].Reason, "87 ms")
-	require.Contains(t, by["v1"].Reason, "1 other consoleproxy served the zone meanwhile")
+	require.Contains(t, by["v4"].Reason, "the zone's only consoleproxy: new-v4 deployed from the current template")
+	require.NotEmpty(t, by["v4"].ReplacedBy)
+	require.Contains(t, by["v1"].Reason, "recreated while 1 other consoleproxy served the zone")
 	require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
 }
 
@@ -232,16 +290,53 @@ func indexOf(xs []string, x string) int {
 	return 1 << 30
 }
 
-// TestSystemVMUpgradeSingleVMRecreateThenGate: the zone's only VM of a kind is recreated
-// make-before-break, then gated; nothing else of its kind was down meanwhile.
-func TestSystemVMUpgradeSingleVMRecreateThenGate(t *testing.T) {
+// TestSystemVMUpgradeSingleVMDeployGateRetire: the zone's only VM of a kind is never taken
+// down first: a new one is deployed, gated, and only then the old one destroyed.
+func TestSystemVMUpgradeSingleVMDeployGateRetire(t *testing.T) {
 	r := newSysvmRig(t, sysvmPlan("z1/consoleproxy/v1", "z1/secondarystoragevm/s1"))
 	r.run(SystemVMUpgradeRequest{Parallelism: 1})
 	require.NoError(t, r.env.GetWorkflowError())
-	require.Equal(t, []string{"recreate v1", "gate v1", "recreate s1", "gate s1"}, r.events)
+	newV1 := activities.DeployVMID(SystemVMUpgradeVMOperationID("op-s", "v1/deploy"))
+	newS1 := activities.DeployVMID(SystemVMUpgradeVMOperationID("op-s", "s1/deploy"))
+	require.Equal(t, []string{"deploy v1", "gate " + newV1, "destroy v1", "deploy s1", "gate " + newS1, "destroy s1"}, r.events)
+	require.Zero(t, r.children["v1"]+r.children["s1"], "nothing recreated")
 	_, by := r.result()
 	require.Equal(t, UpgradeDone, by["s1"].State)
-	require.Contains(t, by["s1"].Reason, "the zone's only secondarystoragevm")
+	require.Equal(t, newS1, by["s1"].ReplacedBy)
+	require.Equal(t, "4.15.0", by["s1"].ToVersion)
+	require.Contains(t, by["s1"].Reason, "the zone's only secondarystoragevm: new-s1 deployed from the current template, passed its gate")
+}
+
+// TestSystemVMUpgradeSingleVMFailures: a failed deploy leaves the old VM alone; a new VM that
+// fails its gate is destroyed (the old one keeps serving); a failed retire is a failure with
+// the new one serving.
+func TestSystemVMUpgradeSingleVMFailures(t *testing.T) {
+	newV1 := activities.DeployVMID(SystemVMUpgradeVMOperationID("op-s", "v1/deploy"))
+	for _, c := range []struct {
+		step   string
+		set    func(r *sysvmRig)
+		events []string
+		reason string
+	}{
+		{"deploy", func(r *sysvmRig) { r.deployErr["v1"] = "no public IP left in the zone's range" },
+			[]string{"deploy v1"}, "deploy a new consoleproxy first (the zone's only one): no public IP left in the zone's range; v1-VM keeps serving"},
+		{"gate", func(r *sysvmRig) { r.gateFail["new:v1"] = "console endpoint does not serve TLS" },
+			[]string{"deploy v1", "gate " + newV1, "destroy " + newV1}, "failed its gate (console endpoint does not serve TLS) and was destroyed; v1-VM keeps serving"},
+		{"retire", func(r *sysvmRig) { r.destroyErr["v1"] = "hypervisor unreachable" },
+			[]string{"deploy v1", "gate " + newV1, "destroy v1"}, "the new consoleproxy new-v1 serves, but retiring v1-VM failed: hypervisor unreachable"},
+	} {
+		t.Run(c.step, func(t *testing.T) {
+			r := newSysvmRig(t, sysvmPlan("z1/consoleproxy/v1"))
+			c.set(r)
+			r.run(SystemVMUpgradeRequest{Parallelism: 1, Budget: FailureBudget{Count: 1}})
+			require.NoError(t, r.env.GetWorkflowError())
+			require.Equal(t, c.events, r.events)
+			_, by := r.result()
+			require.Equal(t, UpgradeFailed, by["v1"].State)
+			require.Contains(t, by["v1"].Reason, c.reason)
+			require.Zero(t, r.children["v1"], "the only CPVM was never taken down first")
+		})
+	}
 }
 
 // TestSystemVMUpgradeFailureAtEachStep: a failed check, recreate or gate fails that VM; the
@@ -287,6 +382,9 @@ func TestSystemVMUpgradeFailureAtEachStep(t *testing.T) {
 // raise one SYSTEMVM.UPGRADE.FAILURE.BUDGET alert naming the failed VMs; resume goes on.
 func TestSystemVMUpgradeBudgetPausesAndAlerts(t *testing.T) {
 	r := newSysvmRig(t, sysvmPlan("z1/consoleproxy/v1", "z2/consoleproxy/v2", "z3/consoleproxy/v3", "z4/consoleproxy/v4"))
+	for _, z := range []string{"z1", "z2", "z3", "z4"} {
+		r.serving[z+"/consoleproxy"] = 1
+	}
 	r.gateFail["v1"] = "health gate: agent of v1-VM does not answer over SSH"
 	var paused RouterUpgradeProgress
 	r.at(2*time.Hour, func() {
@@ -312,6 +410,9 @@ func TestSystemVMUpgradeBudgetPausesAndAlerts(t *testing.T) {
 // the VM in flight finish (recreate and gate) and starts nothing new.
 func TestSystemVMUpgradePauseResumeCancel(t *testing.T) {
 	r := newSysvmRig(t, sysvmPlan("z1/consoleproxy/v1", "z2/consoleproxy/v2", "z3/consoleproxy/v3", "z4/consoleproxy/v4"))
+	for _, z := range []string{"z1", "z2", "z3", "z4"} {
+		r.serving[z+"/consoleproxy"] = 1
+	}
 	var afterPause RouterUpgradeProgress
 	r.at(5*time.Minute, func() { r.env.SignalWorkflow(SignalUpgradePause, "freeze") })
 	r.at(time.Hour, func() {
@@ -334,7 +435,13 @@ func TestSystemVMUpgradePauseResumeCancel(t *testing.T) {
 // as a SystemVMUpgrade carrying its state; the next run upgrades only the rest.
 func TestSystemVMUpgradeContinueAsNew(t *testing.T) {
 	vms := []string{"z1/consoleproxy/v1", "z2/consoleproxy/v2", "z3/consoleproxy/v3", "z4/consoleproxy/v4", "z5/consoleproxy/v5"}
+	serve := func(r *sysvmRig) {
+		for _, v := range vms {
+			r.serving[strings.Join(strings.Split(v, "/")[:2], "/")] = 1
+		}
+	}
 	r := newSysvmRig(t, sysvmPlan(vms...))
+	serve(r)
 	r.run(SystemVMUpgradeRequest{Parallelism: 2, VMsPerRun: 2})
 	var can *workflow.ContinueAsNewError
 	require.True(t, errors.As(r.env.GetWorkflowError(), &can), "error %v", r.env.GetWorkflowError())
@@ -346,6 +453,7 @@ func TestSystemVMUpgradeContinueAsNew(t *testing.T) {
 	require.Empty(t, r.finished)
 
 	r2 := newSysvmRig(t, sysvmPlan(vms...))
+	serve(r2)
 	var p RouterUpgradeProgress
 	r2.at(time.Minute, func() { p = r2.progress() })
 	r2.env.ExecuteWorkflow(SystemVMUpgrade, next)
@@ -353,6 +461,7 @@ func TestSystemVMUpgradeContinueAsNew(t *testing.T) {
 	require.Equal(t, 2, p.Run)
 	res, _ := r2.result()
 	require.Equal(t, 5, res.Counts[UpgradeDone])
+	require.Equal(t, 5, len(r.children)+len(r2.children), "each VM upgraded in one of the runs")
 	for id, n := range r2.children {
 		require.Zero(t, r.children[id], "%s upgraded in both runs (%d)", id, n)
 	}
