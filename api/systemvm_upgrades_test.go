@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +17,72 @@ import (
 	"github.com/sysvm/sysvm/workflows"
 )
 
+// sysvmUpgradeWorker counts what the stand-ins of SystemVMUpgrade's children did.
+type sysvmUpgradeWorker struct {
+	mu       sync.Mutex
+	hold     time.Duration
+	recreate map[string]int
+	destroy  map[string]int
+	deploy   map[string]int // new VM ID -> deploys
+}
+
 // startSystemVMUpgradeWorker runs SystemVMUpgrade on a real Temporal dev server with the real
-// plan, check, alert and journal activities over the store, the stand-in lifecycle of
-// upgradeWorker and a gate stand-in that passes.
-func startSystemVMUpgradeWorker(t *testing.T, s *models.Store) (*upgradeWorker, Config) {
+// plan, check, alert and journal activities over the store; stand-ins for the lifecycle child
+// (recreate: the row at 4.15.0; destroy: the row Destroyed) and the deploy child (a new
+// Running row at 4.15.0), each taking `hold`; and a gate stand-in that passes.
+func startSystemVMUpgradeWorker(t *testing.T, s *models.Store) (*sysvmUpgradeWorker, Config) {
 	t.Helper()
 	tsrv := testenv.TemporalT(t, false)
 	tc, err := tsrv.Client()
 	modelstest.Must(t, err, "temporal client")
 	t.Cleanup(tc.Close)
-	u := &upgradeWorker{hold: 200 * time.Millisecond, recreate: map[string]int{}}
+	u := &sysvmUpgradeWorker{hold: 200 * time.Millisecond, recreate: map[string]int{}, destroy: map[string]int{}, deploy: map[string]int{}}
+	held := func(ctx workflow.Context) error {
+		u.mu.Lock()
+		hold := u.hold
+		u.mu.Unlock()
+		return workflow.Sleep(ctx, hold)
+	}
+	actx := func(ctx workflow.Context) workflow.Context {
+		return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 10 * time.Second})
+	}
 	w := sdkworker.New(tc, workflows.TaskQueue, sdkworker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.SystemVMUpgrade, workflow.RegisterOptions{Name: workflows.SystemVMUpgradeWorkflowName})
-	w.RegisterWorkflowWithOptions(u.lifecycle(s), workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
+	w.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.LifecycleInput) (workflows.LifecycleResult, error) {
+		if err := held(ctx); err != nil {
+			return workflows.LifecycleResult{}, err
+		}
+		var state string
+		err := workflow.ExecuteActivity(actx(ctx), "TestSysvmLifecycle", in.VMID, string(in.Action)).Get(ctx, &state)
+		return workflows.LifecycleResult{VMID: in.VMID, Action: string(in.Action), State: state}, err
+	}, workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
+	w.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.DeployInput) (workflows.DeployResult, error) {
+		if err := held(ctx); err != nil {
+			return workflows.DeployResult{}, err
+		}
+		err := workflow.ExecuteActivity(actx(ctx), "TestSysvmDeployed", in).Get(ctx, nil)
+		return workflows.DeployResult{VMID: in.VMID, Name: "new-" + in.Type, Type: in.Type, ZoneID: in.ZoneID, State: models.StateRunning}, err
+	}, workflow.RegisterOptions{Name: workflows.SystemVMDeployWorkflowName})
 	w.RegisterActivity(&activities.Activities{Store: s})
-	w.RegisterActivityWithOptions(func(ctx context.Context, id string) error {
+	w.RegisterActivityWithOptions(func(ctx context.Context, id, action string) (string, error) {
 		u.mu.Lock()
+		defer u.mu.Unlock()
+		q := s.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", id)
+		if action == string(workflows.ActionDestroy) {
+			u.destroy[id]++
+			return models.StateDestroyed, q.Update("state", models.StateDestroyed).Error
+		}
 		u.recreate[id]++
+		return models.StateRunning, q.Update("version", "4.15.0").Error
+	}, activity.RegisterOptions{Name: "TestSysvmLifecycle"})
+	w.RegisterActivityWithOptions(func(ctx context.Context, in workflows.DeployInput) error {
+		u.mu.Lock()
+		u.deploy[in.VMID]++
 		u.mu.Unlock()
-		return s.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", id).Update("version", "4.15.0").Error
-	}, activity.RegisterOptions{Name: "TestUpgradeRecreated"})
+		vm := models.SystemVM{Base: models.Base{ID: in.VMID}, Name: "s-99-VM", Type: in.Type, ZoneID: in.ZoneID,
+			State: models.StateRunning, Version: "4.15.0"}
+		return s.DB.WithContext(ctx).Create(&vm).Error
+	}, activity.RegisterOptions{Name: "TestSysvmDeployed"})
 	w.RegisterActivityWithOptions(func(ctx context.Context, in activities.SystemVMGateInput) (activities.UpgradeGateResult, error) {
 		var vm models.SystemVM
 		if err := s.Get(ctx, &vm, in.VMID); err != nil {
@@ -161,14 +208,31 @@ func TestSystemVMUpgradeAPI(t *testing.T) {
 	if count(list) != 2 {
 		t.Errorf("system VM upgrades listed = %d, want 2", count(list))
 	}
+	// Zone 1 has one CPVM and one SSVM: each is replaced (deployed, gated, the old one
+	// destroyed), never recreated; the VM in flight at the cancel finished.
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for vid, n := range u.recreate {
-		if n != 1 {
-			t.Errorf("%s recreated %d times", vid, n)
+	if len(u.recreate) != 0 {
+		t.Errorf("the zone's only CPVM or SSVM was recreated: %v", u.recreate)
+	}
+	if len(u.deploy) == 0 {
+		t.Error("the forced upgrade deployed nothing")
+	}
+	for id, n := range u.deploy {
+		var vm models.SystemVM
+		modelstest.Must(t, s.Get(context.Background(), &vm, id), "deployed VM")
+		if n != 1 || vm.State != models.StateRunning {
+			t.Errorf("new VM %s deployed %d times, %s", id, n, vm.State)
 		}
 	}
-	if u.recreate[f.ssvm1]+u.recreate[f.cpvm1] == 0 {
-		t.Error("the forced upgrade recreated nothing")
+	for id, n := range u.destroy {
+		var vm models.SystemVM
+		modelstest.Must(t, s.Get(context.Background(), &vm, id), "retired VM")
+		if n != 1 || (id != f.cpvm1 && id != f.ssvm1) || vm.State != models.StateDestroyed {
+			t.Errorf("retired %s %d times (%s)", vm.Name, n, vm.State)
+		}
+	}
+	if len(u.destroy) != len(u.deploy) {
+		t.Errorf("%d deployed, %d retired: every new VM that passed its gate retires its old one", len(u.deploy), len(u.destroy))
 	}
 }
