@@ -112,6 +112,8 @@ type PlannedRouter struct {
 	ZoneID         string `json:"zoneId"`
 	Version        string `json:"version,omitempty"`
 	RedundantState string `json:"redundantState,omitempty"`
+	// Type is the system VM type of an SSVM or CPVM upgrade's VM (empty for routers).
+	Type string `json:"type,omitempty"`
 	// After is the ID of the router (its redundant peer) that must have passed its health
 	// gate before this one goes down; empty when none.
 	After string `json:"after,omitempty"`
@@ -374,6 +376,9 @@ func (a *Activities) RouterUpgradeCheck(ctx context.Context, in UpgradeCheckInpu
 // UpgradeAlertInput raises the alert of an upgrade that spent its failure budget.
 type UpgradeAlertInput struct {
 	OperationID string `json:"operationId"`
+	// Type and ResourceType are the alert's (AlertUpgradeBudget and ResourceUpgrade when empty).
+	Type         string `json:"type,omitempty"`
+	ResourceType string `json:"resourceType,omitempty"`
 	// Key makes the alert once-only within the operation (e.g. "budget.1" for the first pause).
 	Key         string `json:"key"`
 	ZoneID      string `json:"zoneId,omitempty"`
@@ -388,13 +393,14 @@ func (a *Activities) RaiseUpgradeAlert(ctx context.Context, in UpgradeAlertInput
 	if done, err := a.stepDone(ctx, in.OperationID, step); err != nil || done {
 		return err
 	}
-	if err := a.Store.DB.WithContext(ctx).Create(&models.Alert{Type: AlertUpgradeBudget, Severity: "CRITICAL",
-		Subject: clip(in.Subject, 512), Description: in.Description, ResourceType: ResourceUpgrade,
+	typ, rtype := cmp.Or(in.Type, AlertUpgradeBudget), cmp.Or(in.ResourceType, ResourceUpgrade)
+	if err := a.Store.DB.WithContext(ctx).Create(&models.Alert{Type: typ, Severity: "CRITICAL",
+		Subject: clip(in.Subject, 512), Description: in.Description, ResourceType: rtype,
 		ResourceID: in.OperationID, ZoneID: in.ZoneID}).Error; err != nil {
 		return fmt.Errorf("raise upgrade alert: %w", err)
 	}
-	if err := a.Store.DB.WithContext(ctx).Create(&models.Event{Type: AlertUpgradeBudget, Level: "ERROR",
-		Description: clip(in.Subject+": "+in.Description, 4000), ResourceType: ResourceUpgrade, ResourceID: in.OperationID,
+	if err := a.Store.DB.WithContext(ctx).Create(&models.Event{Type: typ, Level: "ERROR",
+		Description: clip(in.Subject+": "+in.Description, 4000), ResourceType: rtype, ResourceID: in.OperationID,
 		ZoneID: in.ZoneID}).Error; err != nil {
 		return fmt.Errorf("record upgrade event: %w", err)
 	}

@@ -84,6 +84,8 @@ func systemVMFilters() []filter {
 		{name: "state", column: "state", kind: enum, enum: vmStates(), desc: "VM state"},
 		fHypervisor("hypervisor_type"),
 		{name: "version", column: "version", kind: exact, desc: "template version"},
+		{name: "requiresupgrade", kind: custom, ptype: "boolean",
+			desc: "true: SSVMs and CPVMs whose version is below minreq.sysvmtemplate.version or unknown"},
 		fName(), fKeyword()}
 }
 
@@ -206,7 +208,7 @@ func inventoryRoutes(s *Server) []Route {
 		schema: "StoragePool", filters: poolFilters(), order: "name, id", desc: "primary storage pools"}.routes(s)...)
 	out = append(out, resource[models.Network]{path: "/networks", what: "network", op: "Network", plural: "Networks", schema: "Network",
 		filters: networkFilters(), order: "name, id", desc: "guest networks"}.routes(s)...)
-	out = append(out, resource[models.SystemVM]{path: "/system-vms", what: "system VM", op: "SystemVM", plural: "SystemVMs",
+	svms := resource[models.SystemVM]{path: "/system-vms", what: "system VM", op: "SystemVM", plural: "SystemVMs",
 		schema: "SystemVM", filters: systemVMFilters(), order: "name, id", base: systemVMTypes,
 		check: func(vm models.SystemVM) error {
 			if vm.IsRouter() {
@@ -214,7 +216,10 @@ func inventoryRoutes(s *Server) []Route {
 			}
 			return nil
 		},
-		desc: "secondary storage VMs and console proxy VMs"}.routes(s)...)
+		desc: "secondary storage VMs and console proxy VMs"}.routes(s)
+	// requiresupgrade is computed at the read, as for routers (api/systemvm_upgrades.go).
+	svms[0].Handler, svms[1].Handler = s.listSystemVMs, s.getSystemVM
+	out = append(out, svms...)
 	out = append(out, resource[models.Event]{path: "/events", what: "event", op: "Event", plural: "Events", schema: "Event",
 		filters: eventFilters(), order: "created_at DESC, id DESC", desc: "events, newest first"}.routes(s)...)
 	out = append(out, resource[models.Alert]{path: "/alerts", what: "alert", op: "Alert", plural: "Alerts", schema: "Alert",

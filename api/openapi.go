@@ -37,6 +37,7 @@ func (s *Server) coreRoutes() []Route {
 	out = append(out, s.lifecycleRoutes()...)
 	out = append(out, s.networkRoutes()...)
 	out = append(out, s.upgradeRoutes()...)
+	out = append(out, s.systemVMUpgradeRoutes()...)
 	out = append(out, s.networkRuleRoutes()...)
 	out = append(out, s.accessRoutes()...)
 	out = append(out, s.certificateRoutes()...)
@@ -326,7 +327,7 @@ func componentSchemas() map[string]any {
 			with(base, "zoneid", "podid?", "clusterid?", "name", "scope", "type", "path", "disksizetotal:int", "disksizeused:int", "state")...),
 		"Network": objectSchema("a guest network",
 			with(base, "zoneid", "domainid", "accountid", "vpcid?", "name", "type", "redundantrouter:bool", "gateway", "cidr", "services", "state")...),
-		"SystemVM":          objectSchema("a secondary storage VM or console proxy VM (listSystemVms)", systemVM...),
+		"SystemVM":          objectSchema("a secondary storage VM or console proxy VM (listSystemVms)", with(systemVM, "requiresupgrade?:bool")...),
 		"Router":            objectSchema("a virtual router (listRouters)", router...),
 		"RouterDetail":      objectSchema("a virtual router with the last result of each health check", with(router, "healthcheckresults:[]@HealthCheckResult")...),
 		"HealthCheckResult": objectSchema("the last result of one health check", "checkname", "checktype", "success:bool", "lastupdated:time", "details"),
@@ -367,6 +368,7 @@ func componentSchemas() map[string]any {
 		s[item+"List"] = listSchema(item)
 	}
 	maps.Copy(s, upgradeSchemas())
+	maps.Copy(s, systemVMUpgradeSchemas())
 	maps.Copy(s, networkRuleSchemas())
 	return s
 }

@@ -261,24 +261,30 @@ func (s *Server) signalRouterUpgrade(signal string) echo.HandlerFunc {
 }
 
 func (s *Server) sendUpgradeSignal(c echo.Context, signal string, arg any) error {
-	op, err := s.routerUpgrade(c)
+	return s.signalUpgrade(c, s.routerUpgrade, "router upgrade", signal, arg)
+}
+
+// signalUpgrade sends a control signal to the current run of the upgrade load reads (what
+// names the kind of upgrade in messages).
+func (s *Server) signalUpgrade(c echo.Context, load func(echo.Context) (operations.Operation, error), what, signal string, arg any) error {
+	op, err := load(c)
 	if err != nil {
 		return err
 	}
 	if op.Status != models.OpRunning {
-		e := Conflict("router upgrade %s is %s, not running", op.ID, op.Status)
+		e := Conflict("%s %s is %s, not running", what, op.ID, op.Status)
 		e.Extra = map[string]any{"operation": s.view(op)}
 		return e
 	}
 	if s.temporal == nil {
-		return Unavailable(nil, "router upgrades cannot be controlled: this server has no Temporal connection")
+		return Unavailable(nil, "%ss cannot be controlled: this server has no Temporal connection", what)
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.tTimeout)
 	defer cancel()
 	if err := s.temporal.SignalWorkflow(ctx, op.WorkflowID, "", signal, arg); err != nil {
-		return Unavailable(err, "signal %s to router upgrade %s: %v", signal, op.ID, err)
+		return Unavailable(err, "signal %s to %s %s: %v", signal, what, op.ID, err)
 	}
-	if op, err = s.routerUpgrade(c); err != nil {
+	if op, err = load(c); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusAccepted, map[string]any{"operation": s.view(op)})
@@ -292,15 +298,24 @@ func (s *Server) cancelRouterUpgrade(c echo.Context) error {
 }
 
 func (s *Server) setRouterUpgradeParallelism(c echo.Context) error {
-	var body upgradeParallelism
-	if err := decodeBody(c, &body, false); err != nil {
+	n, err := parseParallelismBody(c)
+	if err != nil {
 		return err
 	}
+	return s.sendUpgradeSignal(c, workflows.SignalUpgradeParallelism, n)
+}
+
+// parseParallelismBody reads and checks the body of an upgrade's parallelism change.
+func parseParallelismBody(c echo.Context) (int, error) {
+	var body upgradeParallelism
+	if err := decodeBody(c, &body, false); err != nil {
+		return 0, err
+	}
 	if body.Parallelism == nil {
-		return BadRequest("parallelism", "parallelism is required")
+		return 0, BadRequest("parallelism", "parallelism is required")
 	}
 	if n := *body.Parallelism; n < 1 || n > workflows.MaxUpgradeParallelism {
-		return BadRequest("parallelism", "parallelism must be 1 to %d, got %d", workflows.MaxUpgradeParallelism, n)
+		return 0, BadRequest("parallelism", "parallelism must be 1 to %d, got %d", workflows.MaxUpgradeParallelism, n)
 	}
-	return s.sendUpgradeSignal(c, workflows.SignalUpgradeParallelism, *body.Parallelism)
+	return *body.Parallelism, nil
 }

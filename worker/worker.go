@@ -63,6 +63,7 @@ func Workflows() []Workflow {
 		{workflows.HealthSweepWorkflowName, workflows.HealthSweep},
 		{workflows.RouterHealthCheckWorkflowName, workflows.RouterHealthCheck},
 		{workflows.RouterUpgradeWorkflowName, workflows.RouterUpgrade},
+		{workflows.SystemVMUpgradeWorkflowName, workflows.SystemVMUpgrade},
 		{workflows.NetworkRulesWorkflowName, workflows.NetworkRulesPush},
 		{workflows.TemplateRolloutWorkflowName, workflows.TemplateRollout},
 		{workflows.DiagnosticsWorkflowName, workflows.SystemVMDiagnostics},
@@ -71,6 +72,7 @@ func Workflows() []Workflow {
 		{workflows.ScaleWorkflowName, workflows.SystemVMScale},
 		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
 		{workflows.CertificateExpiryWorkflowName, workflows.CertificateExpiryCheck},
+		{workflows.SystemVMDeployWorkflowName, workflows.SystemVMDeploy},
 	}
 }
 
@@ -94,6 +96,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.NetworkRouters,
 		// RouterUpgrade
 		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert, a.ResolveUpgradeAlert,
+		// SystemVMUpgrade (RaiseUpgradeAlert, ResolveUpgradeAlert above)
+		a.PlanSystemVMUpgrade, a.SystemVMUpgradeCheck, a.SystemVMUpgradeGate,
 		// TemplateRollout
 		a.TemplatePlan, a.TemplateDownload, a.TemplateSeedPool, a.TemplateRecordFailure, a.TemplateSwitch,
 		a.TemplateMinVersion, a.TemplateRollOnVMs,
@@ -104,6 +108,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// SystemVMMigrate, SystemVMScale (SetVMState, HypervisorStep, SettleVM, RecordEvent,
 		// FinishOperation above)
 		a.PlanMove, a.MoveVM,
+		// SystemVMDeploy (RecordEvent, SettleVM, FinishOperation above)
+		a.AllocateSystemVM, a.DeployStep,
 	}
 	health = []any{
 		// HealthSweep

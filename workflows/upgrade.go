@@ -27,6 +27,19 @@ type upgrade struct {
 	draining                   bool
 	canceling                  bool
 	waitingWindow              bool
+	// kind is what another upgrade on this engine does differently (SystemVMUpgrade); nil
+	// for RouterUpgrade.
+	kind *upgradeKind
+}
+
+// upgradeKind is what an upgrade other than RouterUpgrade plugs into the engine: how one VM is
+// upgraded, how it continues as new, its budget alert and why a chained VM is skipped when the
+// one before it was not upgraded. The engine's commands are RouterUpgrade's when kind is nil.
+type upgradeKind struct {
+	item          func(ctx workflow.Context, i int) (state, reason string)
+	continueAsNew func(ctx workflow.Context) error
+	alert         func(ctx workflow.Context)
+	peerSkip      func(peer UpgradeRouter) string
 }
 
 // RouterUpgrade upgrades routers in batches (SPEC §4.4): the plan's groups in order, each in
@@ -252,6 +265,9 @@ func (w *upgrade) run(ctx workflow.Context) error {
 				return temporal.NewCanceledError("canceled")
 			}
 			w.drainSignals(ctx)
+			if w.kind != nil {
+				return w.kind.continueAsNew(ctx)
+			}
 			in := w.in
 			in.Request = w.req
 			in.State = w.st
@@ -342,6 +358,10 @@ func (w *upgrade) dispatch(ctx workflow.Context) time.Duration {
 				switch peer.State {
 				case UpgradeDone:
 				case UpgradeFailed, UpgradeSkipped:
+					if w.kind != nil {
+						w.end(i, UpgradeSkipped, w.kind.peerSkip(peer), now)
+						continue
+					}
 					w.end(i, UpgradeSkipped, fmt.Sprintf("its redundant peer %s was not upgraded (%s): it stays as it is so the pair keeps a router up",
 						peer.Name, peer.State), now)
 					continue
@@ -392,7 +412,12 @@ func (w *upgrade) start(ctx workflow.Context, i int) {
 	w.st.MaxInFlight = max(w.st.MaxInFlight, w.inFlight)
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	workflow.Go(dctx, func(ctx workflow.Context) {
-		state, reason := w.upgradeRouter(ctx, i)
+		var state, reason string
+		if w.kind != nil {
+			state, reason = w.kind.item(ctx, i)
+		} else {
+			state, reason = w.upgradeRouter(ctx, i)
+		}
 		w.inFlight--
 		w.finished++
 		w.end(i, state, reason, workflow.Now(ctx))
@@ -463,6 +488,10 @@ func (w *upgrade) healthGate(ctx workflow.Context, i int) (string, string) {
 // raiseBudgetAlert raises the alert of a pause for the failure budget, naming every failed
 // router and why.
 func (w *upgrade) raiseBudgetAlert(ctx workflow.Context) {
+	if w.kind != nil {
+		w.kind.alert(ctx)
+		return
+	}
 	var lines []string
 	var zone string
 	for _, r := range w.st.Routers {

@@ -243,6 +243,11 @@ type UpgradeRouter struct {
 	ZoneID         string `json:"zoneid"`
 	Group          int    `json:"group"`
 	RedundantState string `json:"redundantstate,omitempty"`
+	// Type is the system VM type in an SSVM and CPVM upgrade (empty for routers).
+	Type string `json:"type,omitempty"`
+	// ReplacedBy is the ID of the new VM that replaced this one (an SSVM or CPVM upgrade of a
+	// zone's only VM of its kind deploys a new one, then retires this one).
+	ReplacedBy string `json:"replacedby,omitempty"`
 	// After is the index (+1) in Routers of the redundant peer that must pass its gate first.
 	After       int    `json:"after,omitempty"`
 	State       string `json:"state"`

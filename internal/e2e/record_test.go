@@ -127,7 +127,7 @@ func TestRecordHistories(t *testing.T) {
 	}
 	files := &devcloud.SandboxFiles{}
 	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true,
-		commands: devcloud.DiagnosticsCommands("", files), files: files})
+		commands: devcloud.DiagnosticsCommands("", files), files: files, consoles: true})
 
 	t.Run("SystemVMLifecycle", func(t *testing.T) {
 		// A VMware router with a network of its own goes through every action; destroying a
@@ -298,6 +298,55 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("patch of %s ended %s: %s", pr.Name, op.Status, op.Error)
 		}
 		p.record(workflows.RouterUpgradeWorkflowName+"_patch.json", op.WorkflowID, op.RunID)
+	})
+
+	t.Run("SystemVMDeploy", func(t *testing.T) {
+		// A new CPVM (verified over SSH and its console's TLS) and a new SSVM.
+		for _, typ := range []string{models.TypeCPVM, models.TypeSSVM} {
+			op, res := p.deploy(typ)
+			if op.Status != models.OpCompleted {
+				t.Fatalf("deploy of a %s ended %s: %s", typ, op.Status, op.Error)
+			}
+			p.record(workflows.SystemVMDeployWorkflowName+"_"+typ+".json", op.WorkflowID, op.RunID)
+			_ = res
+		}
+	})
+
+	t.Run("SystemVMUpgrade", func(t *testing.T) {
+		// One CPVM of two recreated (make-before-break while the other serves), then the zone's
+		// only SSVM replaced (a new one deployed, gated, the old one destroyed).
+		ofType := func(typ string) []models.SystemVM {
+			var vms []models.SystemVM
+			modelstest.Must(t, p.store.DB.Where("zone_id = ? AND type = ? AND state = ?", p.zoneID, typ, models.StateRunning).
+				Order("name").Find(&vms).Error, "system VMs")
+			return vms
+		}
+		if len(ofType(models.TypeCPVM)) < 2 {
+			if op, _ := p.deploy(models.TypeCPVM); op.Status != models.OpCompleted {
+				t.Fatalf("deploy a second CPVM: %s %s", op.Status, op.Error)
+			}
+		}
+		for ssvms := ofType(models.TypeSSVM); len(ssvms) > 1; ssvms = ssvms[1:] {
+			if op := p.wait(p.start("/api/v1/system-vms/"+ssvms[0].ID+"/destroy"), 3*time.Minute); op.Status != models.OpCompleted {
+				t.Fatalf("destroy %s: %s %s", ssvms[0].Name, op.Status, op.Error)
+			}
+		}
+		upgrade := func(vm models.SystemVM, name string) {
+			var up struct {
+				Operation operation `json:"operation"`
+				Error     any       `json:"error"`
+			}
+			if code := p.do(http.MethodPost, "/api/v1/system-vms/upgrades", map[string]any{"id": vm.ID, "force": true}, &up); code != http.StatusAccepted {
+				t.Fatalf("upgrade %s = %d (%v)", vm.Name, code, up.Error)
+			}
+			op := p.wait(up.Operation, 3*time.Minute)
+			if op.Status != models.OpCompleted || !strings.Contains(string(op.Result), `"done":1`) {
+				t.Fatalf("upgrade of %s ended %s: %s %s", vm.Name, op.Status, op.Error, op.Result)
+			}
+			p.record(workflows.SystemVMUpgradeWorkflowName+"_"+name+".json", op.WorkflowID, op.RunID)
+		}
+		upgrade(ofType(models.TypeCPVM)[0], "recreate")
+		upgrade(ofType(models.TypeSSVM)[0], "replace")
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.

@@ -1,0 +1,333 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"go.temporal.io/sdk/temporal"
+	"gorm.io/gorm"
+
+	"github.com/sysvm/sysvm/activities"
+	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/operations"
+	"github.com/sysvm/sysvm/workflows"
+)
+
+// systemVMUpgradeRequest is the body of POST /system-vms/upgrades.
+type systemVMUpgradeRequest struct {
+	ID     string `json:"id"`
+	ZoneID string `json:"zoneid"`
+	// SystemVMType is consoleproxy, secondarystorage or both (the default).
+	SystemVMType  string                             `json:"systemvmtype"`
+	Force         bool                               `json:"force"`
+	Parallelism   *int                               `json:"parallelism"`
+	FailureBudget string                             `json:"failureBudget"`
+	Window        *workflows.UpgradeWindow           `json:"window"`
+	Windows       map[string]workflows.UpgradeWindow `json:"windows"`
+	// HealthGateTimeout is a Go duration ("5m"); 5 minutes when absent.
+	HealthGateTimeout string `json:"healthGateTimeout"`
+}
+
+// systemVMUpgradeSchemas are the OpenAPI schemas of the SSVM and CPVM upgrade endpoints.
+func systemVMUpgradeSchemas() map[string]any {
+	return map[string]any{
+		"SystemVMUpgradeRequest": objectSchema("a batched SSVM and CPVM upgrade: at most one selector of id or zoneid (none: every "+
+			"zone), of systemvmtype (both when absent)",
+			"id?", "zoneid?", "systemvmtype?:string="+strings.Join(activities.SystemVMKinds(), "|"), "force?:bool", "parallelism?:int",
+			"failureBudget?", "window?:@UpgradeWindow", "windows?:object", "healthGateTimeout?"),
+	}
+}
+
+func (s *Server) systemVMUpgradeRoutes() []Route {
+	op := []Response{{Status: 202, Description: "the operation", Schema: "OperationEnvelope"},
+		{Status: 404, Description: "no system VM upgrade with this id", Schema: "Error"},
+		{Status: 409, Description: "the upgrade is not running (operation shows how it ended)", Schema: "ConflictError"},
+		{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}
+	const tag = "System VMs"
+	return []Route{
+		{Method: http.MethodPost, Path: "/system-vms/upgrades", Role: models.RoleOperator, Handler: s.startSystemVMUpgrade, Doc: Doc{
+			OperationID: "upgradeSystemVms", Tag: tag, Summary: "Upgrade SSVMs and CPVMs in batches",
+			Description: "Starts a " + workflows.SystemVMUpgradeOperationKind + " operation on the router upgrade's engine: the selected " +
+				"SSVMs and CPVMs that require upgrade (all of them with force), zone by zone (each in its window: windows by zone ID, or " +
+				"window for all), at most parallelism at a time in a sliding window. In a zone, the VMs of one kind go one at a time, " +
+				"each recreated make-before-break from the current template (a systemvm:<id> lifecycle run) while the others serve, " +
+				"and must pass its health gate (agent over SSH at the required version, console or HTTPS upload endpoint serving TLS, " +
+				"within healthGateTimeout) before the next of its kind goes; a failure skips the rest of its kind in that zone. The " +
+				"zone's only VM of a kind is replaced instead: a new one is deployed, passes its gate, then the old one is destroyed " +
+				"(its ID is the VM's replacedby in the progress). More " +
+				"failures than failureBudget pause the upgrade and raise an alert. One upgrade at a time per scope (all, zone, VM).",
+			Body: "SystemVMUpgradeRequest",
+			Responses: []Response{{Status: 202, Description: "the upgrade started", Schema: "OperationEnvelope"},
+				{Status: 400, Description: "a field is invalid (named in the error)", Schema: "Error"},
+				{Status: 404, Description: "a selector names nothing", Schema: "Error"},
+				{Status: 409, Description: "nothing of the selection requires upgrade, or an upgrade of the same scope runs", Schema: "ConflictError"},
+				{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}}},
+		{Method: http.MethodGet, Path: "/system-vms/upgrades", Role: models.RoleReadOnly, Handler: s.listSystemVMUpgrades, Doc: Doc{
+			OperationID: "listSystemVmUpgrades", Tag: tag, Summary: "List SSVM and CPVM upgrades, newest first", Paged: true,
+			Responses: []Response{{Status: 200, Description: "a page of operations", Schema: "OperationList"}}}},
+		{Method: http.MethodGet, Path: "/system-vms/upgrades/{id}", Role: models.RoleReadOnly, Handler: s.getSystemVMUpgrade, Doc: Doc{
+			OperationID: "getSystemVmUpgrade", Tag: tag, Summary: "Get an SSVM and CPVM upgrade with its per-VM progress",
+			Description: "progress is the router upgrade's (status, counts per state, ETA, groups = zones); its routers list holds the " +
+				"upgrade's system VMs, each with its type, state, versions, times (Unix ms) and reason.",
+			Responses: []Response{{Status: 200, Description: "the operation", Schema: "OperationEnvelope"},
+				{Status: 404, Description: "no system VM upgrade with this id", Schema: "Error"}}}},
+		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/pause", Role: models.RoleOperator,
+			Handler: s.signalSystemVMUpgrade(workflows.SignalUpgradePause), Doc: Doc{
+				OperationID: "pauseSystemVmUpgrade", Tag: tag, Summary: "Pause an SSVM and CPVM upgrade: VMs in flight finish, nothing new starts",
+				Responses: op}},
+		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/resume", Role: models.RoleOperator,
+			Handler: s.signalSystemVMUpgrade(workflows.SignalUpgradeResume), Doc: Doc{
+				OperationID: "resumeSystemVmUpgrade", Tag: tag, Summary: "Resume a paused SSVM and CPVM upgrade (the failure budget counts anew)",
+				Responses: op}},
+		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/cancel", Role: models.RoleOperator, Handler: s.cancelSystemVMUpgrade, Doc: Doc{
+			OperationID: "cancelSystemVmUpgrade", Tag: tag, Summary: "Cancel an SSVM and CPVM upgrade: VMs in flight finish, nothing new starts",
+			Responses: op}},
+		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/parallelism", Role: models.RoleOperator,
+			Handler: s.setSystemVMUpgradeParallelism, Doc: Doc{
+				OperationID: "setSystemVmUpgradeParallelism", Tag: tag, Summary: "Change the parallelism of a running SSVM and CPVM upgrade",
+				Body: "RouterUpgradeParallelism", BodyRequired: true, Responses: op}},
+	}
+}
+
+// parseSystemVMUpgradeRequest validates the body, with the router upgrade's rules for the
+// knobs both share (parallelism, failureBudget, window, windows, healthGateTimeout).
+func parseSystemVMUpgradeRequest(b systemVMUpgradeRequest) (workflows.SystemVMUpgradeRequest, error) {
+	sel := activities.SystemVMUpgradeSelection{ID: b.ID, ZoneID: b.ZoneID, SystemVMType: b.SystemVMType, Force: b.Force}
+	if err := sel.Validate(); err != nil {
+		var se *models.SettingError
+		if errors.As(err, &se) {
+			return workflows.SystemVMUpgradeRequest{}, BadRequest(se.Field, "%s", se.Message)
+		}
+		return workflows.SystemVMUpgradeRequest{}, BadRequest("", "%v", err)
+	}
+	shared, err := parseUpgradeRequest(routerUpgradeRequest{Parallelism: b.Parallelism, FailureBudget: b.FailureBudget,
+		Window: b.Window, Windows: b.Windows, HealthGateTimeout: b.HealthGateTimeout})
+	if err != nil {
+		return workflows.SystemVMUpgradeRequest{}, err
+	}
+	return workflows.SystemVMUpgradeRequest{Selection: sel, Parallelism: shared.Parallelism, Budget: shared.Budget,
+		Window: shared.Window, Windows: shared.Windows, GateTimeout: shared.GateTimeout}, nil
+}
+
+func (s *Server) startSystemVMUpgrade(c echo.Context) error {
+	ctx := c.Request().Context()
+	var body systemVMUpgradeRequest
+	if err := decodeBody(c, &body, true); err != nil {
+		return err
+	}
+	req, err := parseSystemVMUpgradeRequest(body)
+	if err != nil {
+		return err
+	}
+	plan, err := activities.PlanSystemVMUpgrade(ctx, s.store, req.Selection)
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			switch appErr.Type() {
+			case activities.ErrTypeNotFound:
+				return NotFound("%s", appErr.Message())
+			case activities.ErrTypeNothingToUpgrade:
+				return Conflict("%s", appErr.Message())
+			}
+		}
+		return Internal(err, "plan the system VM upgrade")
+	}
+	keys := make([]string, 0, len(plan.Groups))
+	for _, g := range plan.Groups {
+		keys = append(keys, g.Key)
+	}
+	for k := range req.Windows {
+		if !slices.Contains(keys, k) {
+			return BadRequest("windows", "windows.%s: no zone of this upgrade has that ID (zones: %s)", k, strings.Join(keys, ", "))
+		}
+	}
+	kind, id := req.Selection.Scope()
+	target := workflows.ZoneTarget(workflows.SystemVMUpgradeWorkflowID(kind, id), req.Selection.ZoneID, workflows.SystemVMUpgradeOperationKind)
+	return s.StartOperation(ctx, c, operations.Spec{
+		Target: target, Workflow: workflows.SystemVMUpgradeWorkflowName,
+		TargetType: kind, TargetID: id, TargetName: strings.TrimSpace(kind + " " + id),
+		Input: func(opID string) any {
+			return workflows.SystemVMUpgradeInput{OperationID: opID, Request: req}
+		},
+		Memo: map[string]any{"systemvms": plan.Count(), "zones": len(plan.Groups), "systemvmtype": req.Selection.SystemVMType,
+			"parallelism": req.Parallelism, "failureBudget": req.Budget.String(), "force": req.Selection.Force},
+	})
+}
+
+func (s *Server) listSystemVMUpgrades(c echo.Context) error {
+	ctx := c.Request().Context()
+	base := s.store.DB.WithContext(ctx).Where("kind = ?", workflows.SystemVMUpgradeOperationKind)
+	rows, err := listRows[models.Operation](c, base, nil, "created_at DESC, id DESC")
+	if err != nil {
+		return err
+	}
+	out := ListResponse[OperationView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: make([]OperationView, 0, len(rows.Items))}
+	for _, op := range s.ops.ReconcileRows(ctx, rows.Items) {
+		out.Items = append(out.Items, s.view(op))
+	}
+	return ok(c, out)
+}
+
+// systemVMUpgrade reads (and reconciles) the upgrade operation of the path's id.
+func (s *Server) systemVMUpgrade(c echo.Context) (operations.Operation, error) {
+	op, err := s.ops.Get(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return op, s.operationError(err)
+	}
+	if op.Kind != workflows.SystemVMUpgradeOperationKind {
+		return op, NotFound("operation %s is a %s, not a system VM upgrade", op.ID, op.Kind)
+	}
+	return op, nil
+}
+
+func (s *Server) getSystemVMUpgrade(c echo.Context) error {
+	op, err := s.systemVMUpgrade(c)
+	if err != nil {
+		return err
+	}
+	return ok(c, map[string]any{"operation": s.view(op)})
+}
+
+func (s *Server) signalSystemVMUpgrade(signal string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var arg any
+		if signal == workflows.SignalUpgradePause {
+			who := "an operator"
+			if k, found := Caller(c); found {
+				who = k.Name
+			}
+			arg = "paused by " + who
+		}
+		return s.signalUpgrade(c, s.systemVMUpgrade, "system VM upgrade", signal, arg)
+	}
+}
+
+func (s *Server) cancelSystemVMUpgrade(c echo.Context) error {
+	if _, err := s.systemVMUpgrade(c); err != nil {
+		return err
+	}
+	return s.cancelOperation(c)
+}
+
+func (s *Server) setSystemVMUpgradeParallelism(c echo.Context) error {
+	n, err := parseParallelismBody(c)
+	if err != nil {
+		return err
+	}
+	return s.signalUpgrade(c, s.systemVMUpgrade, "system VM upgrade", workflows.SignalUpgradeParallelism, n)
+}
+
+// systemVMView is an SSVM or CPVM as listSystemVms shows it.
+type systemVMView struct {
+	models.SystemVM
+	// RequiresUpgrade is computed from minreq.sysvmtemplate.version, as for routers.
+	RequiresUpgrade bool `json:"requiresupgrade"`
+}
+
+// listSystemVMs lists SSVMs and CPVMs with requiresupgrade computed at the read (and the
+// requiresupgrade filter), as listRouters does for routers.
+func (s *Server) listSystemVMs(c echo.Context) error {
+	ctx := c.Request().Context()
+	minreq := s.minReqVersions()
+	fs := systemVMFilters()
+	const order = "name, id"
+	base := systemVMTypes(s.store.DB.WithContext(ctx))
+	view := func(vms []models.SystemVM) ([]systemVMView, error) {
+		out := make([]systemVMView, 0, len(vms))
+		for _, vm := range vms {
+			req, _, err := minreq.RouterRequiresUpgrade(ctx, vm)
+			if err != nil {
+				return nil, Internal(err, "read minreq.sysvmtemplate.version")
+			}
+			out = append(out, systemVMView{SystemVM: vm, RequiresUpgrade: req})
+		}
+		return out, nil
+	}
+	rv := c.QueryParam("requiresupgrade")
+	if rv == "" {
+		rows, err := listRows[models.SystemVM](c, base, fs, order)
+		if err != nil {
+			return err
+		}
+		items, err := view(rows.Items)
+		if err != nil {
+			return err
+		}
+		return ok(c, ListResponse[systemVMView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
+	}
+	want, err := parseBool("requiresupgrade", rv)
+	if err != nil {
+		return err
+	}
+	p, err := ParsePage(c)
+	if err != nil {
+		return err
+	}
+	q, err := applyFilters(c, base.Model(&models.SystemVM{}), fs)
+	if err != nil {
+		return err
+	}
+	ids, err := idsRequiringUpgrade(ctx, q, minreq, order, want)
+	if err != nil {
+		return err
+	}
+	out := ListResponse[systemVMView]{Count: int64(len(ids)), Page: p.Page, PageSize: p.PageSize, Items: []systemVMView{}}
+	if p.Offset() >= len(ids) {
+		return ok(c, out)
+	}
+	ids = ids[p.Offset():min(len(ids), p.Offset()+p.PageSize)]
+	var vms []models.SystemVM
+	if err := s.store.DB.WithContext(ctx).Where("id IN ?", ids).Find(&vms).Error; err != nil {
+		return Internal(err, "load system VMs")
+	}
+	pos := make(map[string]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
+	slices.SortFunc(vms, func(a, b models.SystemVM) int { return pos[a.ID] - pos[b.ID] })
+	if out.Items, err = view(vms); err != nil {
+		return err
+	}
+	return ok(c, out)
+}
+
+// idsRequiringUpgrade selects the candidates' versions (SQL cannot compare them) and keeps the
+// IDs whose requiresupgrade is want, in order.
+func idsRequiringUpgrade(ctx context.Context, q *gorm.DB, minreq *models.MinReqVersions, order string, want bool) ([]string, error) {
+	var cands []struct{ ID, Version, ZoneID string }
+	if err := q.Select("id, version, zone_id").Order(order).Find(&cands).Error; err != nil {
+		return nil, Internal(err, "list system VMs")
+	}
+	var ids []string
+	for _, r := range cands {
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version})
+		if err != nil {
+			return nil, Internal(err, "read minreq.sysvmtemplate.version")
+		}
+		if req == want {
+			ids = append(ids, r.ID)
+		}
+	}
+	return ids, nil
+}
+
+// getSystemVM is one SSVM or CPVM with requiresupgrade.
+func (s *Server) getSystemVM(c echo.Context) error {
+	ctx := c.Request().Context()
+	vm, err := getRow[models.SystemVM](c, s.store.DB, c.Param("id"), "system VM")
+	if err != nil {
+		return err
+	}
+	if vm.IsRouter() {
+		return NotFound("%s (%s) is a virtual router: see /api/v1/routers/%s", vm.Name, vm.ID, vm.ID)
+	}
+	req, _, err := s.minReqVersions().RouterRequiresUpgrade(ctx, vm)
+	if err != nil {
+		return Internal(err, "read minreq.sysvmtemplate.version")
+	}
+	return ok(c, systemVMView{SystemVM: vm, RequiresUpgrade: req})
+}
