@@ -11,7 +11,8 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire")
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // The upgrade benchmark runs the worker and the simulators (the XAPI pool, the SSH fleet) in
 // one process, because the fleet follows the worker's hypervisor calls in process
