@@ -26,6 +26,7 @@ func runUpgrade(ctx context.Context, logger *slog.Logger, args []string, stdout 
 	clone := fs.Duration("clone-latency", bench.DefaultCloneLatency, "time each VM.clone takes in the XAPI simulator (-1s: none)")
 	boot := fs.Duration("boot-latency", bench.DefaultBootLatency, "time each VM.start takes in the XAPI simulator (-1s: none)")
 	profile := fs.String("cpuprofile", "", "write the CPU profile of the measured upgrade here (labels: "+bench.ProfileRoleKey+")")
+	db := fs.String("db", "", "mysql://user:pass@tcp(host:port)/ to use a scratch MySQL/MariaDB database (default: SQLite)")
 	jsonOut := fs.Bool("json", false, "print JSON instead of text")
 	bin := fs.String("temporal-bin", os.Getenv("SYSVM_TEMPORAL_BIN"), "temporal CLI (SYSVM_TEMPORAL_BIN; default <repo>/bin/temporal)")
 	if err := fs.Parse(args); err != nil {
@@ -47,7 +48,7 @@ func runUpgrade(ctx context.Context, logger *slog.Logger, args []string, stdout 
 		}
 		*bin = filepath.Join(root, "bin", "temporal")
 	}
-	res, err := bench.RunUpgrade(ctx, bench.UpgradeOptions{Routers: *n, Parallelism: *p, RoutersPerHost: *perHost,
+	res, err := bench.RunUpgrade(ctx, bench.UpgradeOptions{Routers: *n, Parallelism: *p, RoutersPerHost: *perHost, DB: *db,
 		CloneLatency: *clone, BootLatency: *boot, TemporalBin: *bin, CPUProfile: *profile, Logger: logger})
 	if err != nil {
 		return err
@@ -58,8 +59,8 @@ func runUpgrade(ctx context.Context, logger *slog.Logger, args []string, stdout 
 		return enc.Encode(res)
 	}
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	fmt.Fprintf(stdout, "routers %d on %d simulated XenServer hosts, parallelism %d; injected: VM.clone %s, VM.start %s\n",
-		res.Routers, res.Hosts, res.Parallelism, res.CloneLatency, res.BootLatency)
+	fmt.Fprintf(stdout, "routers %d on %d simulated XenServer hosts, parallelism %d, %s; injected: VM.clone %s, VM.start %s\n",
+		res.Routers, res.Hosts, res.Parallelism, res.Database, res.CloneLatency, res.BootLatency)
 	fmt.Fprintf(stdout, "one router alone:     %s\n", ms(res.Single))
 	fmt.Fprintf(stdout, "makespan:             %s\n", ms(res.Makespan))
 	fmt.Fprintf(stdout, "ideal ceil(N/P)×one:  %s\n", ms(res.Ideal))

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -20,8 +21,9 @@ import (
 // started by the worker (and its Temporal client) carry RoleWorker, those of the simulators
 // RoleSimulators (labels are inherited by the goroutines a goroutine starts), and a CPU
 // profile of the measured upgrade sums the samples of each. The fleet's bookkeeping when the
-// worker creates, starts, stops or destroys a VM runs on the worker's call and counts as the
-// worker's.
+// worker creates, starts, stops or destroys a VM runs on the worker's goroutine: a sample with
+// a frame in the simulators' code (simulatorFrame) counts as the simulators' whatever its
+// label.
 const (
 	// ProfileRoleKey is the profiler label naming a goroutine's role.
 	ProfileRoleKey = "sysvm-bench-role"
@@ -29,6 +31,9 @@ const (
 	RoleWorker = "worker"
 	// RoleSimulators labels the simulators' goroutines.
 	RoleSimulators = "simulators"
+	// simulatorFrame prefixes the functions of the dev cloud's simulators (devcloud and its
+	// fleet: the driver decorator that makes the fleet follow the hypervisor).
+	simulatorFrame = "github.com/sysvm/sysvm/devcloud."
 	// roleOther is the CPU of unlabeled goroutines: the runtime's background work (garbage
 	// collection's mark workers, the scavenger) and this benchmark's own code.
 	roleOther = "other"
@@ -65,9 +70,11 @@ func (p *cpuProfile) stop(path string) (map[string]time.Duration, error) {
 }
 
 // cpuByLabel sums the CPU time of a gzipped pprof CPU profile by the value of one label
-// (samples without it count as roleOther). It reads the profile.proto fields it needs with
-// protowire: Profile.sample_type (1), sample (2) with value (2) and label (3: key 1, str 2),
-// and string_table (6).
+// (samples without it count as roleOther; samples with a simulatorFrame frame as
+// RoleSimulators). It reads the profile.proto fields it needs with protowire:
+// Profile.sample_type (1), sample (2) with location_id (1), value (2) and label (3: key 1,
+// str 2), location (4: id 1, line 4 with function_id 1), function (5: id 1, name 2) and
+// string_table (6).
 func cpuByLabel(gz []byte, key string) (map[string]time.Duration, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {
@@ -78,11 +85,14 @@ func cpuByLabel(gz []byte, key string) (map[string]time.Duration, error) {
 		return nil, fmt.Errorf("CPU profile: %w", err)
 	}
 	type sample struct {
-		values []int64
-		labels [][2]int64 // key, str string indices
+		values    []int64
+		labels    [][2]int64 // key, str string indices
+		locations []uint64
 	}
 	var samples []sample
-	var types [][2]int64 // type, unit string indices
+	locFuncs := map[uint64][]uint64{} // location id -> function ids (inlined frames too)
+	funcName := map[uint64]int64{}    // function id -> name string index
+	var types [][2]int64              // type, unit string indices
 	var strs []string
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -125,11 +135,39 @@ func cpuByLabel(gz []byte, key string) (map[string]time.Duration, error) {
 				case num == 3 && typ == protowire.BytesType:
 					f := varintFields(val)
 					s.labels = append(s.labels, [2]int64{f[1], f[2]})
+				case num == 1 && typ == protowire.VarintType:
+					s.locations = append(s.locations, x)
+				case num == 1 && typ == protowire.BytesType: // packed
+					for len(val) > 0 {
+						y, k := protowire.ConsumeVarint(val)
+						if k < 0 {
+							return
+						}
+						s.locations = append(s.locations, y)
+						val = val[k:]
+					}
 				}
 			}); err != nil {
 				return nil, err
 			}
 			samples = append(samples, s)
+		case 4: // Location: id 1, line 4 (Line: function_id 1)
+			var id uint64
+			var fns []uint64
+			if err := eachField(v, func(num protowire.Number, typ protowire.Type, val []byte, x uint64) {
+				switch {
+				case num == 1 && typ == protowire.VarintType:
+					id = x
+				case num == 4 && typ == protowire.BytesType:
+					fns = append(fns, uint64(varintFields(val)[1]))
+				}
+			}); err != nil {
+				return nil, err
+			}
+			locFuncs[id] = fns
+		case 5: // Function: id 1, name 2
+			f := varintFields(v)
+			funcName[uint64(f[1])] = f[2]
 		case 6:
 			strs = append(strs, string(v))
 		}
@@ -158,6 +196,15 @@ func cpuByLabel(gz []byte, key string) (map[string]time.Duration, error) {
 		for _, l := range s.labels {
 			if str(l[0]) == key {
 				role = str(l[1])
+			}
+		}
+	frames:
+		for _, loc := range s.locations {
+			for _, fn := range locFuncs[loc] {
+				if strings.HasPrefix(str(funcName[fn]), simulatorFrame) {
+					role = RoleSimulators
+					break frames
+				}
 			}
 		}
 		out[role] += time.Duration(s.values[ns])

@@ -50,6 +50,9 @@ type UpgradeOptions struct {
 	// waits CloneLatency, every VM.start and VM.start_on BootLatency (0 = the defaults; <0
 	// none).
 	CloneLatency, BootLatency time.Duration
+	// DB is "" for SQLite in a temporary directory, or the mysql:// DSN of a MySQL or MariaDB
+	// server, on which a scratch database is created and dropped afterwards (as Options.DB).
+	DB string
 	// TemporalBin is the temporal CLI. Required.
 	TemporalBin string
 	// CPUProfile writes the process's CPU profile of the measured upgrade there ("" = not
@@ -64,6 +67,7 @@ type UpgradeResult struct {
 	Routers      int           `json:"routers"`
 	Parallelism  int           `json:"parallelism"`
 	Hosts        int           `json:"hosts"`
+	Database     string        `json:"database"`
 	CloneLatency time.Duration `json:"cloneLatency"`
 	BootLatency  time.Duration `json:"bootLatency"`
 	// Single is one router's upgrade measured alone (after upgradeWarmups-1 warm-ups):
@@ -103,7 +107,8 @@ type UpgradeResult struct {
 }
 
 // RunUpgrade benchmarks a batched router upgrade on the embedded stack, everything real but
-// the hypervisor and the routers: a Temporal dev server; SQLite; one simulated XenServer pool
+// the hypervisor and the routers: a Temporal dev server; SQLite (or a scratch MySQL
+// database); one simulated XenServer pool
 // (xapisim over HTTPS) holding every router's VM, with CloneLatency and BootLatency injected
 // into it; the routers simulated by the fleet over real SSH through their hosts, running the
 // real agent; and a worker in this process (the fleet follows its hypervisor calls in
@@ -169,7 +174,17 @@ func RunUpgrade(ctx context.Context, o UpgradeOptions) (res UpgradeResult, err e
 	if _, err := rand.Read(key); err != nil {
 		return res, err
 	}
-	store, err := models.OpenAndMigrate(ctx, "sqlite://"+filepath.Join(dir, "sysvm.db"), key)
+	dsn := "sqlite://" + filepath.Join(dir, "sysvm.db")
+	res.Database = "sqlite"
+	if o.DB != "" {
+		scratch, drop, err := ScratchMySQL(ctx, o.DB)
+		if err != nil {
+			return res, fmt.Errorf("upgrade benchmark: %w", err)
+		}
+		defer drop()
+		dsn, res.Database = scratch, "mysql"
+	}
+	store, err := models.OpenAndMigrate(ctx, dsn, key)
 	if err != nil {
 		return res, fmt.Errorf("upgrade benchmark: database: %w", err)
 	}
