@@ -77,11 +77,11 @@ type UpgradeResult struct {
 	// operation to its result.
 	Makespan time.Duration `json:"makespan"`
 	// Ideal is ceil(Routers/Parallelism) × Single; Ratio is Makespan / Ideal.
-	Ideal          time.Duration `json:"ideal"`
-	Ratio          float64       `json:"ratio"`
-	SingleSeconds  float64       `json:"singleSeconds"`
-	MakespanSecond float64       `json:"makespanSeconds"`
-	IdealSeconds   float64       `json:"idealSeconds"`
+	Ideal           time.Duration `json:"ideal"`
+	Ratio           float64       `json:"ratio"`
+	SingleSeconds   float64       `json:"singleSeconds"`
+	MakespanSeconds float64       `json:"makespanSeconds"`
+	IdealSeconds    float64       `json:"idealSeconds"`
 	// CPU over the measured upgrade: this whole process (ProcessCPU), split by profiler
 	// labels into the worker (its activities, workflow code, Temporal client, the XAPI and
 	// SSH clients), the simulators (XAPI pool, SSH fleet and agents) and the rest (the Go
@@ -339,7 +339,7 @@ func RunUpgrade(ctx context.Context, o UpgradeOptions) (res UpgradeResult, err e
 	waves := (o.Routers + o.Parallelism - 1) / o.Parallelism
 	res.Ideal = time.Duration(waves) * res.Single
 	res.Ratio = float64(res.Makespan) / float64(res.Ideal)
-	res.SingleSeconds, res.MakespanSecond, res.IdealSeconds = res.Single.Seconds(), res.Makespan.Seconds(), res.Ideal.Seconds()
+	res.SingleSeconds, res.MakespanSeconds, res.IdealSeconds = res.Single.Seconds(), res.Makespan.Seconds(), res.Ideal.Seconds()
 
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
