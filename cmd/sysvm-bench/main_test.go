@@ -60,6 +60,52 @@ func TestHealthBenchSmoke(t *testing.T) {
 	assert.Greater(t, r.Sweeps[0].FleetCPU, 0.0)
 }
 
+// TestUpgradeBenchSmoke runs the upgrade benchmark on 3 routers at parallelism 2 with short
+// injected latencies: the real workflows, recreate and gate on the XAPI simulator and the
+// fleet. The benchmark verifies the upgrade itself (every router done, at the new version,
+// once on the pool from the new template); here the figures are checked to be measured: each
+// router's time includes the injected clone and boot, two routers ran at once, and CPU and
+// history were counted.
+func TestUpgradeBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Temporal dev server, the XAPI simulator and a fleet")
+	}
+	bin, err := testenv.TemporalBinary()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	require.NoError(t, runUpgrade(ctx, logger, []string{"--routers", "3", "--parallelism", "2", "--per-host", "2",
+		"--clone-latency", "100ms", "--boot-latency", "300ms", "--json", "--temporal-bin", bin}, &out))
+	var r bench.UpgradeResult
+	require.NoError(t, json.Unmarshal(out.Bytes(), &r), out.String())
+	assert.Equal(t, 3, r.Routers)
+	assert.Equal(t, 3, r.Hosts) // 3 + 2 warm-up routers, 2 a host
+	assert.Equal(t, 3, r.Done)
+	assert.GreaterOrEqual(t, r.Single, 400*time.Millisecond, "one router's upgrade pays the clone and the boot")
+	assert.Equal(t, 2*r.Single, r.Ideal) // ceil(3/2) waves
+	assert.InDelta(t, float64(r.Makespan)/float64(r.Ideal), r.Ratio, 1e-9)
+	assert.Equal(t, 2, r.MaxInFlight)
+	assert.Equal(t, 1, r.Runs)
+	assert.Greater(t, r.HistoryEvents, 20)
+	assert.Greater(t, r.ChildEvents, 3*20, "three recreate runs of a dozen activities each")
+	assert.Positive(t, r.WorkerCPU)
+	assert.Positive(t, r.TemporalCPU)
+	assert.GreaterOrEqual(t, r.ProcessCPU, r.WorkerCPU+r.SimulatorCPU)
+}
+
+func TestRunUpgradeRefusesBadFlags(t *testing.T) {
+	ctx := context.Background()
+	logger := slog.New(slog.DiscardHandler)
+	var out bytes.Buffer
+	assert.ErrorContains(t, runUpgrade(ctx, logger, []string{"--routers", "0"}, &out), "--routers")
+	assert.ErrorContains(t, runUpgrade(ctx, logger, []string{"--parallelism", "1001"}, &out), "--parallelism")
+	assert.ErrorContains(t, runUpgrade(ctx, logger, []string{"--boot-latency", "0s"}, &out), "--boot-latency")
+	assert.ErrorContains(t, runUpgrade(ctx, logger, []string{"extra"}, &out), "unexpected arguments")
+	assert.Empty(t, out.String())
+}
+
 func TestParseSizes(t *testing.T) {
 	got, err := parseSizes("1000, 10000,")
 	require.NoError(t, err)

@@ -40,6 +40,31 @@ const routerServices = "Dhcp,Dns,Lb,UserData,SourceNat,StaticNat,PortForwarding,
 // the fleet. No hypervisor is needed: a health sweep only uses the database and SSH. Rows are
 // written in batches, in one transaction, so 10,000 routers take seconds.
 func SeedZone(ctx context.Context, s *models.Store, n, perHost int) (Inventory, error) {
+	return seedZone(ctx, s, n, perHost, nil)
+}
+
+// XenPool is the simulated XenServer pool SeedXenZone places a zone's routers on.
+type XenPool struct {
+	// Conn reaches the pool's master (its password is stored encrypted, as a cluster's is).
+	Conn hypervisors.Connection
+	// Hosts are the pool's host names, SR its shared storage repository's name.
+	Hosts []string
+	SR    string
+}
+
+// SeedXenZone is SeedZone on one XenServer pool: the routers run OldTemplateVersion (their
+// template is in the inventory), router.template.xenserver names the TemplateVersion template
+// and minreq.sysvmtemplate.version is TemplateVersion, so every router requires an upgrade.
+// The pool must have ceil(n/perHost) hosts. The VMs are not created on the pool (see
+// MaterializeRouters).
+func SeedXenZone(ctx context.Context, s *models.Store, n, perHost int, pool XenPool) (Inventory, error) {
+	return seedZone(ctx, s, n, perHost, &pool)
+}
+
+// OldTemplateVersion is the version SeedXenZone's routers run before an upgrade.
+const OldTemplateVersion = "4.14.0"
+
+func seedZone(ctx context.Context, s *models.Store, n, perHost int, xen *XenPool) (Inventory, error) {
 	if n < 1 || n > MaxRouters {
 		return Inventory{}, fmt.Errorf("seed zone: %d routers: want 1 to %d", n, MaxRouters)
 	}
@@ -48,6 +73,22 @@ func SeedZone(ctx context.Context, s *models.Store, n, perHost int) (Inventory, 
 	}
 	hostCount := (n + perHost - 1) / perHost
 	inv := Inventory{Hosts: hostCount, Routers: n}
+	hv, format, version := hypervisors.KVM, "QCOW2", TemplateVersion
+	if xen != nil {
+		if len(xen.Hosts) < hostCount {
+			return Inventory{}, fmt.Errorf("seed zone: %d routers at %d a host need %d hosts, the pool has %d", n, perHost, hostCount, len(xen.Hosts))
+		}
+		hv, format, version = hypervisors.XenServer, "VHD", OldTemplateVersion
+	}
+	// The pool's password is stored (encrypted) before the transaction, which holds SQLite's
+	// write lock.
+	clusterID, ref := models.NewID(), ""
+	if xen != nil {
+		ref = "cluster/" + clusterID + "/password"
+		if err := s.Secrets.Put(ctx, ref, "hypervisor-password", []byte(xen.Conn.Password)); err != nil {
+			return Inventory{}, fmt.Errorf("seed zone: cluster password: %w", err)
+		}
+	}
 	err := s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		root := models.Domain{Name: "ROOT", Path: "/"}
 		if err := tx.Create(&root).Error; err != nil {
@@ -62,10 +103,24 @@ func SeedZone(ctx context.Context, s *models.Store, n, perHost int) (Inventory, 
 		if err := tx.Create(&off).Error; err != nil {
 			return fmt.Errorf("service offering: %w", err)
 		}
-		tpl := models.Template{Name: "systemvmtemplate-" + TemplateVersion + "-kvm", Hypervisor: string(hypervisors.KVM),
-			Format: "QCOW2", Type: "SYSTEM", Version: TemplateVersion, SizeBytes: 16 << 20, State: models.TemplateReady}
+		tpl := models.Template{Name: "systemvmtemplate-" + version + "-" + hv.SettingSuffix(), Hypervisor: string(hv),
+			Format: format, Type: "SYSTEM", Version: version, SizeBytes: 16 << 20, State: models.TemplateReady}
 		if err := tx.Create(&tpl).Error; err != nil {
 			return fmt.Errorf("template: %w", err)
+		}
+		if xen != nil {
+			// The template the upgrade rebuilds the routers from, and the version it requires.
+			cur := models.Template{Name: "systemvmtemplate-" + TemplateVersion + "-" + hv.SettingSuffix(), Hypervisor: string(hv),
+				Format: format, Type: "SYSTEM", Version: TemplateVersion, SizeBytes: 16 << 20, State: models.TemplateReady}
+			if err := tx.Create(&cur).Error; err != nil {
+				return fmt.Errorf("template: %w", err)
+			}
+			for name, v := range map[string]string{"router.template." + hv.SettingSuffix(): cur.Name,
+				"minreq.sysvmtemplate.version": TemplateVersion} {
+				if err := tx.Create(&models.Setting{Name: name, Scope: models.ScopeGlobal, Value: v}).Error; err != nil {
+					return fmt.Errorf("setting %s: %w", name, err)
+				}
+			}
 		}
 		zone := models.Zone{Name: "bench-zone", NetworkType: "Advanced", DNS1: "192.0.2.53", InternalDNS1: "10.0.0.53",
 			AllocationState: "Enabled"}
@@ -78,20 +133,29 @@ func SeedZone(ctx context.Context, s *models.Store, n, perHost int) (Inventory, 
 		if err := tx.Create(&pod).Error; err != nil {
 			return fmt.Errorf("pod: %w", err)
 		}
-		cl := models.Cluster{ZoneID: zone.ID, PodID: pod.ID, Name: "bench-kvm", HypervisorType: string(hypervisors.KVM),
-			AllocationState: "Enabled"}
+		cl := models.Cluster{Base: models.Base{ID: clusterID}, ZoneID: zone.ID, PodID: pod.ID, Name: "bench-" + hv.SettingSuffix(),
+			HypervisorType: string(hv), AllocationState: "Enabled"}
+		poolName, poolType := "bench-pool", "NetworkFilesystem"
+		if xen != nil {
+			cl.Endpoint, cl.Username, cl.CredentialRef, cl.Insecure = xen.Conn.Endpoint, xen.Conn.Username, ref, xen.Conn.Insecure
+			poolName, poolType = xen.SR, "NFS"
+		}
 		if err := tx.Create(&cl).Error; err != nil {
 			return fmt.Errorf("cluster: %w", err)
 		}
-		pool := models.StoragePool{ZoneID: zone.ID, PodID: pod.ID, ClusterID: cl.ID, Name: "bench-pool", Scope: "CLUSTER",
-			Type: "NetworkFilesystem", Path: "/bench-pool", CapacityBytes: 2 << 40, State: "Up"}
+		pool := models.StoragePool{ZoneID: zone.ID, PodID: pod.ID, ClusterID: cl.ID, Name: poolName, Scope: "CLUSTER",
+			Type: poolType, Path: "/" + poolName, CapacityBytes: 2 << 40, State: "Up"}
 		if err := tx.Create(&pool).Error; err != nil {
 			return fmt.Errorf("storage pool: %w", err)
 		}
 		hosts := make([]models.Host, hostCount)
 		for i := range hosts {
+			name := fmt.Sprintf("bench-kvm-%04d", i+1)
+			if xen != nil {
+				name = xen.Hosts[i]
+			}
 			hosts[i] = models.Host{Base: models.Base{ID: models.NewID()}, ZoneID: zone.ID, PodID: pod.ID, ClusterID: cl.ID,
-				Name: fmt.Sprintf("bench-kvm-%04d", i+1), HypervisorType: string(hypervisors.KVM),
+				Name: name, HypervisorType: string(hv),
 				Address: "127.0.0.1", State: models.HostUp, CPUs: 32, CPUMHz: 2400, MemoryMB: 262144, Version: "9.0.0"}
 		}
 		if err := tx.CreateInBatches(hosts, seedBatch).Error; err != nil {
@@ -107,8 +171,8 @@ func SeedZone(ctx context.Context, s *models.Store, n, perHost int) (Inventory, 
 				Services: routerServices, State: "Implemented"}
 			vms[i] = models.SystemVM{Base: models.Base{ID: models.NewID()}, Name: fmt.Sprintf("r-%d-VM", i+1),
 				Type: models.TypeRouter, State: models.StateRunning, ZoneID: zone.ID, PodID: pod.ID, ClusterID: cl.ID,
-				HostID: hosts[i/perHost].ID, StoragePoolID: pool.ID, HypervisorType: string(hypervisors.KVM),
-				TemplateID: tpl.ID, Version: TemplateVersion, ServiceOfferingID: off.ID, CPUs: off.CPUs, MemoryMB: off.MemoryMB,
+				HostID: hosts[i/perHost].ID, StoragePoolID: pool.ID, HypervisorType: string(hv),
+				TemplateID: tpl.ID, Version: version, ServiceOfferingID: off.ID, CPUs: off.CPUs, MemoryMB: off.MemoryMB,
 				LinkLocalIP: fmt.Sprintf("169.254.%d.%d", 1+a, 1+b), LinkLocalMAC: fmt.Sprintf("0e:00:a9:fe:%02x:%02x", 1+a, 1+b),
 				PrivateIP: fmt.Sprintf("10.1.%d.%d", 1+a, 1+b), PrivateMAC: fmt.Sprintf("1e:00:0a:01:%02x:%02x", 1+a, 1+b),
 				PublicIP: fmt.Sprintf("198.18.%d.%d", a, 1+b), PublicMAC: fmt.Sprintf("06:00:c6:12:%02x:%02x", a, 1+b),

@@ -154,7 +154,8 @@ func (d *driver) StoragePools(ctx context.Context) ([]hypervisors.StoragePool, e
 	return out, nil
 }
 
-// findSR resolves an SR by name_label; an empty name is the pool's default SR.
+// findSR resolves an SR by name_label (an empty name is the pool's default SR) and returns
+// its ref and name.
 func (d *driver) findSR(ctx context.Context, name string) (string, srRecord, error) {
 	var ref string
 	if name == "" {
@@ -178,8 +179,9 @@ func (d *driver) findSR(ctx context.Context, name string) (string, srRecord, err
 		}
 		ref = refs[0]
 	}
+	// Its name alone (what callers use): the SR's record lists every VDI on it.
 	var sr srRecord
-	if err := d.c.call(ctx, "SR.get_record", &sr, ref); err != nil {
+	if err := d.c.call(ctx, "SR.get_name_label", &sr.NameLabel, ref); err != nil {
 		return "", srRecord{}, err
 	}
 	return ref, sr, nil

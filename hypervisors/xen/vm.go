@@ -225,11 +225,13 @@ func (d *driver) findNetwork(ctx context.Context, n hypervisors.NIC) (string, in
 		return "", 0, err
 	}
 	if len(refs) > 0 {
-		var rec networkRecord
-		if err := d.c.call(ctx, "network.get_record", &rec, refs[0]); err != nil {
+		// The MTU alone: the network's record lists every VIF on it (one per system VM of the
+		// pool), which makes each create's payload grow with the pool.
+		var mtu xint
+		if err := d.c.call(ctx, "network.get_MTU", &mtu, refs[0]); err != nil {
 			return "", 0, err
 		}
-		return refs[0], mtuOr1500(rec.MTU), nil
+		return refs[0], mtuOr1500(mtu), nil
 	}
 	var all map[string]networkRecord
 	if err := d.c.call(ctx, "network.get_all_records", &all); err != nil {
@@ -489,7 +491,9 @@ type lookups struct {
 	srs      map[string]srRecord
 }
 
-// fetchFor loads the records one VM refers to.
+// fetchFor loads the records one VM refers to. Of its host, networks and SR only the
+// name_label is read (vmInfo uses nothing else): their records list every VM, VIF or VDI of
+// the pool, so fetching them whole made each GetVM's payload grow with the pool.
 func (d *driver) fetchFor(ctx context.Context, r vmRecord) (*lookups, error) {
 	l := &lookups{hosts: map[string]hostRecord{}, vifs: map[string]vifRecord{}, networks: map[string]networkRecord{},
 		vbds: map[string]vbdRecord{}, vdis: map[string]vdiRecord{}, srs: map[string]srRecord{}}
@@ -501,9 +505,9 @@ func (d *driver) fetchFor(ctx context.Context, r vmRecord) (*lookups, error) {
 		return err
 	}
 	for _, ref := range []string{r.ResidentOn, r.Affinity} {
-		if ref != "" && ref != nullRef {
+		if _, done := l.hosts[ref]; !done && ref != "" && ref != nullRef {
 			var h hostRecord
-			if err := get("host.get_record", ref, &h); err != nil {
+			if err := get("host.get_name_label", ref, &h.NameLabel); err != nil {
 				return nil, err
 			}
 			l.hosts[ref] = h
@@ -517,7 +521,7 @@ func (d *driver) fetchFor(ctx context.Context, r vmRecord) (*lookups, error) {
 		l.vifs[ref] = v
 		if _, ok := l.networks[v.Network]; !ok && v.Network != "" {
 			var n networkRecord
-			if err := get("network.get_record", v.Network, &n); err != nil {
+			if err := get("network.get_name_label", v.Network, &n.NameLabel); err != nil {
 				return nil, err
 			}
 			l.networks[v.Network] = n
@@ -539,7 +543,7 @@ func (d *driver) fetchFor(ctx context.Context, r vmRecord) (*lookups, error) {
 		l.vdis[b.VDI] = v
 		if _, ok := l.srs[v.SR]; !ok && v.SR != "" {
 			var sr srRecord
-			if err := get("SR.get_record", v.SR, &sr); err != nil {
+			if err := get("SR.get_name_label", v.SR, &sr.NameLabel); err != nil {
 				return nil, err
 			}
 			l.srs[v.SR] = sr

@@ -170,9 +170,13 @@ func TestCreateVMReadsBack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateVM: %v", err)
 	}
+	hostRecords := s.srv.CallCount("host.get_record")
 	got, err := s.d.GetVM(ctx, spec.Name)
 	if err != nil {
 		t.Fatalf("GetVM: %v", err)
+	}
+	if n := s.srv.CallCount("host.get_record") - hostRecords; n != 0 {
+		t.Errorf("GetVM read %d whole host records (they list every VM on the host), want only the name", n)
 	}
 	if !reflect.DeepEqual(info, got) {
 		t.Errorf("CreateVM answer and GetVM differ:\n%+v\n%+v", info, got)
@@ -191,6 +195,13 @@ func TestCreateVMReadsBack(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got.BootArgs, spec.BootArgs) {
 		t.Errorf("boot args %v, want %v", got.BootArgs, spec.BootArgs)
+	}
+	// Network and SR records list every VIF and VDI of the pool: a seed, create or GetVM that
+	// read them whole would cost more the bigger the pool. Only their names and MTUs are read.
+	for _, m := range []string{"network.get_record", "SR.get_record"} {
+		if n := s.srv.CallCount(m); n != 0 {
+			t.Errorf("%s called %d times by SeedTemplate, CreateVM and GetVM", m, n)
+		}
 	}
 
 	// What XAPI holds, read independently of the driver.

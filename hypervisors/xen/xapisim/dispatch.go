@@ -81,6 +81,7 @@ func (s *Server) dispatch(ctx context.Context, name string, params []any) (any, 
 		s.mu.Unlock()
 		return nil, fail(CodeMessageParameterCountMismatch, name, strconv.Itoa(want), strconv.Itoa(len(params)))
 	}
+	delay := s.faults.matchLatency(mname)
 	c := &call{s: s, m: m, ctx: ctx, method: mname, params: params}
 	if !m.noSession {
 		ref, _ := params[0].(string)
@@ -99,12 +100,25 @@ func (s *Server) dispatch(ctx context.Context, name string, params []any) (any, 
 		go func() {
 			defer s.wg.Done()
 			c.ctx = s.stopCtx
+			if !s.wait(s.stopCtx, delay) {
+				s.mu.Lock()
+				s.completeTask(taskRef, nil, fail(CodeInternalError, "server stopped"))
+				s.mu.Unlock()
+				return
+			}
 			res, err := s.run(m, c, false)
 			s.mu.Lock()
 			s.completeTask(taskRef, res, err)
 			s.mu.Unlock()
 		}()
 		return taskRef, nil
+	}
+	if delay > 0 {
+		s.mu.Unlock()
+		if !s.wait(ctx, delay) {
+			return nil, errDrop
+		}
+		return s.run(m, c, false)
 	}
 	return s.run(m, c, true)
 }

@@ -923,3 +923,52 @@ func TestArgumentDecoding(t *testing.T) {
 		t.Errorf("Async.VM.start of an unknown VM: task error_info %v, want HANDLE_INVALID", info)
 	}
 }
+
+// TestLatency: a latency rule delays matching calls by its Delay (Times of them, then none),
+// with the server lock released meanwhile, so other calls answer at once; ClearLatencies
+// removes the rules.
+func TestLatency(t *testing.T) {
+	s, c := start(t, Options{})
+	sess := c.login()
+	const delay = 300 * time.Millisecond
+	s.InjectLatency(Latency{Method: "VM.get_all", Delay: delay, Times: 1})
+	done := make(chan time.Duration, 1)
+	begin := time.Now()
+	slowClient := &rpcClient{t: t, url: c.url} // its own id counter
+	go func() {
+		_, e := slowClient.call("VM.get_all", sess)
+		if e != nil {
+			t.Errorf("delayed VM.get_all: %+v", e)
+		}
+		done <- time.Since(begin)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	other := time.Now()
+	c.must(nil, "pool.get_all", sess) // not held up by the slow call
+	if d := time.Since(other); d >= delay/2 {
+		t.Errorf("pool.get_all took %s while VM.get_all waited: the lock is held", d)
+	}
+	if d := <-done; d < delay {
+		t.Errorf("delayed VM.get_all took %s, want at least %s", d, delay)
+	}
+	quick := time.Now()
+	c.must(nil, "VM.get_all", sess) // Times: 1 was used up
+	if d := time.Since(quick); d >= delay/2 {
+		t.Errorf("second VM.get_all took %s after its one delay was used", d)
+	}
+	s.InjectLatency(Latency{Method: "*", Delay: delay})
+	slow := time.Now()
+	c.must(nil, "host.get_all", sess)
+	if d := time.Since(slow); d < delay {
+		t.Errorf(`host.get_all under a "*" rule took %s, want at least %s`, d, delay)
+	}
+	s.ClearLatencies()
+	quick = time.Now()
+	c.must(nil, "host.get_all", sess)
+	if d := time.Since(quick); d >= delay/2 {
+		t.Errorf("host.get_all took %s after ClearLatencies", d)
+	}
+	if n := s.CallCount("VM.get_all"); n != 2 {
+		t.Errorf("CallCount(VM.get_all) = %d, want 2", n)
+	}
+}
