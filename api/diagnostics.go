@@ -45,7 +45,10 @@ func (s *Server) mountDiagnostics() error {
 	if err := s.mountDiagnosticsData(); err != nil {
 		return err
 	}
-	return s.mountMigrate()
+	if err := s.mountMigrate(); err != nil {
+		return err
+	}
+	return s.mountDeploy()
 }
 
 func (s *Server) diagnosticsRoutes() []Route {

@@ -35,6 +35,32 @@ type Routers struct {
 	// replacementFaults are injected into every new instance of a system VM when it starts
 	// (FaultReplacements).
 	replacementFaults map[string][]fleet.Fault
+	// consoles are the simulated console endpoints that follow their VMs (FollowConsoles).
+	consoles *fleet.Consoles
+}
+
+// FollowConsoles makes the simulated console endpoints follow their VMs: a stopped or
+// destroyed CPVM's (or SSVM's) endpoint stops serving and its sessions end, as on a real
+// VM; a started or new one serves again on its first `sysvm-console` command.
+func (r *Routers) FollowConsoles(c *fleet.Consoles) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.consoles = c
+}
+
+// stopConsole stops the console endpoint of a simulated VM that stopped (keeping its
+// installed certificate) or is gone (forgetting it).
+func (r *Routers) stopConsole(name string, gone bool) {
+	r.mu.Lock()
+	c := r.consoles
+	r.mu.Unlock()
+	switch {
+	case c == nil:
+	case gone:
+		c.Stop(name)
+	default:
+		c.Down(name)
+	}
 }
 
 // FaultReplacements injects faults into every new instance of a system VM (a recreate's
@@ -404,6 +430,7 @@ func (o *observed) StartVM(ctx context.Context, name string) error {
 func (o *observed) StopVM(ctx context.Context, name string, force bool) error {
 	return o.follow(name, o.Driver.StopVM(ctx, name, force), func(string) error {
 		// Powered off: it holds no service address any more, and answers nothing.
+		o.r.stopConsole(name, false)
 		return errors.Join(o.r.Fleet.SetRunning(name, false), o.r.setReachable(name, false))
 	})
 }
@@ -418,6 +445,7 @@ func (o *observed) DestroyVM(ctx context.Context, name string) error {
 		o.r.mu.Lock()
 		delete(o.r.names, name)
 		o.r.mu.Unlock()
+		o.r.stopConsole(name, true)
 		return o.r.Fleet.Remove(name)
 	})
 }

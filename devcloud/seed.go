@@ -73,10 +73,38 @@ func Seed(ctx context.Context, s *models.Store, cl Clusters, opt SeedOptions) (b
 	}); err != nil {
 		return created, fmt.Errorf("seed demo guest VMs and rules: %w", err)
 	}
+	// Public IP ranges too: new CPVMs and SSVMs take their public IP from them.
+	if err := seedPublicRanges(ctx, s.DB); err != nil {
+		return created, fmt.Errorf("seed demo public IP ranges: %w", err)
+	}
 	if err := rebind(ctx, s, cl); err != nil {
 		return created, err
 	}
 	return created, nil
+}
+
+// seedPublicRanges gives every zone without a public IP range one: 198.18.<n>.10-250 for the
+// n-th zone by name (RFC 2544's benchmarking block, apart from the seeded VMs' addresses).
+func seedPublicRanges(ctx context.Context, db *gorm.DB) error {
+	var zones []models.Zone
+	if err := db.WithContext(ctx).Order("name").Find(&zones).Error; err != nil {
+		return err
+	}
+	for zi, z := range zones {
+		var n int64
+		if err := db.WithContext(ctx).Model(&models.PublicIPRange{}).Where("zone_id = ?", z.ID).Count(&n).Error; err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		b := (zi % 250) + 1
+		if err := db.WithContext(ctx).Create(&models.PublicIPRange{ZoneID: z.ID, Gateway: fmt.Sprintf("198.18.%d.1", b),
+			Netmask: "255.255.255.0", StartIP: fmt.Sprintf("198.18.%d.10", b), EndIP: fmt.Sprintf("198.18.%d.250", b)}).Error; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type seeder struct {

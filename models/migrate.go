@@ -115,6 +115,7 @@ func Migrations() []Migration {
 			return tx.AutoMigrate(&DiagnosticsResult{}, &DiagnosticsArchive{})
 		}},
 		{ID: "0006_certificates", Migrate: certificatesMigration},
+		{ID: "0007_public_ip_ranges_capacity", Migrate: capacityMigration},
 	}
 }
 

@@ -451,5 +451,6 @@ func AllModels() []any {
 		&OperationStep{}, &APIKey{}, &Secret{}, &HostKey{}, &HealthCheckResult{},
 		&GuestVM{}, &PortForwardingRule{}, &LoadBalancerRule{}, &LoadBalancerBackend{},
 		&HealthRecreation{}, &DiagnosticsResult{}, &DiagnosticsArchive{}, &Certificate{}, &SystemVMCertificate{},
+		&PublicIPRange{}, &CapacityState{},
 	}
 }

@@ -71,6 +71,7 @@ func Workflows() []Workflow {
 		{workflows.ScaleWorkflowName, workflows.SystemVMScale},
 		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
 		{workflows.CertificateExpiryWorkflowName, workflows.CertificateExpiryCheck},
+		{workflows.SystemVMDeployWorkflowName, workflows.SystemVMDeploy},
 	}
 }
 
@@ -104,6 +105,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// SystemVMMigrate, SystemVMScale (SetVMState, HypervisorStep, SettleVM, RecordEvent,
 		// FinishOperation above)
 		a.PlanMove, a.MoveVM,
+		// SystemVMDeploy (RecordEvent, SettleVM, FinishOperation above)
+		a.AllocateSystemVM, a.DeployStep,
 	}
 	health = []any{
 		// HealthSweep

@@ -113,6 +113,7 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 		return fmt.Errorf("start simulated routers: %w", err)
 	}
 	files.Attach(routers.Fleet)
+	routers.FollowConsoles(cons)
 	defer routers.Close()
 	p, err := worker.BuildPlatform(ctx, store, logger, routers.Observe(worker.Drivers()), routers.Fleet.DialContext)
 	if err != nil {

@@ -280,6 +280,19 @@ func (c *Consoles) Stop(id string) {
 	}
 }
 
+// Down stops a VM's endpoint but keeps what was installed on it (the VM powered off; its
+// disk keeps the certificate): its sessions end, and it serves again on Start.
+func (c *Consoles) Down(id string) {
+	c.mu.Lock()
+	vm, ok := c.vms[id]
+	c.mu.Unlock()
+	if ok {
+		vm.mu.Lock()
+		c.stopLocked(vm)
+		vm.mu.Unlock()
+	}
+}
+
 // BreakNextRestart makes a VM's next restart serve the dev default instead of the installed
 // certificate, as a CPVM whose agent failed to load the new keystore would (true), or
 // cancels that (false). The restart after it is healthy again.

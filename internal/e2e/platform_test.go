@@ -14,11 +14,13 @@ import (
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
+	"github.com/sysvm/sysvm/consoles"
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors/xen/xapisim"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
@@ -32,6 +34,9 @@ type platformOptions struct {
 	// files, when set, is attached to the fleet once it runs.
 	commands map[string]fleet.CommandFunc
 	files    *devcloud.SandboxFiles
+	// consoles runs the simulated console endpoints (TLS, sessions) of the fleet's CPVMs and
+	// SSVMs, following their VMs, and gives the API the console token key.
+	consoles bool
 }
 
 // platform is the whole of sysvm wired the way `sysvm dev` wires it (cmd/sysvm/dev.go and
@@ -47,6 +52,8 @@ type platform struct {
 	kvmReason string
 	health    *activities.Health
 	routers   *devcloud.Routers // nil without the fleet
+	// consoles are the simulated console endpoints (platformOptions.consoles).
+	consoles *fleet.Consoles
 	// xen are the simulated XenServer pools, for XAPI fault injection.
 	xen []*xapisim.Server
 }
@@ -106,13 +113,27 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 			t.Fatalf("system VM public key: %v", err)
 		}
 		configs := &activities.Health{Store: store}
-		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{Commands: o.commands})
+		commands := o.commands
+		if o.consoles {
+			if p.consoles, err = devcloud.StartConsoles(ctx, store, modelstest.TestKey, logger()); err != nil {
+				t.Fatalf("start simulated console endpoints: %v", err)
+			}
+			t.Cleanup(p.consoles.Close)
+			commands = map[string]fleet.CommandFunc{fleet.ConsoleCommand: p.consoles.Command()}
+			for k, v := range o.commands {
+				commands[k] = v
+			}
+		}
+		p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{Commands: commands})
 		if err != nil {
 			t.Fatalf("start simulated routers: %v", err)
 		}
 		t.Cleanup(func() { _ = p.routers.Close() })
 		if o.files != nil {
 			o.files.Attach(p.routers.Fleet)
+		}
+		if p.consoles != nil {
+			p.routers.FollowConsoles(p.consoles)
 		}
 		reg = p.routers.Observe(reg)
 		dial = p.routers.Fleet.DialContext
@@ -141,6 +162,11 @@ func newPlatform(t *testing.T, store *models.Store, o platformOptions) *platform
 	cfg := api.Config{Store: store, Temporal: p.client, Namespace: "default", TemporalUI: "http://localhost:8233", Logger: logger()}
 	if o.fleet {
 		cfg.DevMode, cfg.Dev = true, p.routers
+	}
+	if p.consoles != nil {
+		if cfg.ConsoleTokenKey, err = consoles.TokenKey(modelstest.TestKey); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srv, err := api.New(cfg)
 	if err != nil {

@@ -127,7 +127,7 @@ func TestRecordHistories(t *testing.T) {
 	}
 	files := &devcloud.SandboxFiles{}
 	p := newPlatform(t, modelstest.SQLite(t), platformOptions{vmware: true, xen: true, fleet: true,
-		commands: devcloud.DiagnosticsCommands("", files), files: files})
+		commands: devcloud.DiagnosticsCommands("", files), files: files, consoles: true})
 
 	t.Run("SystemVMLifecycle", func(t *testing.T) {
 		// A VMware router with a network of its own goes through every action; destroying a
@@ -286,6 +286,18 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("push to %s ended %s: %s", n.Name, op.Status, op.Error)
 		}
 		p.record(workflows.NetworkRulesWorkflowName+"_guest_vm.json", op.WorkflowID, op.RunID)
+	})
+
+	t.Run("SystemVMDeploy", func(t *testing.T) {
+		// A new CPVM (verified over SSH and its console's TLS) and a new SSVM.
+		for _, typ := range []string{models.TypeCPVM, models.TypeSSVM} {
+			op, res := p.deploy(typ)
+			if op.Status != models.OpCompleted {
+				t.Fatalf("deploy of a %s ended %s: %s", typ, op.Status, op.Error)
+			}
+			p.record(workflows.SystemVMDeployWorkflowName+"_"+typ+".json", op.WorkflowID, op.RunID)
+			_ = res
+		}
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.
