@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/internal/certtest"
@@ -95,14 +94,8 @@ func TestCertificateRotationReplacesTheOnlyCPVM(t *testing.T) {
 	}
 	store := modelstest.MySQL(t)
 	ctx := context.Background()
-	cons, err := devcloud.StartConsoles(ctx, store, modelstest.TestKey, logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cons.Close)
-	p := newPlatform(t, store, platformOptions{vmware: true, fleet: true,
-		commands: map[string]fleet.CommandFunc{fleet.ConsoleCommand: cons.Command()}})
-	p.routers.FollowConsoles(cons)
+	p := newPlatform(t, store, platformOptions{vmware: true, fleet: true, consoles: true})
+	cons := p.consoles
 
 	var olds []models.SystemVM
 	if err := store.DB.Where("zone_id = ? AND type = ? AND state = ?", p.zoneID, models.TypeCPVM, models.StateRunning).Find(&olds).Error; err != nil {
