@@ -39,13 +39,35 @@ type Routers struct {
 	consoles *fleet.Consoles
 }
 
-// FollowConsoles makes the simulated console endpoints follow their VMs: a stopped or
-// destroyed CPVM's (or SSVM's) endpoint stops serving and its sessions end, as on a real
-// VM; a started or new one serves again on its first `sysvm-console` command.
+// FollowConsoles makes the simulated console endpoints follow their VMs, as on real ones: the
+// running SSVMs and CPVMs serve from now on, a started or new one from its start, and a
+// stopped or destroyed one's endpoint stops serving and its sessions end. (A console proxy
+// that answered only once the platform had talked to it would hide a zone without one.)
 func (r *Routers) FollowConsoles(c *fleet.Consoles) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.consoles = c
+	r.mu.Unlock()
+	for _, id := range r.Fleet.Routers() {
+		if spec, err := r.Fleet.Spec(id); err == nil && !spec.PoweredOff {
+			r.startConsole(id, spec.Type)
+		}
+	}
+}
+
+// startConsole starts the console endpoint of a running SSVM or CPVM.
+func (r *Routers) startConsole(name, vmType string) {
+	if vmType != models.TypeCPVM && vmType != models.TypeSSVM {
+		return
+	}
+	r.mu.Lock()
+	c := r.consoles
+	r.mu.Unlock()
+	if c == nil {
+		return
+	}
+	if _, err := c.Start(name); err != nil {
+		slog.Warn("simulated console endpoint not started", "instance", name, "error", err)
+	}
 }
 
 // stopConsole stops the console endpoint of a simulated VM that stopped (keeping its
@@ -407,6 +429,9 @@ func (o *observed) register(ctx context.Context, name string, bootArgs map[strin
 	o.r.mu.Unlock()
 	if err := o.r.setReachable(name, up && !broken); err != nil {
 		slog.Warn("simulated system VM reachability not set", "instance", name, "error", err)
+	}
+	if up && !broken {
+		o.r.startConsole(name, vm.Type)
 	}
 	for _, f := range faults {
 		if err := o.r.Fleet.Inject(name, f); err != nil {

@@ -87,7 +87,8 @@ func (s *consoleSampler) finish() (samples, empty int64, seen map[string]bool) {
 // destroy). A sampler handshakes with every CPVM of the zone every 50 ms throughout and finds
 // one serving at every sample. At the end the zone has one CPVM on vcsim and in the database,
 // serving the new chain to a client trusting only the uploaded root for a name under the
-// suffix, recorded as serving it; the old CPVM is gone from vcsim and Destroyed.
+// suffix, recorded as serving it; the old CPVM is gone from vcsim and Destroyed. With
+// SYSVM_RECORD_HISTORIES=1 the rotation's history is recorded for the replay test.
 func TestCertificateRotationReplacesTheOnlyCPVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, vcsim and the simulated fleet")
@@ -124,7 +125,7 @@ func TestCertificateRotationReplacesTheOnlyCPVM(t *testing.T) {
 		}
 	}
 	var cert models.Certificate
-	if err := store.DB.Where("name = ? AND current = ?", "CPVMCertificate", true).First(&cert).Error; err != nil {
+	if err := store.DB.Where("name = ? AND is_current = ?", "CPVMCertificate", true).First(&cert).Error; err != nil {
 		t.Fatal(err)
 	}
 
@@ -144,6 +145,9 @@ func TestCertificateRotationReplacesTheOnlyCPVM(t *testing.T) {
 		t.Errorf("%d of %d samples found no CPVM of the zone answering TLS", empty, samples)
 	}
 
+	if recording() {
+		p.record(workflows.CertificateRotationWorkflowName+"_replace.json", done.WorkflowID, done.RunID)
+	}
 	var res workflows.CertificateRotationResult
 	if err := json.Unmarshal(done.Result, &res); err != nil {
 		t.Fatalf("result: %v: %s", err, done.Result)
