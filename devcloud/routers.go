@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/consoles"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/models"
@@ -52,6 +53,32 @@ func (r *Routers) FollowConsoles(c *fleet.Consoles) {
 			r.startConsole(id, spec.Type)
 		}
 	}
+}
+
+// ConsoleEndpoints lists the simulated console endpoints of the running SSVMs and CPVMs, by
+// VM name (the dev API's GET /dev/consoles): where each serves TLS and which certificate.
+func (r *Routers) ConsoleEndpoints(ctx context.Context) ([]consoles.Endpoint, error) {
+	r.mu.Lock()
+	c := r.consoles
+	r.mu.Unlock()
+	if c == nil {
+		return nil, errors.New("the dev fleet runs no console endpoints")
+	}
+	var vms []models.SystemVM
+	if err := r.store.DB.WithContext(ctx).Where("type IN ? AND state <> ?", []string{models.TypeCPVM, models.TypeSSVM}, models.StateDestroyed).
+		Order("name").Find(&vms).Error; err != nil {
+		return nil, err
+	}
+	out := []consoles.Endpoint{}
+	for _, vm := range vms {
+		st, err := c.Status(vm.HypervisorName())
+		if err != nil {
+			continue // no endpoint: the VM does not run here
+		}
+		out = append(out, consoles.Endpoint{VMID: vm.ID, Name: vm.Name, Type: vm.Type, ZoneID: vm.ZoneID, Instance: vm.HypervisorName(),
+			Addr: st.Addr, Fingerprint: st.Fingerprint, Sessions: st.Sessions, Restarts: st.Restarts})
+	}
+	return out, nil
 }
 
 // startConsole starts the console endpoint of a running SSVM or CPVM.
