@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysvm/sysvm/consoles"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/internal/certtest"
@@ -209,6 +210,24 @@ func TestCertificateRotationReplacesTheOnlyCPVM(t *testing.T) {
 	_ = conn.Close()
 	if _, err := cons.Status(old.HypervisorName()); err == nil {
 		t.Errorf("the old CPVM's console endpoint still exists")
+	}
+	// The dev API lists the endpoints as they are: the replacement on the new certificate, the
+	// old CPVM gone.
+	var dc struct {
+		Items []consoles.Endpoint `json:"items"`
+	}
+	if code := p.do(http.MethodGet, "/api/v1/dev/consoles", nil, &dc); code != http.StatusOK {
+		t.Fatalf("GET /dev/consoles = %d", code)
+	}
+	listed := map[string]consoles.Endpoint{}
+	for _, e := range dc.Items {
+		listed[e.Name] = e
+	}
+	if e := listed[nvm.Name]; e.Addr != st.Addr || e.Fingerprint != cert.Fingerprint || e.VMID != nvm.ID {
+		t.Errorf("GET /dev/consoles lists %s as %+v, want %s serving %s", nvm.Name, e, st.Addr, cert.Fingerprint)
+	}
+	if e, ok := listed[old.Name]; ok {
+		t.Errorf("GET /dev/consoles still lists the destroyed %s: %+v", old.Name, e)
 	}
 	served, err := store.ServedCertificates(ctx)
 	if err != nil {
