@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/sysvm/sysvm/consoles"
 	"github.com/sysvm/sysvm/models"
 )
 
@@ -28,8 +30,21 @@ type devFault struct {
 	Service  string `json:"service,omitempty"`
 }
 
+// devConsoles is the dev hooks' view of the simulated console endpoints (devcloud.Routers
+// with its consoles followed).
+type devConsoles interface {
+	ConsoleEndpoints(ctx context.Context) ([]consoles.Endpoint, error)
+}
+
 func (s *Server) devRoutes() []Route {
 	return []Route{
+		{Method: http.MethodGet, Path: "/dev/consoles", Role: models.RoleAdmin, Handler: s.listDevConsoles, Doc: Doc{
+			OperationID: "listDevConsoles", Summary: "Dev only: the simulated console endpoints of the SSVMs and CPVMs", Tag: "Dev", DevOnly: true,
+			Description: "Mounted only when the server runs in dev mode (404 otherwise). Each running SSVM and CPVM of the dev fleet " +
+				"serves real TLS on a loopback port: addr is where (connect there for a console URL's host, e.g. curl --connect-to), " +
+				"fingerprint what it serves.",
+			Responses: []Response{{Status: 200, Description: "the endpoints, by VM name", Schema: "DevConsoleList"},
+				{Status: 404, Description: "the server is not in dev mode or its fleet runs no console endpoints", Schema: "Error"}}}},
 		{Method: http.MethodPost, Path: "/dev/faults", Role: models.RoleAdmin, Handler: s.injectFault, Doc: Doc{
 			OperationID: "injectFault", Summary: "Dev only: inject a fault into a dev router", Tag: "Dev", DevOnly: true,
 			Description: "Mounted only when the server runs in dev mode (404 otherwise). fault is one of " +
@@ -44,6 +59,18 @@ func (s *Server) devRoutes() []Route {
 			Responses: []Response{{Status: 204, Description: "faults cleared"},
 				{Status: 404, Description: "no such router (or the server is not in dev mode)", Schema: "Error"}}}},
 	}
+}
+
+func (s *Server) listDevConsoles(c echo.Context) error {
+	dc, ok := s.dev.(devConsoles)
+	if !ok {
+		return NotFound("the dev fleet runs no console endpoints")
+	}
+	eps, err := dc.ConsoleEndpoints(c.Request().Context())
+	if err != nil {
+		return NotFound("console endpoints: %v", err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": eps, "count": len(eps)})
 }
 
 // devRouter checks the router a dev request names.

@@ -361,6 +361,9 @@ func componentSchemas() map[string]any {
 		"Health":    objectSchema("health of the API", "status:string=ok|degraded", "database", "temporal?"),
 		"DevFault": objectSchema("a fault to inject into a dev router",
 			"routerId", "fault:string="+strings.Join(DevFaults(), "|"), "service?:string="+strings.Join(DevFaultServices(), "|")),
+		"DevConsole": objectSchema("a simulated console endpoint of a dev SSVM or CPVM: where it serves TLS (empty while it does not) and the SHA-256 fingerprint of the leaf it serves",
+			"vmid", "name", "systemvmtype", "zoneid", "instancename", "addr", "fingerprint", "activeviewersessions:int", "restarts:int"),
+		"DevConsoleList":  objectSchema("the simulated console endpoints", "items:[]@DevConsole", "count:int"),
 		"OpenAPIDocument": map[string]any{"type": "object", "description": "an OpenAPI 3 document"},
 	}
 	for _, item := range []string{"Zone", "Pod", "Cluster", "Host", "StoragePool", "Network", "SystemVM", "Router", "Template",

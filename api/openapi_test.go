@@ -102,8 +102,8 @@ func TestOpenAPIDocumentCoversEveryRoute(t *testing.T) {
 			e := newEnv(t, s, cfg)
 			routes := echoRoutes(e.srv)
 			ops, devOps, roles := documented(t, e)
-			if len(devOps) != 2 {
-				t.Errorf("dev-only operations documented: %v, want POST and DELETE /dev/faults", devOps)
+			if len(devOps) != 3 {
+				t.Errorf("dev-only operations documented: %v, want POST and DELETE /dev/faults, GET /dev/consoles", devOps)
 			}
 			want := ops
 			if dev {

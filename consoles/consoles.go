@@ -190,3 +190,19 @@ func URL(o URLOptions, ip, token string) string {
 	}
 	return scheme + "://" + hostport + path + "?" + q.Encode()
 }
+
+// Endpoint is a console proxy's (or SSVM upload) endpoint as its VM reports it: where it
+// serves TLS and what (the simulated fleet's endpoints in dev, GET /api/v1/dev/consoles).
+type Endpoint struct {
+	VMID     string `json:"vmid"`
+	Name     string `json:"name"`
+	Type     string `json:"systemvmtype"`
+	ZoneID   string `json:"zoneid"`
+	Instance string `json:"instancename"`
+	// Addr is where it serves TLS; empty while it does not (restarting, stopped).
+	Addr string `json:"addr"`
+	// Fingerprint is the SHA-256 fingerprint of the served leaf certificate.
+	Fingerprint string `json:"fingerprint"`
+	Sessions    int    `json:"activeviewersessions"`
+	Restarts    int    `json:"restarts"`
+}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/agent"
+	"github.com/sysvm/sysvm/consoles"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
 	"github.com/sysvm/sysvm/models"
@@ -39,13 +40,61 @@ type Routers struct {
 	consoles *fleet.Consoles
 }
 
-// FollowConsoles makes the simulated console endpoints follow their VMs: a stopped or
-// destroyed CPVM's (or SSVM's) endpoint stops serving and its sessions end, as on a real
-// VM; a started or new one serves again on its first `sysvm-console` command.
+// FollowConsoles makes the simulated console endpoints follow their VMs, as on real ones: the
+// running SSVMs and CPVMs serve from now on, a started or new one from its start, and a
+// stopped or destroyed one's endpoint stops serving and its sessions end. (A console proxy
+// that answered only once the platform had talked to it would hide a zone without one.)
 func (r *Routers) FollowConsoles(c *fleet.Consoles) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.consoles = c
+	r.mu.Unlock()
+	for _, id := range r.Fleet.Routers() {
+		if spec, err := r.Fleet.Spec(id); err == nil && !spec.PoweredOff {
+			r.startConsole(id, spec.Type)
+		}
+	}
+}
+
+// ConsoleEndpoints lists the simulated console endpoints of the running SSVMs and CPVMs, by
+// VM name (the dev API's GET /dev/consoles): where each serves TLS and which certificate.
+func (r *Routers) ConsoleEndpoints(ctx context.Context) ([]consoles.Endpoint, error) {
+	r.mu.Lock()
+	c := r.consoles
+	r.mu.Unlock()
+	if c == nil {
+		return nil, errors.New("the dev fleet runs no console endpoints")
+	}
+	var vms []models.SystemVM
+	if err := r.store.DB.WithContext(ctx).Where("type IN ? AND state <> ?", []string{models.TypeCPVM, models.TypeSSVM}, models.StateDestroyed).
+		Order("name").Find(&vms).Error; err != nil {
+		return nil, err
+	}
+	out := []consoles.Endpoint{}
+	for _, vm := range vms {
+		st, err := c.Status(vm.HypervisorName())
+		if err != nil {
+			continue // no endpoint: the VM does not run here
+		}
+		out = append(out, consoles.Endpoint{VMID: vm.ID, Name: vm.Name, Type: vm.Type, ZoneID: vm.ZoneID, Instance: vm.HypervisorName(),
+			Addr: st.Addr, Fingerprint: st.Fingerprint, Sessions: st.Sessions, Restarts: st.Restarts})
+	}
+	return out, nil
+}
+
+// startConsole starts the console endpoint of a running SSVM or CPVM.
+func (r *Routers) startConsole(name, vmType string) {
+	if vmType != models.TypeCPVM && vmType != models.TypeSSVM {
+		return
+	}
+	r.mu.Lock()
+	c := r.consoles
+	r.mu.Unlock()
+	if c == nil {
+		return
+	}
+	if _, err := c.Start(name); err != nil {
+		slog.Warn("simulated console endpoint not started", "instance", name, "error", err)
+	}
 }
 
 // stopConsole stops the console endpoint of a simulated VM that stopped (keeping its
@@ -412,6 +461,9 @@ func (o *observed) register(ctx context.Context, name string, bootArgs map[strin
 	o.r.mu.Unlock()
 	if err := o.r.setReachable(name, up && !broken); err != nil {
 		slog.Warn("simulated system VM reachability not set", "instance", name, "error", err)
+	}
+	if up && !broken {
+		o.r.startConsole(name, vm.Type)
 	}
 	for _, f := range faults {
 		if err := o.r.Fleet.Inject(name, f); err != nil {

@@ -307,10 +307,12 @@ func (s *Store) CertificateBundle(ctx context.Context, id string) (certPEM, keyP
 	return out, key, &c, nil
 }
 
-// ServedCertificates maps system VM IDs to the certificate each serves.
+// ServedCertificates maps the IDs of system VMs not destroyed to the certificate each serves.
 func (s *Store) ServedCertificates(ctx context.Context) (map[string]SystemVMCertificate, error) {
 	var rows []SystemVMCertificate
-	if err := s.DB.WithContext(ctx).Find(&rows).Error; err != nil {
+	// A destroyed VM serves nothing (the old CPVM a rotation replaced).
+	live := s.DB.Model(&SystemVM{}).Select("id").Where("state <> ?", StateDestroyed)
+	if err := s.DB.WithContext(ctx).Where("vm_id IN (?)", live).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read served certificates: %w", err)
 	}
 	out := make(map[string]SystemVMCertificate, len(rows))

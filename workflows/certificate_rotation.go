@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -30,6 +31,12 @@ const (
 	CertVMRotated    = "rotated"
 	CertVMRolledBack = "rolled-back"
 	CertVMSkipped    = "skipped"
+	// CertVMReplaced is the only CPVM of a zone, replaced by a new CPVM serving the
+	// certificate (CertRotationVMResult.Replacement) and then destroyed.
+	CertVMReplaced = "replaced"
+	// CertVMFailed is a VM a failure left in neither its old nor its new place (the old CPVM
+	// of a replacement that could not be destroyed).
+	CertVMFailed = "failed"
 )
 
 // CertRotationVMResult is where one VM stands in a rotation.
@@ -43,6 +50,11 @@ type CertRotationVMResult struct {
 	Detail string `json:"detail,omitempty"`
 	// Restarted is false when the VM already served the certificate (a resumed run).
 	Restarted bool `json:"restarted,omitempty"`
+	// ConsoleAddr is where the VM was verified serving the certificate (in dev, the
+	// simulated endpoint's loopback address; else its public IP on 8443).
+	ConsoleAddr string `json:"consoleAddr,omitempty"`
+	// Replacement is the new CPVM started for the only CPVM of a zone (make-before-break).
+	Replacement *CertRotationReplacement `json:"replacement,omitempty"`
 }
 
 // CertificateRotationResult is a rotation's end: every VM's status; Stopped says where and
@@ -67,8 +79,9 @@ type CertificateRotationProgress struct {
 // by zone and one VM at a time. Each VM gets the certificate and restarts its endpoint; a real
 // TLS handshake then checks it serves the certificate's chain for a name under the suffix. A
 // failure puts that VM back on its previous certificate, raises an alert naming zone, VM and
-// reason, and stops the rotation. A zone with a single CPVM keeps it on its current
-// certificate (restarting it would leave the zone without a console) and an alert says so.
+// reason, and stops the rotation. The only CPVM of a zone is not restarted (that would leave
+// the zone without a console): a new CPVM is deployed and given the certificate first, and the
+// old one is then destroyed (make-before-break, replaceSingleCPVM).
 // The workflow carries certificate IDs only, never a key.
 func CertificateRotation(ctx workflow.Context, in activities.CertRotationInput) (CertificateRotationResult, error) {
 	st := CertificateRotationProgress{VMs: []CertRotationVMResult{}}
@@ -104,7 +117,21 @@ func rotateCertificates(ctx workflow.Context, in activities.CertRotationInput, s
 			cur := &st.VMs[i]
 			i++
 			st.VM = vm.Name
-			if vm.Type == models.TypeCPVM && z.CPVMs < 2 {
+			if vm.Type == models.TypeCPVM && z.CPVMs < 2 &&
+				workflow.GetVersion(ctx, certReplaceSingleCPVMChange, workflow.DefaultVersion, 1) >= 1 {
+				err := replaceSingleCPVM(ctx, in, plan, z, vm, cur, st, &res)
+				res.VMs = st.VMs
+				if err != nil {
+					var canceled *temporal.CanceledError
+					if errors.As(err, &canceled) || res.Stopped == "" {
+						return res, err
+					}
+					return res, temporal.NewNonRetryableApplicationError(res.Stopped, "RotationStopped", nil, res)
+				}
+				st.advance(vm.Name + " replaced by " + cur.Replacement.Name)
+				continue
+			}
+			if vm.Type == models.TypeCPVM && z.CPVMs < 2 { // histories from before make-before-break
 				cur.Status = CertVMSkipped
 				cur.Detail = "the only CPVM of the zone: restarting it would leave the zone without a serving console proxy"
 				desc := fmt.Sprintf("zone %s: %s kept on its current certificate: %s; add a second CPVM and rotate again", z.Name, vm.Name, cur.Detail)
@@ -118,7 +145,7 @@ func rotateCertificates(ctx workflow.Context, in activities.CertRotationInput, s
 				return res, err
 			}
 			st.Step = "rotate " + vm.Name
-			restarted, err := rotateOne(ctx, in, vm)
+			restarted, err := rotateOne(ctx, in, vm, cur)
 			cur.Restarted = restarted
 			if err != nil {
 				reason := rootMessage(err)
@@ -141,16 +168,20 @@ func rotateCertificates(ctx workflow.Context, in activities.CertRotationInput, s
 }
 
 // rotateOne installs the certificate on one VM, verifies it with a TLS handshake and records
-// it as served.
-func rotateOne(ctx workflow.Context, in activities.CertRotationInput, vm activities.CertRotationVM) (bool, error) {
+// it as served; cur, when set, gets the address the VM was verified on.
+func rotateOne(ctx workflow.Context, in activities.CertRotationInput, vm activities.CertRotationVM, cur *CertRotationVMResult) (bool, error) {
 	var inst activities.CertInstallResult
 	if err := workflow.ExecuteActivity(withCertInstallActivity(ctx, vm.Name), a.InstallCertificate, activities.CertInstallInput{
 		OperationID: in.OperationID, VMID: vm.ID, CertificateID: in.CertificateID}).Get(ctx, &inst); err != nil {
 		return false, fmt.Errorf("install on %s: %w", vm.Name, err)
 	}
+	var seen activities.CertVerifyResult
 	if err := workflow.ExecuteActivity(withCertVerifyActivity(ctx, vm.Name), a.VerifyConsoleCertificate, activities.CertVerifyInput{
-		VMID: vm.ID, CertificateID: in.CertificateID}).Get(ctx, nil); err != nil {
+		VMID: vm.ID, CertificateID: in.CertificateID}).Get(ctx, &seen); err != nil {
 		return inst.Restarted, fmt.Errorf("verify %s: %w", vm.Name, err)
+	}
+	if cur != nil {
+		cur.ConsoleAddr = seen.Addr
 	}
 	return inst.Restarted, workflow.ExecuteActivity(withShortActivity(ctx), a.RecordServedCertificate, activities.CertServedInput{
 		OperationID: in.OperationID, VMID: vm.ID, CertificateID: in.CertificateID}).Get(ctx, nil)

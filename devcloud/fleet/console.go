@@ -110,10 +110,22 @@ func NewConsoles(o ConsoleOptions) (*Consoles, error) {
 
 // Start starts a VM's endpoint (serving the dev default) unless it runs, and returns its address.
 func (c *Consoles) Start(id string) (string, error) {
+	vm, err := c.endpoint(id)
+	if err != nil {
+		return "", err
+	}
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.addr, nil
+}
+
+// endpoint is a VM's endpoint, made (serving the dev default) and listening unless it was:
+// every command on a VM first makes sure its endpoint exists.
+func (c *Consoles) endpoint(id string) (*consoleVM, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return "", errors.New("consoles are closed")
+		return nil, errors.New("consoles are closed")
 	}
 	vm, ok := c.vms[id]
 	if !ok {
@@ -125,10 +137,10 @@ func (c *Consoles) Start(id string) (string, error) {
 	defer vm.mu.Unlock()
 	if vm.ln == nil {
 		if err := c.listenLocked(vm, "127.0.0.1:0"); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	return vm.addr, nil
+	return vm, nil
 }
 
 func (c *Consoles) vm(id string) (*consoleVM, error) {
@@ -198,10 +210,7 @@ func (c *Consoles) Install(id string, in ConsoleInstall) error {
 	if err != nil {
 		return fmt.Errorf("install certificate on %s: %w", id, err)
 	}
-	if _, err := c.Start(id); err != nil {
-		return err
-	}
-	vm, err := c.vm(id)
+	vm, err := c.endpoint(id)
 	if err != nil {
 		return err
 	}
@@ -215,10 +224,7 @@ func (c *Consoles) Install(id string, in ConsoleInstall) error {
 // installed certificate after RestartDelay. A VM broken with BreakNextRestart serves the dev
 // default instead, once.
 func (c *Consoles) Restart(id string) error {
-	if _, err := c.Start(id); err != nil {
-		return err
-	}
-	vm, err := c.vm(id)
+	vm, err := c.endpoint(id)
 	if err != nil {
 		return err
 	}
@@ -251,10 +257,7 @@ func (c *Consoles) stopLocked(vm *consoleVM) {
 // Reset drops the installed certificate and restarts the endpoint with the dev default (the
 // rollback of a VM that served no uploaded certificate).
 func (c *Consoles) Reset(id string) error {
-	if _, err := c.Start(id); err != nil {
-		return err
-	}
-	vm, err := c.vm(id)
+	vm, err := c.endpoint(id)
 	if err != nil {
 		return err
 	}
@@ -294,10 +297,7 @@ func (c *Consoles) Down(id string) {
 // certificate, as a CPVM whose agent failed to load the new keystore would (true), or
 // cancels that (false). The restart after it is healthy again.
 func (c *Consoles) BreakNextRestart(id string, broken bool) error {
-	if _, err := c.Start(id); err != nil {
-		return err
-	}
-	vm, err := c.vm(id)
+	vm, err := c.endpoint(id)
 	if err != nil {
 		return err
 	}

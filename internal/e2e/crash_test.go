@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/worker"
@@ -33,31 +35,38 @@ import (
 )
 
 // helperWorkerEnv makes the test binary run as a worker process (TestMain), so a test can
-// kill -9 a worker that runs the whole platform wiring of `sysvm dev`: the drivers observed by
-// the simulated system VMs and the SSH executor into them.
+// kill -9 a worker. Its value is the worker's wiring (helperPlatform, helperSSH).
 const helperWorkerEnv = "SYSVM_E2E_HELPER_WORKER"
+
+// The wirings of a helper worker process.
+const (
+	// helperPlatform runs the whole platform wiring of `sysvm dev`: the drivers observed by
+	// the simulated system VMs and the SSH executor into them (their SSH servers live in the
+	// worker process and die with it, as a worker host's view of the network would not: a new
+	// worker builds them again from the inventory and the hypervisor).
+	helperPlatform = "platform"
+	// helperSSH runs the activities with an SSH executor dialling for real: the simulated
+	// system VMs (and their hosts' TCP listeners) live on in the test process while the
+	// worker is killed (certificate rotations).
+	helperSSH = "ssh"
+)
 
 // TestMain runs the helper worker process when asked to, the tests otherwise.
 func TestMain(m *testing.M) {
-	if os.Getenv(helperWorkerEnv) == "1" {
-		os.Exit(runHelperWorker())
-	}
-	if os.Getenv(certWorkerEnv) == "1" {
-		os.Exit(runCertWorker())
+	if mode := os.Getenv(helperWorkerEnv); mode != "" {
+		os.Exit(runHelperWorker(mode))
 	}
 	os.Exit(m.Run())
 }
 
-// runHelperWorker is a worker process over SYSVM_DB_DSN and SYSVM_TEMPORAL_ADDRESS with the
-// simulated system VMs of the dev cloud (their SSH servers live in this process and die with
-// it, as a worker host's view of the network would not: a new worker builds them again from
-// the inventory and the hypervisor).
-func runHelperWorker() int {
+// runHelperWorker is a worker process over SYSVM_DB_DSN and SYSVM_TEMPORAL_ADDRESS, with the
+// codec, and the activities of the wiring mode.
+func runHelperWorker(mode string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := logger()
 	fail := func(what string, err error) int {
-		fmt.Fprintf(os.Stderr, "helper worker: %s: %v\n", what, err)
+		fmt.Fprintf(os.Stderr, "helper worker (%s): %s: %v\n", mode, what, err)
 		return 1
 	}
 	store, err := models.Open(ctx, os.Getenv("SYSVM_DB_DSN"), modelstest.TestKey)
@@ -69,20 +78,34 @@ func runHelperWorker() int {
 	if err != nil {
 		return fail("key pair", err)
 	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return fail("public key", err)
+	var cfg worker.Config
+	switch mode {
+	case helperPlatform:
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return fail("public key", err)
+		}
+		routers, err := devcloud.StartRouters(ctx, store, pub, (&activities.Health{Store: store}).RouterConfig, log, fleet.Options{})
+		if err != nil {
+			return fail("simulated system VMs", err)
+		}
+		defer routers.Close()
+		built, err := worker.BuildPlatform(ctx, store, log, routers.Observe(worker.Drivers()), routers.Fleet.DialContext)
+		if err != nil {
+			return fail("platform", err)
+		}
+		defer built.Close()
+		cfg = worker.Config{Activities: built.Activities, Health: built.Health}
+	case helperSSH:
+		ex, err := sshexec.New(sshexec.Config{Key: kp, HostKeys: &sshexec.MemoryHostKeyStore{}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return fail("executor", err)
+		}
+		defer ex.Close()
+		cfg = worker.Config{Activities: &activities.Activities{Store: store, Exec: ex, Logger: log}}
+	default:
+		return fail("mode", fmt.Errorf("unknown wiring %q", mode))
 	}
-	routers, err := devcloud.StartRouters(ctx, store, pub, (&activities.Health{Store: store}).RouterConfig, log, fleet.Options{})
-	if err != nil {
-		return fail("simulated system VMs", err)
-	}
-	defer routers.Close()
-	built, err := worker.BuildPlatform(ctx, store, log, routers.Observe(worker.Drivers()), routers.Fleet.DialContext)
-	if err != nil {
-		return fail("platform", err)
-	}
-	defer built.Close()
 	cdc, err := codec.New(modelstest.TestKey)
 	if err != nil {
 		return fail("codec", err)
@@ -94,7 +117,8 @@ func runHelperWorker() int {
 		return fail("temporal", err)
 	}
 	defer c.Close()
-	w := worker.New(worker.Config{Client: c, Activities: built.Activities, Health: built.Health, Logger: log})
+	cfg.Client, cfg.Logger = c, log
+	w := worker.New(cfg)
 	if err := w.Start(); err != nil {
 		return fail("start worker", err)
 	}
@@ -103,12 +127,19 @@ func runHelperWorker() int {
 	return 0
 }
 
-// startWorkerProcess runs this test binary as a worker process (runHelperWorker) against the
-// test's Temporal and database.
+// startWorkerProcess runs this test binary as a worker process with the platform wiring
+// (runHelperWorker) against the test's Temporal and database.
 func startWorkerProcess(t *testing.T, dsn, temporal string) *exec.Cmd {
 	t.Helper()
+	return startHelperProcess(t, helperPlatform, dsn, temporal)
+}
+
+// startHelperProcess runs this test binary as a worker process of a wiring mode; the process
+// is killed at the end of the test.
+func startHelperProcess(t *testing.T, mode, dsn, temporal string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperWorkerEnv+"=1", "SYSVM_DB_DSN="+dsn, "SYSVM_TEMPORAL_ADDRESS="+temporal)
+	cmd.Env = append(os.Environ(), helperWorkerEnv+"="+mode, "SYSVM_DB_DSN="+dsn, "SYSVM_TEMPORAL_ADDRESS="+temporal)
 	if os.Getenv("SYSVM_TEST_VERBOSE") != "" {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}

@@ -45,9 +45,14 @@ type Fixture struct {
 	PKI   *certtest.PKI
 	Roots *x509.CertPool
 	Dev   *certtest.Issued
-	// Zones are the VMs of each zone by name, in creation order; Zone the zone rows.
+	// Zones are the VMs of each zone by name, in creation order; Zone the zone rows. A VM
+	// added (AddCPVM) or removed (RemoveVM) while a sampler runs changes them under mu.
 	Zones map[string][]models.SystemVM
 	Zone  map[string]models.Zone
+
+	mu    sync.Mutex
+	hosts map[string]models.Host
+	n     int
 }
 
 // Layout is each zone's VMs: "cpvm" or "ssvm".
@@ -79,13 +84,13 @@ func New(t testing.TB, store *models.Store, layout Layout, extra ...ssh.PublicKe
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = exec.Close() })
 	fx := &Fixture{T: t, Store: store, Fleet: f, Cons: cons, Dev: dev, Zones: map[string][]models.SystemVM{}, Zone: map[string]models.Zone{},
-		Acts: &activities.Activities{Store: store, Exec: exec, Logger: slog.New(slog.DiscardHandler)}}
+		hosts: map[string]models.Host{},
+		Acts:  &activities.Activities{Store: store, Exec: exec, Logger: slog.New(slog.DiscardHandler)}}
 	names := make([]string, 0, len(layout))
 	for z := range layout {
 		names = append(names, z)
 	}
 	sort.Strings(names)
-	n := 0
 	for _, zname := range names {
 		z := models.Zone{Name: zname, NetworkType: "Advanced"}
 		require.NoError(t, store.DB.Create(&z).Error)
@@ -96,21 +101,13 @@ func New(t testing.TB, store *models.Store, layout Layout, extra ...ssh.PublicKe
 		require.NoError(t, err)
 		h := models.Host{ZoneID: z.ID, ClusterID: cl.ID, Name: zname + "-kvm-1", HypervisorType: string(hypervisors.KVM), Address: addr, State: models.HostUp}
 		require.NoError(t, store.DB.Create(&h).Error)
+		fx.hosts[zname] = h
 		for _, kind := range layout[zname] {
-			n++
-			typ, prefix := models.TypeCPVM, "v"
+			typ := models.TypeCPVM
 			if kind == "ssvm" {
-				typ, prefix = models.TypeSSVM, "s"
+				typ = models.TypeSSVM
 			}
-			vm := models.SystemVM{Name: fmt.Sprintf("%s-%d-VM", prefix, n), Type: typ, State: models.StateRunning, ZoneID: z.ID,
-				ClusterID: cl.ID, HostID: h.ID, HypervisorType: string(hypervisors.KVM), LinkLocalIP: fmt.Sprintf("169.254.0.%d", n+1),
-				PrivateIP: fmt.Sprintf("10.0.0.%d", n+1), PublicIP: fmt.Sprintf("198.51.100.%d", n)}
-			require.NoError(t, store.DB.Create(&vm).Error)
-			require.NoError(t, f.Add(fleet.RouterSpec{ID: vm.ID, Name: vm.Name, Type: typ, HostName: h.Name, LinkLocalIP: vm.LinkLocalIP,
-				PrivateIP: vm.PrivateIP, TemplateVersion: "4.15.0"}))
-			_, err := cons.Start(vm.ID)
-			require.NoError(t, err)
-			fx.Zones[zname] = append(fx.Zones[zname], vm)
+			fx.add(zname, typ, "")
 		}
 	}
 	fx.PKI = certtest.NewPKI(Suffix, certtest.P256)
@@ -124,6 +121,71 @@ func New(t testing.TB, store *models.Store, layout Layout, extra ...ssh.PublicKe
 		require.NoError(t, err)
 	}
 	return fx
+}
+
+// add makes a running VM of a zone: its row, its simulated VM over SSH and its console
+// endpoint (serving the dev default).
+func (fx *Fixture) add(zname, typ, id string) models.SystemVM {
+	t := fx.T
+	t.Helper()
+	fx.mu.Lock()
+	fx.n++
+	n := fx.n
+	h := fx.hosts[zname]
+	fx.mu.Unlock()
+	prefix := "v"
+	if typ == models.TypeSSVM {
+		prefix = "s"
+	}
+	vm := models.SystemVM{Name: fmt.Sprintf("%s-%d-VM", prefix, n), Type: typ, State: models.StateRunning, ZoneID: h.ZoneID,
+		ClusterID: h.ClusterID, HostID: h.ID, HypervisorType: string(hypervisors.KVM), LinkLocalIP: fmt.Sprintf("169.254.0.%d", n+1),
+		PrivateIP: fmt.Sprintf("10.0.0.%d", n+1), PublicIP: fmt.Sprintf("198.51.100.%d", n)}
+	vm.ID = id
+	require.NoError(t, fx.Store.DB.Create(&vm).Error)
+	require.NoError(t, fx.Fleet.Add(fleet.RouterSpec{ID: vm.ID, Name: vm.Name, Type: typ, HostName: h.Name, LinkLocalIP: vm.LinkLocalIP,
+		PrivateIP: vm.PrivateIP, TemplateVersion: "4.15.0"}))
+	_, err := fx.Cons.Start(vm.ID)
+	require.NoError(t, err)
+	fx.mu.Lock()
+	fx.Zones[zname] = append(fx.Zones[zname], vm)
+	fx.mu.Unlock()
+	return vm
+}
+
+// AddCPVM deploys a new running CPVM into a zone (what SystemVMDeploy leaves), serving the
+// dev default until given a certificate; id, when set, is its row's ID.
+func (fx *Fixture) AddCPVM(zname, id string) models.SystemVM {
+	fx.T.Helper()
+	return fx.add(zname, models.TypeCPVM, id)
+}
+
+// RemoveVM destroys a VM (what the lifecycle destroy leaves): its console endpoint and
+// simulated VM stop and its row is Destroyed.
+func (fx *Fixture) RemoveVM(id string) error {
+	fx.Cons.Stop(id)
+	if err := fx.Fleet.Remove(id); err != nil {
+		return err
+	}
+	if err := fx.Store.DB.Model(&models.SystemVM{}).Where("id = ?", id).Update("state", models.StateDestroyed).Error; err != nil {
+		return err
+	}
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	for z, vms := range fx.Zones {
+		for i, vm := range vms {
+			if vm.ID == id {
+				fx.Zones[z] = append(vms[:i:i], vms[i+1:]...)
+			}
+		}
+	}
+	return nil
+}
+
+// ZoneVMs are a zone's VMs now.
+func (fx *Fixture) ZoneVMs(zname string) []models.SystemVM {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]models.SystemVM(nil), fx.Zones[zname]...)
 }
 
 // UploadServer uploads a new server certificate version and returns its row.
@@ -198,9 +260,15 @@ func (fx *Fixture) Sample() *Sampler {
 				return
 			default:
 			}
-			for zname, vms := range fx.Zones {
+			fx.mu.Lock()
+			zones := make([]string, 0, len(fx.Zones))
+			for z := range fx.Zones {
+				zones = append(zones, z)
+			}
+			fx.mu.Unlock()
+			for _, zname := range zones {
 				serving := 0
-				for _, vm := range vms {
+				for _, vm := range fx.ZoneVMs(zname) {
 					if vm.Type == models.TypeCPVM && fx.Served(vm) != "" {
 						serving++
 					}
