@@ -17,6 +17,13 @@ import (
 // returns its result.
 func (p *platform) scanCapacity(n int) workflows.CapacityScanResult {
 	p.t.Helper()
+	res, _, _ := p.scanCapacityRun(n)
+	return res
+}
+
+// scanCapacityRun is scanCapacity with the run's workflow and run IDs.
+func (p *platform) scanCapacityRun(n int) (workflows.CapacityScanResult, string, string) {
+	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	t := workflows.ZoneTarget(workflows.CapacityScheduleID(p.zoneID)+"-e2e-"+time.Now().Format("150405.000"), p.zoneID, workflows.CapacityScanKind)
@@ -29,7 +36,7 @@ func (p *platform) scanCapacity(n int) workflows.CapacityScanResult {
 		p.t.Fatalf("scan %d: %v", n, err)
 	}
 	p.t.Logf("scan %d: CPVM %+v", n, res.Pools[0])
-	return res
+	return res, run.GetID(), run.GetRunID()
 }
 
 // openConsole asks the API for a console of a VM (POST /api/v1/consoles, which picks the
