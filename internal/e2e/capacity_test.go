@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/workflows"
@@ -224,5 +225,82 @@ func TestCapacityFollowsConsoleSessions(t *testing.T) {
 	desc, err := p.client.ScheduleClient().GetHandle(ctx, workflows.CapacityScheduleID(p.zoneID)).Describe(ctx)
 	if err != nil || desc.Schedule.State == nil || !desc.Schedule.State.Paused {
 		t.Fatalf("schedule after interval 0: %+v %v", desc, err)
+	}
+}
+
+// TestCapacityFollowsTemplateTransfers: on the real stack, a template download running for
+// the zone's SSVM (a real rollout from a slow template server) is SSVM demand: with one
+// session per SSVM and no standby the scan deploys a second SSVM while it runs; once it is done
+// the idle new SSVM is destroyed and the zone keeps its original one.
+func TestCapacityFollowsTemplateTransfers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal, vcsim, the XAPI simulator and the SSH fleet")
+	}
+	needQemuImg(t)
+	store := modelstest.SQLite(t)
+	p := newPlatform(t, store, platformOptions{vmware: true, xen: true, fleet: true, consoles: true})
+	localSecondaryStores(t, store)
+	for name, v := range map[string]string{"secstorage.session.max": "1", "secstorage.capacity.standby": "0",
+		"systemvm.capacity.shrink.scans": "1"} {
+		p.setting(name, v)
+	}
+	imgDir := t.TempDir()
+	imgs, err := devcloud.BuildTemplateImages(context.Background(), imgDir, "4.16.0", 8<<20)
+	modelstest.Must(t, err, "images")
+	var ova devcloud.TemplateImage
+	for _, im := range imgs {
+		if im.Hypervisor == "VMware" {
+			ova = im
+		}
+	}
+	srv := devcloud.StartTemplateServer(imgDir, false)
+	t.Cleanup(srv.Close)
+	srv.SetFault("/"+ova.File, devcloud.TemplateFault{Delay: 20 * time.Millisecond}) // ~5 s for the image
+	ssvms := func() int {
+		var n int64
+		modelstest.Must(t, store.DB.Model(&models.SystemVM{}).Where("zone_id = ? AND type = ? AND state = ?", p.zoneID, models.TypeSSVM,
+			models.StateRunning).Count(&n).Error, "SSVMs")
+		return int(n)
+	}
+	if ssvms() != 1 {
+		t.Fatalf("%d SSVMs before", ssvms())
+	}
+	if res := p.scanCapacity(0); res.Pools[1].Target != 1 || res.Pools[1].Deploy != 0 {
+		t.Fatalf("no transfer: %+v", res.Pools[1])
+	}
+	tpl := p.registerTemplate("systemvm-vmware-4.16.0", ova, srv.URL+"/"+ova.File)
+	op := p.rollout(tpl.ID)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var ref models.TemplateZoneRef
+		err := store.DB.Where("template_id = ? AND zone_id = ?", tpl.ID, p.zoneID).First(&ref).Error
+		if err == nil && strings.HasSuffix(ref.Status, "Downloaded") && ref.DownloadPct < 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the download never showed progress (%+v %v)", ref, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res := p.scanCapacity(1)
+	ss := res.Pools[1]
+	if ss.Demand != 1 || ss.Target != 2 || len(ss.Deployed) != 1 || ssvms() != 2 {
+		t.Fatalf("scan during the download: %+v (%d SSVMs)", ss, ssvms())
+	}
+	if hv, db := p.systemVMCounts(); hv != db {
+		t.Errorf("during the download: %d on hypervisors, %d rows", hv, db)
+	}
+	if got := p.wait(op, 3*time.Minute); got.Status != models.OpCompleted {
+		t.Fatalf("rollout ended %s: %s", got.Status, got.Error)
+	}
+	ss = p.scanCapacity(2).Pools[1]
+	if ss.Demand != 0 || len(ss.Destroyed) != 1 || ss.Destroyed[0] != res.Pools[1].Deployed[0] || ssvms() != 1 {
+		t.Fatalf("scan after the download: %+v (%d SSVMs)", ss, ssvms())
+	}
+	if p.eventCount("SSVM.SCALE.UP") != 1 || p.eventCount("SSVM.SCALE.DOWN") != 1 {
+		t.Errorf("events: %d SSVM.SCALE.UP, %d SSVM.SCALE.DOWN", p.eventCount("SSVM.SCALE.UP"), p.eventCount("SSVM.SCALE.DOWN"))
+	}
+	if hv, db := p.systemVMCounts(); hv != db {
+		t.Errorf("after: %d on hypervisors, %d rows", hv, db)
 	}
 }
