@@ -55,7 +55,14 @@ func (p *platform) openConsole(vmID string) (*consoleSession, string) {
 	}
 	u, err := url.Parse(ans.URL)
 	modelstest.Must(p.t, err, "console URL")
-	s, err := p.openConsoleOn(p.vm(ans.ProxyID), u.Query().Get("token"))
+	// Where the simulated CPVM serves, as an operator of sysvm dev finds it.
+	var ep struct {
+		Address string `json:"address"`
+	}
+	if code := p.do(http.MethodGet, "/api/v1/dev/consoles/"+ans.ProxyID, nil, &ep); code != http.StatusOK || ep.Address == "" {
+		p.t.Fatalf("GET /dev/consoles/%s = %d %+v", ans.ProxyID, code, ep)
+	}
+	s, err := openConsoleAt(ep.Address, ans.Proxy, u.Query().Get("token"))
 	if err != nil {
 		p.t.Fatalf("console through %s: %v", ans.Proxy, err)
 	}

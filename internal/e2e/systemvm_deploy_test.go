@@ -90,20 +90,25 @@ func (p *platform) openConsoleOn(proxy models.SystemVM, token string) (*consoleS
 	if st.Addr == "" {
 		return nil, fmt.Errorf("console endpoint of %s does not serve", proxy.Name)
 	}
+	return openConsoleAt(st.Addr, proxy.Name, token)
+}
+
+// openConsoleAt opens a console session on the endpoint at addr.
+func openConsoleAt(addr, proxyName, token string) (*consoleSession, error) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // the dev certificate
 	cl := &http.Client{Transport: tr}
-	resp, err := cl.Get("https://" + st.Addr + "/console?token=" + url.QueryEscape(token))
+	resp, err := cl.Get("https://" + addr + "/console?token=" + url.QueryEscape(token))
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("console session on %s: %s", proxy.Name, resp.Status)
+		return nil, fmt.Errorf("console session on %s: %s", proxyName, resp.Status)
 	}
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "console of ") {
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("console session on %s: first line %q: %v", proxy.Name, line, err)
+		return nil, fmt.Errorf("console session on %s: first line %q: %v", proxyName, line, err)
 	}
 	return &consoleSession{resp: resp}, nil
 }
