@@ -253,7 +253,8 @@ func (a *Activities) CapacityRecord(ctx context.Context, in CapacityRecordInput)
 		if p.Type == models.TypeCPVM {
 			prefix = "PROXY"
 		}
-		st := models.CapacityState{ZoneID: in.ZoneID, Type: p.Type, Demand: p.Demand, Running: p.Running, Target: p.Target,
+		// Running is the pool after the scan: what it found, plus its deploys, less its destroys.
+		st := models.CapacityState{ZoneID: in.ZoneID, Type: p.Type, Demand: p.Demand, Running: p.Running + len(p.Deployed) - len(p.Destroyed), Target: p.Target,
 			SessionMax: p.Settings.SessionMax, Standby: p.Settings.Standby, LaunchMax: p.Settings.LaunchMax,
 			SurplusScans: p.SurplusScans, LastScanAt: &now, LastScan: in.WorkflowID, LastError: strings.Join(p.Failures, "; ")}
 		var prev models.CapacityState
