@@ -107,6 +107,12 @@ func (s *Server) createConsole(c echo.Context) error {
 	if err != nil {
 		return Internal(err, "read novnc.console.default")
 	}
+	// Count the session on the proxy until the next capacity scan measures it, so the next
+	// console goes to the proxy that is least busy now, not at the last scan.
+	if err := s.store.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", proxy.ID).
+		Update("active_viewers", gorm.Expr("active_viewers + 1")).Error; err != nil {
+		return Internal(err, "count the console session")
+	}
 	exp := time.Now().Add(consoles.DefaultTokenTTL).Truncate(time.Second)
 	token, err := consoles.Sign(s.consoleKey, consoles.Claims{VMID: body.VMID, VMName: name, ProxyID: proxy.HypervisorName(), Expires: exp.Unix()})
 	if err != nil {

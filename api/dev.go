@@ -141,3 +141,41 @@ func devError(err error, what string) error {
 	e := Internal(err, "%s: %v", what, err)
 	return e
 }
+
+// DevConsoles is implemented by dev hooks whose simulated CPVMs serve console endpoints on
+// loopback (devcloud.Routers with FollowConsoles): GET /dev/consoles/{id} then says where one
+// serves, so an operator can open a real session with the token of POST /consoles.
+type DevConsoles interface {
+	// ConsoleEndpoint is the loopback address of a system VM's simulated console endpoint.
+	ConsoleEndpoint(ctx context.Context, vmID string) (string, error)
+}
+
+// devConsoleRoutes are the dev console routes, when the dev hooks serve consoles.
+func (s *Server) devConsoleRoutes() []Route {
+	if _, ok := s.dev.(DevConsoles); !ok {
+		return nil
+	}
+	s.AddSchema("DevConsoleEndpoint", objectSchema("where a simulated CPVM's console endpoint serves TLS", "id", "name", "address"))
+	return []Route{{Method: http.MethodGet, Path: "/dev/consoles/{id}", Role: models.RoleOperator, Handler: s.devConsole, Doc: Doc{
+		OperationID: "getDevConsoleEndpoint", Summary: "Dev only: where a simulated CPVM serves its console endpoint", Tag: "Dev", DevOnly: true,
+		Description: "Mounted only in dev mode. The console URL of POST /consoles names the CPVM's public IP, which the simulated " +
+			"fleet does not own; its endpoint serves TLS on this loopback address instead: open " +
+			"https://<address>/console?token=<the URL's token> to hold a real session (counted by the capacity scan).",
+		Responses: []Response{{Status: 200, Description: "the endpoint", Schema: "DevConsoleEndpoint"},
+			{Status: 404, Description: "no such CPVM (or the server is not in dev mode)", Schema: "Error"}}}}}
+}
+
+func (s *Server) devConsole(c echo.Context) error {
+	vm, err := getRow[models.SystemVM](c, s.store.DB, c.Param("id"), "system VM")
+	if err != nil {
+		return err
+	}
+	if vm.Type != models.TypeCPVM || vm.State != models.StateRunning {
+		return NotFound("%s is a %s %s, not a Running console proxy", vm.Name, vm.State, vm.Type)
+	}
+	addr, err := s.dev.(DevConsoles).ConsoleEndpoint(c.Request().Context(), vm.ID)
+	if err != nil {
+		return NotFound("console endpoint of %s: %v", vm.Name, err)
+	}
+	return ok(c, map[string]string{"id": vm.ID, "name": vm.Name, "address": addr})
+}

@@ -48,7 +48,10 @@ func (s *Server) mountDiagnostics() error {
 	if err := s.mountMigrate(); err != nil {
 		return err
 	}
-	return s.mountDeploy()
+	if err := s.mountDeploy(); err != nil {
+		return err
+	}
+	return s.mountCapacity()
 }
 
 func (s *Server) diagnosticsRoutes() []Route {

@@ -156,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.dev != nil {
-		for _, r := range s.devRoutes() {
+		for _, r := range append(s.devRoutes(), s.devConsoleRoutes()...) {
 			if err := s.Handle(r); err != nil {
 				return nil, err
 			}

@@ -97,6 +97,25 @@ func (r *Routers) startConsole(name, vmType string) {
 	}
 }
 
+// ConsoleEndpoint implements the API's dev console hook: the loopback address where a system
+// VM's simulated console endpoint serves (started if it does not yet).
+func (r *Routers) ConsoleEndpoint(ctx context.Context, vmID string) (string, error) {
+	r.mu.Lock()
+	c := r.consoles
+	r.mu.Unlock()
+	if c == nil {
+		return "", errors.New("the simulated fleet runs no console endpoints")
+	}
+	name, err := r.instanceOf(ctx, vmID)
+	if err != nil {
+		return "", err
+	}
+	if _, known := r.idOf(name); !known {
+		return "", fmt.Errorf("%s is not in the simulated fleet", name)
+	}
+	return c.Start(name)
+}
+
 // stopConsole stops the console endpoint of a simulated VM that stopped (keeping its
 // installed certificate) or is gone (forgetting it).
 func (r *Routers) stopConsole(name string, gone bool) {

@@ -43,6 +43,7 @@ type FleetCollector struct {
 	opsStarted, opsRunning, opsFinished, opsDur *prometheus.Desc
 	sweepInterval                               *prometheus.Desc
 	consoleSessions, consoleProxies             *prometheus.Desc
+	capacityTarget, capacityDemand              *prometheus.Desc
 	tplZoneState, tplBytes, tplBytesTotal       *prometheus.Desc
 	tplSwitched, tplPoolState                   *prometheus.Desc
 	requiringUpgrade, upgradesRunning           *prometheus.Desc
@@ -76,6 +77,8 @@ func NewFleetCollector(store *models.Store, logger *slog.Logger) *FleetCollector
 		sweepInterval:    d("health_sweep_interval_seconds", "The zone's schedule interval of each health sweep kind (absent when health checks are off there or the interval is 0).", "zone", "zone_id", "kind"),
 		consoleSessions:  d("console_sessions", "Console viewer sessions open on the zone's running console proxy VMs (the sum of their activeviewersessions).", "zone"),
 		consoleProxies:   d("console_proxies", "Console proxy VMs (not removed) of the zone by state: the CPVM pool size.", "zone", "state"),
+		capacityTarget:   d("systemvm_capacity_target", "The last capacity scan's target pool size of the zone's CPVMs (type=consoleproxy) or SSVMs (type=secondarystoragevm).", "zone", "type"),
+		capacityDemand:   d("systemvm_capacity_demand", "The sessions the last capacity scan measured: CPVM console sessions, SSVM running template transfers.", "zone", "type"),
 		tplZoneState:     d("template_zone_state", "Downloads of the template into the zone's secondary store in each state (downloading, downloaded, installing, ready, failed, other): 1 for its state, 0 for the others.", "template", "hypervisor", "zone", "state"),
 		tplBytes:         d("template_download_bytes", "Bytes of the template downloaded so far into the zone's secondary store.", "template", "zone"),
 		tplBytesTotal:    d("template_download_total_bytes", "Size in bytes of the template's download into the zone (0 while unknown).", "template", "zone"),
@@ -93,7 +96,7 @@ func NewFleetCollector(store *models.Store, logger *slog.Logger) *FleetCollector
 func (f *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{f.zoneInfo, f.systemVMs, f.routers, f.routerHealth, f.checkFailing,
 		f.checkConsecutive, f.alertsOpen, f.breakerOpen, f.recreations, f.opsStarted, f.opsRunning, f.opsFinished,
-		f.opsDur, f.sweepInterval, f.consoleSessions, f.consoleProxies, f.tplZoneState, f.tplBytes, f.tplBytesTotal,
+		f.opsDur, f.sweepInterval, f.consoleSessions, f.consoleProxies, f.capacityTarget, f.capacityDemand, f.tplZoneState, f.tplBytes, f.tplBytesTotal,
 		f.tplSwitched, f.tplPoolState, f.requiringUpgrade, f.upgradesRunning, f.upgradesPaused, f.scrapeErrors, f.scrapeDuration} {
 		ch <- d
 	}
@@ -251,6 +254,14 @@ func (f *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if err := f.collectUpgrades(ctx, zones, gauge, zone); err != nil {
 		fail("upgrades", err)
+	}
+	var pools []models.CapacityState
+	if err := db.Find(&pools).Error; err != nil {
+		fail("capacity states", err)
+	}
+	for _, p := range pools {
+		gauge(f.capacityTarget, float64(p.Target), zone(p.ZoneID), p.Type)
+		gauge(f.capacityDemand, float64(p.Demand), zone(p.ZoneID), p.Type)
 	}
 	gauge(f.scrapeErrors, float64(errs))
 	gauge(f.scrapeDuration, time.Since(begin).Seconds())

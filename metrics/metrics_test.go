@@ -84,6 +84,7 @@ func fleetFixture(t *testing.T, s *models.Store) models.Zone {
 	other := models.Zone{Name: "zone-b"}
 	modelstest.Must(t, db.Create(&zone).Error, "zone")
 	modelstest.Must(t, db.Create(&other).Error, "zone")
+	modelstest.Must(t, db.Create(&models.CapacityState{ZoneID: zone.ID, Type: models.TypeCPVM, Demand: 7, Target: 4, Running: 2}).Error, "capacity")
 	vm := func(name, typ, state, hv string, failed bool) models.SystemVM {
 		v := models.SystemVM{Name: name, Type: typ, State: state, ZoneID: zone.ID, HypervisorType: hv, HealthChecksFailed: failed}
 		modelstest.Must(t, db.Create(&v).Error, "vm %s", name)
@@ -240,6 +241,8 @@ func TestFleetCollectorReadsTheDatabase(t *testing.T) {
 			{"sysvm_health_sweep_interval_seconds", map[string]string{"zone": z, "kind": "basic"}, 180},
 			{"sysvm_zone_info", map[string]string{"zone": z}, 1},
 			{"sysvm_console_sessions", map[string]string{"zone": z}, 5},
+			{"sysvm_systemvm_capacity_target", map[string]string{"zone": z, "type": models.TypeCPVM}, 4},
+			{"sysvm_systemvm_capacity_demand", map[string]string{"zone": z, "type": models.TypeCPVM}, 7},
 			{"sysvm_console_sessions", map[string]string{"zone": "zone-b"}, 0},
 			{"sysvm_console_proxies", map[string]string{"zone": z, "state": models.StateRunning}, 2},
 			{"sysvm_console_proxies", map[string]string{"zone": z, "state": models.StateStopped}, 1},

@@ -25,7 +25,8 @@ type CapacityState struct {
 	ZoneID string `gorm:"primaryKey;size:36" json:"zoneid"`
 	Type   string `gorm:"primaryKey;size:32" json:"systemvmtype"`
 	// Demand is the sessions (CPVM: console sessions; SSVM: running transfer commands) the
-	// scan measured; Running the VMs serving; Target the pool size the settings ask for.
+	// scan measured; Running the VMs running after the scan (those it found, plus its
+	// deploys, less its destroys); Target the pool size the settings ask for.
 	Demand  int `json:"demand"`
 	Running int `json:"running"`
 	Target  int `json:"target"`

@@ -73,6 +73,7 @@ func Workflows() []Workflow {
 		{workflows.CertificateRotationWorkflowName, workflows.CertificateRotation},
 		{workflows.CertificateExpiryWorkflowName, workflows.CertificateExpiryCheck},
 		{workflows.SystemVMDeployWorkflowName, workflows.SystemVMDeploy},
+		{workflows.CapacityScanWorkflowName, workflows.CapacityScan},
 	}
 }
 
@@ -110,6 +111,8 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		a.PlanMove, a.MoveVM,
 		// SystemVMDeploy (RecordEvent, SettleVM, FinishOperation above)
 		a.AllocateSystemVM, a.DeployStep,
+		// CapacityScan (its children are SystemVMDeploy and SystemVMLifecycle)
+		a.CapacityMeasure, a.CapacityBeginOps, a.CapacityRecord,
 	}
 	health = []any{
 		// HealthSweep

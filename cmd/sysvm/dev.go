@@ -16,6 +16,7 @@ import (
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/devcloud/temporaldev"
+	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
 )
@@ -85,6 +86,16 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	created, err := devcloud.Seed(ctx, store, sims, devcloud.SeedOptions{})
 	if err != nil {
 		return err
+	}
+	if created {
+		// A capacity pool a person sees move: 2 console sessions per CPVM, a standby of 1, a
+		// scan every 15 s and a shrink after 2 scans of surplus (docs/capacity.md).
+		for _, kv := range [][2]string{{"consoleproxy.session.max", "2"}, {"consoleproxy.capacity.standby", "1"},
+			{"consoleproxy.launch.max", "4"}, {"consoleproxy.capacityscan.interval", "15"}, {"systemvm.capacity.shrink.scans", "2"}} {
+			if _, err := store.Settings.Set(ctx, kv[0], models.ScopeGlobal, "", kv[1]); err != nil {
+				return fmt.Errorf("dev capacity setting %s: %w", kv[0], err)
+			}
+		}
 	}
 	// The simulated routers are rendered from the configuration the platform pushes, and
 	// answer real SSH with the platform's system VM key.
@@ -184,10 +195,11 @@ sysvm dev is running (demo cloud %s; data in %s)
 
   Try: curl -H "Authorization: Bearer %s" %s/api/v1/routers
   A template:  README "Template rollout" registers one of the images above
+  Capacity:    %s/api/v1/zones/<id>/capacity  (open consoles: docs/capacity.md "In dev")
 
 Ctrl-C stops everything; running it again keeps the data.
 `, seeded, c.DataDir, apiURL, apiURL, c.TemporalUI, uiCodec, c.Temporal.Address, c.Temporal.Address, apiURL, codecPath,
-		key, apiURL, workerMetricsURL(tcfg), tplInfo, key, apiURL)
+		key, apiURL, workerMetricsURL(tcfg), tplInfo, key, apiURL, apiURL)
 	return serveHTTP(ctx, logger, c.APIAddr, a.withCodec(srv.Handler()))
 }
 

@@ -71,6 +71,10 @@ func startWorker(ctx context.Context, tc client.Client, namespace string, store 
 	if _, _, err := workflows.SyncCertificateExpirySchedule(ctx, tc, store); err != nil {
 		logger.Warn("certificate expiry schedule", "error", err)
 	}
+	if _, err := workflows.SyncCapacitySchedules(ctx, tc, store); err != nil {
+		logger.Warn("capacity scan schedules", "error", err)
+	}
 	go workflows.KeepHealthSchedulesInSync(ctx, tc, store, time.Minute, logger)
+	go workflows.KeepCapacitySchedulesInSync(ctx, tc, store, time.Minute, logger)
 	return w.Stop, nil
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -347,6 +348,22 @@ func TestRecordHistories(t *testing.T) {
 		}
 		upgrade(ofType(models.TypeCPVM)[0], "recreate")
 		upgrade(ofType(models.TypeSSVM)[0], "replace")
+	})
+
+	t.Run("CapacityScan", func(t *testing.T) {
+		// A scan that deploys one CPVM (1 session per CPVM, a standby of 2 more than the zone has).
+		var n int64
+		modelstest.Must(t, p.store.DB.Model(&models.SystemVM{}).Where("zone_id = ? AND type = ? AND state = ?", p.zoneID,
+			models.TypeCPVM, models.StateRunning).Count(&n).Error, "CPVMs")
+		p.setting("consoleproxy.session.max", "1")
+		p.setting("consoleproxy.capacity.standby", fmt.Sprint(n))
+		res, wid, rid := p.scanCapacityRun(1)
+		if len(res.Pools[0].Deployed) != 1 {
+			t.Fatalf("recorded scan deployed %v", res.Pools[0].Deployed)
+		}
+		p.record(workflows.CapacityScanWorkflowName+"_grow.json", wid, rid)
+		p.setting("consoleproxy.session.max", "50")
+		p.setting("consoleproxy.capacity.standby", "10")
 	})
 
 	// Last, as it leaves a network with one router: destroy the BACKUP of a redundant pair.

@@ -90,20 +90,25 @@ func (p *platform) openConsoleOn(proxy models.SystemVM, token string) (*consoleS
 	if st.Addr == "" {
 		return nil, fmt.Errorf("console endpoint of %s does not serve", proxy.Name)
 	}
+	return openConsoleAt(st.Addr, proxy.Name, token)
+}
+
+// openConsoleAt opens a console session on the endpoint at addr.
+func openConsoleAt(addr, proxyName, token string) (*consoleSession, error) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // the dev certificate
 	cl := &http.Client{Transport: tr}
-	resp, err := cl.Get("https://" + st.Addr + "/console?token=" + url.QueryEscape(token))
+	resp, err := cl.Get("https://" + addr + "/console?token=" + url.QueryEscape(token))
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("console session on %s: %s", proxy.Name, resp.Status)
+		return nil, fmt.Errorf("console session on %s: %s", proxyName, resp.Status)
 	}
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "console of ") {
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("console session on %s: first line %q: %v", proxy.Name, line, err)
+		return nil, fmt.Errorf("console session on %s: first line %q: %v", proxyName, line, err)
 	}
 	return &consoleSession{resp: resp}, nil
 }
@@ -230,5 +235,44 @@ func TestSystemVMDeployAndRetire(t *testing.T) {
 		if !strings.Contains(strings.Join(types, ","), want) {
 			t.Errorf("events %v: no %s", types, want)
 		}
+	}
+}
+
+// TestSystemVMDeployFailureDiscards: on the real stack, a CPVM whose console agent does not
+// answer (a fleet without console endpoints) fails its verify step after its retries; the
+// deploy destroys it on its hypervisor and the row ends Destroyed with the reason, so the
+// hypervisors and the database still hold the same VMs, and the failure is an event.
+func TestSystemVMDeployFailureDiscards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal, vcsim, the XAPI simulator and the SSH fleet")
+	}
+	store := modelstest.SQLite(t)
+	p := newPlatform(t, store, platformOptions{vmware: true, xen: true, fleet: true}) // no console endpoints
+	hv0, db0 := p.systemVMCounts()
+	begin := time.Now()
+	op, res := p.deploy(models.TypeCPVM)
+	t.Logf("failed deploy ended in %s: %s", time.Since(begin).Round(time.Millisecond), op.Error)
+	if op.Status != models.OpFailed || !strings.Contains(op.Error, "deploy-verify") || !strings.Contains(op.Error, "console") {
+		t.Fatalf("deploy without a console agent ended %s: %s", op.Status, op.Error)
+	}
+	if res.State != models.StateDestroyed || len(res.Compensations) != 1 || res.Compensations[0] != "deploy-discard" {
+		t.Errorf("result %+v, want Destroyed after deploy-discard", res)
+	}
+	vm := p.vm(res.VMID)
+	if vm.State != models.StateDestroyed || vm.RemovedAt == nil || !strings.Contains(vm.LastError, "deploy-verify") {
+		t.Errorf("row after the failed deploy: %s removed %v lasterror %q", vm.State, vm.RemovedAt, vm.LastError)
+	}
+	if _, err := p.hv(vm); err == nil {
+		t.Errorf("%s is still on its hypervisor", vm.Name)
+	}
+	if hv, db := p.systemVMCounts(); hv != hv0 || db != db0 {
+		t.Errorf("after the failed deploy: %d on hypervisors, %d rows, want %d and %d", hv, db, hv0, db0)
+	}
+	if p.eventCount("PROXY.CREATE.FAILED") != 1 || p.eventCount("PROXY.CREATE") != 0 {
+		t.Errorf("events: %d PROXY.CREATE.FAILED, %d PROXY.CREATE", p.eventCount("PROXY.CREATE.FAILED"), p.eventCount("PROXY.CREATE"))
+	}
+	// An SSVM (no console endpoint to check) deploys on the same platform.
+	if op, res := p.deploy(models.TypeSSVM); op.Status != models.OpCompleted || res.Name == vm.Name {
+		t.Errorf("SSVM deploy after the failure: %s %s (%+v)", op.Status, op.Error, res)
 	}
 }
