@@ -118,7 +118,7 @@ func TestSystemVMUpgradeKeepsZoneServing(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	samples, minCPVM, minSSVM := 0, 99, 99
+	samples, minCPVM, minSSVM, maxCPVM, maxSSVM := 0, 99, 99, 0, 0
 	var gaps []string
 	wg.Add(1)
 	go func() {
@@ -135,6 +135,7 @@ func TestSystemVMUpgradeKeepsZoneServing(t *testing.T) {
 			mu.Lock()
 			samples++
 			minCPVM, minSSVM = min(minCPVM, s[models.TypeCPVM]), min(minSSVM, s[models.TypeSSVM])
+			maxCPVM, maxSSVM = max(maxCPVM, s[models.TypeCPVM]), max(maxSSVM, s[models.TypeSSVM])
 			if s[models.TypeCPVM] == 0 || s[models.TypeSSVM] == 0 {
 				gaps = append(gaps, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), s))
 			}
@@ -169,10 +170,12 @@ func TestSystemVMUpgradeKeepsZoneServing(t *testing.T) {
 	if len(gaps) > 0 {
 		t.Errorf("%d of %d samples found the zone without a serving CPVM or SSVM: %v", len(gaps), samples, gaps)
 	}
-	if minCPVM != 1 {
-		// Each CPVM is down from its switch until its gate: a sampler that never saw one of the
-		// two down would not see a zone without any either.
-		t.Errorf("the sampler saw at least %d CPVMs serving at every sample, never one down", minCPVM)
+	t.Logf("CPVMs serving: %d to %d; SSVMs serving: %d to %d", minCPVM, maxCPVM, minSSVM, maxSSVM)
+	if maxSSVM < 2 {
+		// The new SSVM serves beside the old one from its deploy until the old one is retired
+		// (seconds): a sampler that never saw both did not sample across the replacement, so it
+		// would not have seen a gap either.
+		t.Errorf("the sampler never saw the new SSVM serving beside the old one (at most %d SSVMs)", maxSSVM)
 	}
 	if samples < int(took/(200*time.Millisecond)) {
 		t.Errorf("only %d samples in %s", samples, took)
