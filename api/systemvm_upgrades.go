@@ -169,6 +169,15 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 		}
 		return out, nil
 	}
+	return listRequiringUpgrade(s, c, base, fs, order, minreq, "system VMs", view)
+}
+
+// listRequiringUpgrade answers a page of the VMs of base that match fs, in order, as view shows
+// them, with the requiresupgrade filter when the query has one (what names the rows in errors):
+// listRouters and listSystemVms.
+func listRequiringUpgrade[V any](s *Server, c echo.Context, base *gorm.DB, fs []filter, order string,
+	minreq *models.MinReqVersions, what string, view func([]models.SystemVM) ([]V, error)) error {
+	ctx := c.Request().Context()
 	rv := c.QueryParam("requiresupgrade")
 	if rv == "" {
 		rows, err := listRows[models.SystemVM](c, base, fs, order)
@@ -179,8 +188,10 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		return ok(c, ListResponse[systemVMView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
+		return ok(c, ListResponse[V]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
 	}
+	// requiresupgrade compares versions, which SQL cannot: select the candidates' versions,
+	// keep those that match, then load the page.
 	want, err := parseBool("requiresupgrade", rv)
 	if err != nil {
 		return err
@@ -193,18 +204,18 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ids, err := idsRequiringUpgrade(ctx, q, minreq, order, want)
+	ids, err := idsRequiringUpgrade(ctx, q, minreq, order, what, want)
 	if err != nil {
 		return err
 	}
-	out := ListResponse[systemVMView]{Count: int64(len(ids)), Page: p.Page, PageSize: p.PageSize, Items: []systemVMView{}}
+	out := ListResponse[V]{Count: int64(len(ids)), Page: p.Page, PageSize: p.PageSize, Items: []V{}}
 	if p.Offset() >= len(ids) {
 		return ok(c, out)
 	}
 	ids = ids[p.Offset():min(len(ids), p.Offset()+p.PageSize)]
 	var vms []models.SystemVM
 	if err := s.store.DB.WithContext(ctx).Where("id IN ?", ids).Find(&vms).Error; err != nil {
-		return Internal(err, "load system VMs")
+		return Internal(err, "load %s", what)
 	}
 	pos := make(map[string]int, len(ids))
 	for i, id := range ids {
@@ -219,14 +230,14 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 
 // idsRequiringUpgrade selects the candidates' versions (SQL cannot compare them) and keeps the
 // IDs whose requiresupgrade is want, in order.
-func idsRequiringUpgrade(ctx context.Context, q *gorm.DB, minreq *models.MinReqVersions, order string, want bool) ([]string, error) {
-	var cands []struct{ ID, Version, ZoneID string }
-	if err := q.Select("id, version, zone_id").Order(order).Find(&cands).Error; err != nil {
-		return nil, Internal(err, "list system VMs")
+func idsRequiringUpgrade(ctx context.Context, q *gorm.DB, minreq *models.MinReqVersions, order, what string, want bool) ([]string, error) {
+	var cands []struct{ ID, Version, SoftwareVersion, ZoneID string }
+	if err := q.Select("id, version, software_version, zone_id").Order(order).Find(&cands).Error; err != nil {
+		return nil, Internal(err, "list %s", what)
 	}
 	var ids []string
 	for _, r := range cands {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version})
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version, SoftwareVersion: r.SoftwareVersion})
 		if err != nil {
 			return nil, Internal(err, "read minreq.sysvmtemplate.version")
 		}
