@@ -59,12 +59,22 @@ type upgradeKind struct {
 // query answers from the carried state in every run.
 func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeResult, error) {
 	w := &upgrade{in: in, req: in.Request, st: in.State}
+	return w.execute(ctx, w.setup, func(ctx workflow.Context, res RouterUpgradeResult) {
+		w.resolveBudgetAlert(ctx, "the upgrade ended: "+countsText(res.Counts))
+	})
+}
+
+// execute is the life of a run of either kind of upgrade: the progress query, setup, the
+// signals and the engine; then, unless the run continues as new, ended (when not nil) with
+// the result and the operation's end.
+func (w *upgrade) execute(ctx workflow.Context, setup func(workflow.Context) error,
+	ended func(workflow.Context, RouterUpgradeResult)) (RouterUpgradeResult, error) {
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (RouterUpgradeProgress, error) {
 		return w.progress(workflow.Now(ctx)), nil
 	}); err != nil {
 		return RouterUpgradeResult{}, err
 	}
-	err := w.setup(ctx)
+	err := setup(ctx)
 	if err == nil {
 		w.listen(ctx)
 		err = w.run(ctx)
@@ -76,8 +86,10 @@ func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeRe
 	if err != nil && ctx.Err() != nil {
 		err = temporal.NewCanceledError(fmt.Sprintf("upgrade canceled: %s", countsText(res.Counts)))
 	}
-	w.resolveBudgetAlert(ctx, "the upgrade ended: "+countsText(res.Counts))
-	return res, finishOperation(ctx, in.OperationID, res, err)
+	if ended != nil {
+		ended(ctx, res)
+	}
+	return res, finishOperation(ctx, w.in.OperationID, res, err)
 }
 
 func (w *upgrade) setup(ctx workflow.Context) error {

@@ -103,24 +103,7 @@ func SystemVMUpgrade(ctx workflow.Context, in SystemVMUpgradeInput) (RouterUpgra
 				peer.Name, peer.State)
 		}}
 	s.w = w
-	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (RouterUpgradeProgress, error) {
-		return w.progress(workflow.Now(ctx)), nil
-	}); err != nil {
-		return RouterUpgradeResult{}, err
-	}
-	err := s.setup(ctx)
-	if err == nil {
-		w.listen(ctx)
-		err = w.run(ctx)
-	}
-	if workflow.IsContinueAsNewError(err) {
-		return RouterUpgradeResult{}, err
-	}
-	res := w.result()
-	if err != nil && ctx.Err() != nil {
-		err = temporal.NewCanceledError(fmt.Sprintf("upgrade canceled: %s", countsText(res.Counts)))
-	}
-	return res, finishOperation(ctx, in.OperationID, res, err)
+	return w.execute(ctx, s.setup, nil)
 }
 
 func (s *systemVMUpgrade) setup(ctx workflow.Context) error {
