@@ -466,22 +466,3 @@ func TestSystemVMUpgradeContinueAsNew(t *testing.T) {
 		require.Zero(t, r.children[id], "%s upgraded in both runs (%d)", id, n)
 	}
 }
-
-// TestUpgradeEndsWhenTheLastIsSkipped: a RouterUpgrade whose last router in flight is a BACKUP
-// that fails its gate skips the PRIMARY and ends (the engine used to wait forever there: the
-// skip happened in dispatch, after which nothing changed any more).
-func TestUpgradeEndsWhenTheLastIsSkipped(t *testing.T) {
-	plan := activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
-		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
-		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
-	}}}}
-	r := newUpgradeRig(t, plan)
-	r.gateFail["b1"] = "health gate: gateways_check.py failing"
-	r.run(RouterUpgradeRequest{Parallelism: 2, Budget: FailureBudget{Count: 1}})
-	require.NoError(t, r.env.GetWorkflowError())
-	st := r.states(r.result())
-	require.Equal(t, UpgradeFailed, st["b1"])
-	require.Equal(t, UpgradeSkipped, st["p1"])
-	require.Zero(t, r.children["p1"])
-	require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
-}

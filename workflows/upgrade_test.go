@@ -538,3 +538,34 @@ func TestUpgradeWindowNext(t *testing.T) {
 	require.Error(t, UpgradeWindow{DailyStart: "25:00", DailyEnd: "01:00"}.Validate("window"))
 	require.ErrorContains(t, UpgradeWindow{TimeZone: "Mars/Olympus", DailyStart: "01:00", DailyEnd: "02:00"}.Validate("window"), "window.timeZone")
 }
+
+// redundantPairPlan is a plan of one redundant pair in zone z1: the BACKUP b1, then its
+// PRIMARY p1 once b1 passed its gate.
+func redundantPairPlan() activities.UpgradePlan {
+	return activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
+		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
+		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
+	}}}}
+}
+
+// TestUpgradeEndsWhenTheLastIsSkipped: a RouterUpgrade whose last router in flight is a BACKUP
+// that fails its gate skips the PRIMARY and ends, whatever the parallelism (the engine used to
+// wait forever there: the skip happened in dispatch, after which nothing changed any more).
+func TestUpgradeEndsWhenTheLastIsSkipped(t *testing.T) {
+	for _, c := range []struct {
+		parallelism int
+		why         string
+	}{{2, "health gate: gateways_check.py failing"}, {5, "health gate: dhcp.service down"}} {
+		t.Run(fmt.Sprintf("parallelism %d", c.parallelism), func(t *testing.T) {
+			r := newUpgradeRig(t, redundantPairPlan())
+			r.gateFail["b1"] = c.why
+			r.run(RouterUpgradeRequest{Parallelism: c.parallelism, Budget: FailureBudget{Count: 1}})
+			require.NoError(t, r.env.GetWorkflowError())
+			st := r.states(r.result())
+			require.Equal(t, UpgradeFailed, st["b1"])
+			require.Equal(t, UpgradeSkipped, st["p1"])
+			require.Zero(t, r.children["p1"])
+			require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
+		})
+	}
+}
