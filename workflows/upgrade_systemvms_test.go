@@ -124,20 +124,7 @@ func newSysvmRig(t *testing.T, plan activities.UpgradePlan) *sysvmRig {
 			}
 			return activities.UpgradeGateResult{RouterID: in.VMID, Version: "4.15.0", Attempts: 1, Note: "serves TLS"}, nil
 		})
-	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.UpgradeAlertInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.alerts = append(r.alerts, in)
-			return nil
-		})
-	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.FinishInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.finished = append(r.finished, in)
-			return nil
-		})
+	recordAlertsAndFinish(env, &r.mu, &r.alerts, &r.finished)
 	return r
 }
 
@@ -223,11 +210,7 @@ func (r *sysvmRig) run(req SystemVMUpgradeRequest) {
 func (r *sysvmRig) at(d time.Duration, f func()) { r.env.RegisterDelayedCallback(f, d) }
 
 func (r *sysvmRig) progress() RouterUpgradeProgress {
-	v, err := r.env.QueryWorkflow(QueryProgress)
-	require.NoError(r.t, err)
-	var p RouterUpgradeProgress
-	require.NoError(r.t, v.Get(&p))
-	return p
+	return queryUpgradeProgress(r.t, r.env)
 }
 
 func (r *sysvmRig) result() (RouterUpgradeResult, map[string]UpgradeRouter) {

@@ -75,25 +75,12 @@ func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
 			}
 			return activities.UpgradeGateResult{RouterID: in.RouterID, Version: "4.15.0", Attempts: 1}, nil
 		})
-	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.UpgradeAlertInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.alerts = append(r.alerts, in)
-			return nil
-		})
+	recordAlertsAndFinish(env, &r.mu, &r.alerts, &r.finished)
 	env.OnActivity(a.ResolveUpgradeAlert, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.UpgradeAlertResolveInput) error {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.resolved = append(r.resolved, resolvedAlert{in: in, at: env.Now(), alerts: len(r.alerts)})
-			return nil
-		})
-	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.FinishInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.finished = append(r.finished, in)
 			return nil
 		})
 	return r
@@ -143,11 +130,7 @@ func (r *upgradeRig) run(req RouterUpgradeRequest) {
 func (r *upgradeRig) at(d time.Duration, f func()) { r.env.RegisterDelayedCallback(f, d) }
 
 func (r *upgradeRig) progress() RouterUpgradeProgress {
-	v, err := r.env.QueryWorkflow(QueryProgress)
-	require.NoError(r.t, err)
-	var p RouterUpgradeProgress
-	require.NoError(r.t, v.Get(&p))
-	return p
+	return queryUpgradeProgress(r.t, r.env)
 }
 
 func (r *upgradeRig) result() RouterUpgradeResult {
@@ -568,4 +551,34 @@ func TestUpgradeEndsWhenTheLastIsSkipped(t *testing.T) {
 			require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
 		})
 	}
+}
+
+// recordAlertsAndFinish mocks the alert and the operation's end of an upgrade rig (either
+// kind): each call is appended, under mu, to alerts or finished.
+func recordAlertsAndFinish(env *testsuite.TestWorkflowEnvironment, mu *sync.Mutex, alerts *[]activities.UpgradeAlertInput,
+	finished *[]activities.FinishInput) {
+	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.UpgradeAlertInput) error {
+			mu.Lock()
+			defer mu.Unlock()
+			*alerts = append(*alerts, in)
+			return nil
+		})
+	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.FinishInput) error {
+			mu.Lock()
+			defer mu.Unlock()
+			*finished = append(*finished, in)
+			return nil
+		})
+}
+
+// queryUpgradeProgress answers the progress query of the upgrade running in env.
+func queryUpgradeProgress(t *testing.T, env *testsuite.TestWorkflowEnvironment) RouterUpgradeProgress {
+	t.Helper()
+	v, err := env.QueryWorkflow(QueryProgress)
+	require.NoError(t, err)
+	var p RouterUpgradeProgress
+	require.NoError(t, v.Get(&p))
+	return p
 }
