@@ -225,16 +225,9 @@ func PlanRouterUpgrade(ctx context.Context, s *models.Store, sel UpgradeSelectio
 	if sel.RouterID != "" && len(vms) == 0 {
 		return UpgradePlan{}, notFound("router", sel.RouterID)
 	}
-	minreq := models.MinReqVersions{Settings: s.Settings}
-	var take []models.SystemVM
-	for _, vm := range vms {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, vm)
-		if err != nil {
-			return UpgradePlan{}, err
-		}
-		if req || sel.Force {
-			take = append(take, vm)
-		}
+	take, err := requiringUpgrade(ctx, s, vms, sel.Force)
+	if err != nil {
+		return UpgradePlan{}, err
 	}
 	if len(take) == 0 {
 		return UpgradePlan{GroupBy: groupBy}, temporal.NewNonRetryableApplicationError(
@@ -356,7 +349,14 @@ func (a *Activities) RouterUpgradeCheck(ctx context.Context, in UpgradeCheckInpu
 		}
 		return UpgradeCheck{}, fmt.Errorf("load router %s: %w", in.RouterID, err)
 	}
-	minreq := models.MinReqVersions{Settings: a.Store.Settings}
+	return upgradeCheckOf(ctx, a.Store, vm, in.Force, "router")
+}
+
+// upgradeCheckOf is the decision of RouterUpgradeCheck and SystemVMUpgradeCheck at vm's turn
+// (noun names the VM in reasons): skip it when destroyed, not Running, or already at the
+// required version unless forced.
+func upgradeCheckOf(ctx context.Context, s *models.Store, vm models.SystemVM, force bool, noun string) (UpgradeCheck, error) {
+	minreq := models.MinReqVersions{Settings: s.Settings}
 	req, min, err := minreq.RouterRequiresUpgrade(ctx, vm)
 	if err != nil {
 		return UpgradeCheck{}, err
@@ -364,13 +364,29 @@ func (a *Activities) RouterUpgradeCheck(ctx context.Context, in UpgradeCheckInpu
 	out := UpgradeCheck{Version: vm.Version, MinReq: min}
 	switch {
 	case vm.State == models.StateDestroyed || vm.RemovedAt != nil:
-		out.Skip, out.Reason = true, "the router is destroyed"
+		out.Skip, out.Reason = true, fmt.Sprintf("the %s is destroyed", noun)
 	case vm.State != models.StateRunning:
-		out.Skip, out.Reason = true, fmt.Sprintf("the router is %s, not Running", vm.State)
-	case !req && !in.Force:
+		out.Skip, out.Reason = true, fmt.Sprintf("the %s is %s, not Running", noun, vm.State)
+	case !req && !force:
 		out.Skip, out.Reason = true, fmt.Sprintf("already at version %s (minimum %s)", vm.Version, cmp.Or(min, "none"))
 	}
 	return out, nil
+}
+
+// requiringUpgrade keeps, in order, the VMs that require upgrade (all of them with force).
+func requiringUpgrade(ctx context.Context, s *models.Store, vms []models.SystemVM, force bool) ([]models.SystemVM, error) {
+	minreq := models.MinReqVersions{Settings: s.Settings}
+	var take []models.SystemVM
+	for _, vm := range vms {
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, vm)
+		if err != nil {
+			return nil, err
+		}
+		if req || force {
+			take = append(take, vm)
+		}
+	}
+	return take, nil
 }
 
 // UpgradeAlertInput raises the alert of an upgrade that spent its failure budget.

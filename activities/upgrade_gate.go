@@ -46,18 +46,8 @@ type UpgradeGateResult struct {
 // gate only requires the router to be Running, and says so. A gate that does not pass is a
 // non-retryable error of type ErrTypeGateFailed naming the failing checks and their details.
 func (h *Health) UpgradeHealthGate(ctx context.Context, in UpgradeGateInput) (UpgradeGateResult, error) {
-	timeout, poll := in.Timeout, in.Poll
-	if timeout <= 0 {
-		timeout = 2 * time.Minute
-	}
-	if poll <= 0 {
-		poll = 5 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
 	out := UpgradeGateResult{RouterID: in.RouterID}
-	var last string
-	for {
-		out.Attempts++
+	err := pollGate(ctx, in.Timeout, in.Poll, 5*time.Second, "checks", &out.Attempts, func() (bool, string, error) {
 		fresh, err := h.HealthCheckNow(ctx, in.RouterID)
 		var appErr *temporal.ApplicationError
 		switch {
@@ -68,40 +58,67 @@ func (h *Health) UpgradeHealthGate(ctx context.Context, in UpgradeGateInput) (Up
 				if err := h.Store.Get(ctx, &vm, in.RouterID); err == nil {
 					out.Version = vm.Version
 				}
-				return out, nil
+				return true, "", nil
 			}
-			last = "basic checks failing: " + strings.Join(failing, "; ")
+			return false, "basic checks failing: " + strings.Join(failing, "; "), nil
 		case errors.As(err, &appErr) && appErr.Type() == ErrTypeHealthDisabled:
 			var vm models.SystemVM
 			if err := h.Store.Get(ctx, &vm, in.RouterID); err != nil {
-				return out, fmt.Errorf("load router %s: %w", in.RouterID, err)
+				return false, "", fmt.Errorf("load router %s: %w", in.RouterID, err)
 			}
 			if vm.State == models.StateRunning {
 				out.Version = vm.Version
 				out.Note = "health checks are disabled in the router's zone: the gate checked only that it is Running"
-				return out, nil
+				return true, "", nil
 			}
-			last = "router is " + vm.State
+			return false, "router is " + vm.State, nil
 		case errors.As(err, &appErr) && appErr.Type() == ErrTypeNotRunning:
-			last = appErr.Message()
+			return false, appErr.Message(), nil
 		case errors.As(err, &appErr) && appErr.Type() == ErrTypeNotFound:
-			return out, err
+			return false, "", err
 		case ctx.Err() != nil:
-			return out, ctx.Err()
+			return false, "", ctx.Err()
 		default:
-			last = err.Error()
+			return false, err.Error(), nil
+		}
+	})
+	return out, err
+}
+
+// pollGate runs attempt, counting attempts, until it passes or fails for good (a non-nil
+// error), every poll (def when 0) within timeout (2 minutes when 0): the loop of
+// UpgradeHealthGate and SystemVMUpgradeGate. An attempt that does not pass says why; once
+// the timeout would pass, the last why is a non-retryable error of type ErrTypeGateFailed
+// ("not passed within ... after N <tries>"). Each attempt heartbeats in an activity.
+func pollGate(ctx context.Context, timeout, poll, def time.Duration, tries string, attempts *int,
+	attempt func() (passed bool, why string, err error)) error {
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	if poll <= 0 {
+		poll = def
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		*attempts++
+		passed, why, err := attempt()
+		if err != nil {
+			return err
+		}
+		if passed {
+			return nil
 		}
 		if time.Now().Add(poll).After(deadline) {
-			return out, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("health gate: not passed within %s after %d checks: %s", timeout, out.Attempts, clip(last, 2000)),
+			return temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("health gate: not passed within %s after %d %s: %s", timeout, *attempts, tries, clip(why, 2000)),
 				ErrTypeGateFailed, nil)
 		}
 		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, fmt.Sprintf("gate attempt %d: %s", out.Attempts, clip(last, 200)))
+			activity.RecordHeartbeat(ctx, fmt.Sprintf("gate attempt %d: %s", *attempts, clip(why, 200)))
 		}
 		select {
 		case <-ctx.Done():
-			return out, ctx.Err()
+			return ctx.Err()
 		case <-time.After(poll):
 		}
 	}

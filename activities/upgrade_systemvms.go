@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/sysvm/sysvm/agent"
@@ -121,16 +120,9 @@ func PlanSystemVMUpgrade(ctx context.Context, s *models.Store, sel SystemVMUpgra
 	if err := q.Order("name, id").Find(&vms).Error; err != nil {
 		return UpgradePlan{}, fmt.Errorf("select system VMs to upgrade: %w", err)
 	}
-	minreq := models.MinReqVersions{Settings: s.Settings}
-	var take []models.SystemVM
-	for _, vm := range vms {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, vm)
-		if err != nil {
-			return UpgradePlan{}, err
-		}
-		if req || sel.Force {
-			take = append(take, vm)
-		}
+	take, err := requiringUpgrade(ctx, s, vms, sel.Force)
+	if err != nil {
+		return UpgradePlan{}, err
 	}
 	if len(take) == 0 {
 		return UpgradePlan{GroupBy: UpgradeGroupZone}, temporal.NewNonRetryableApplicationError(
@@ -191,12 +183,11 @@ func (a *Activities) SystemVMUpgradeCheck(ctx context.Context, in UpgradeCheckIn
 		}
 		return SystemVMUpgradeCheck{}, fmt.Errorf("load system VM %s: %w", in.RouterID, err)
 	}
-	minreq := models.MinReqVersions{Settings: a.Store.Settings}
-	req, min, err := minreq.RouterRequiresUpgrade(ctx, vm)
+	check, err := upgradeCheckOf(ctx, a.Store, vm, in.Force, "system VM")
 	if err != nil {
 		return SystemVMUpgradeCheck{}, err
 	}
-	out := SystemVMUpgradeCheck{UpgradeCheck: UpgradeCheck{Version: vm.Version, MinReq: min}, Type: vm.Type}
+	out := SystemVMUpgradeCheck{UpgradeCheck: check, Type: vm.Type}
 	var n int64
 	if err := a.Store.DB.WithContext(ctx).Model(&models.SystemVM{}).Where(
 		"zone_id = ? AND type = ? AND id <> ? AND state = ? AND removed_at IS NULL", vm.ZoneID, vm.Type, vm.ID, models.StateRunning).
@@ -204,15 +195,8 @@ func (a *Activities) SystemVMUpgradeCheck(ctx context.Context, in UpgradeCheckIn
 		return SystemVMUpgradeCheck{}, fmt.Errorf("count serving %s of zone %s: %w", vm.Type, vm.ZoneID, err)
 	}
 	out.Serving = int(n)
-	switch {
-	case vm.IsRouter():
+	if vm.IsRouter() {
 		out.Skip, out.Reason = true, "a virtual router: upgraded by router upgrades"
-	case vm.State == models.StateDestroyed || vm.RemovedAt != nil:
-		out.Skip, out.Reason = true, "the system VM is destroyed"
-	case vm.State != models.StateRunning:
-		out.Skip, out.Reason = true, fmt.Sprintf("the system VM is %s, not Running", vm.State)
-	case !req && !in.Force:
-		out.Skip, out.Reason = true, fmt.Sprintf("already at version %s (minimum %s)", vm.Version, cmp.Or(min, "none"))
 	}
 	return out, nil
 }
@@ -235,43 +219,23 @@ type SystemVMGateInput struct {
 // Attempts repeat every Poll until Timeout; a gate that does not pass is a non-retryable error
 // of type ErrTypeGateFailed naming what failed last.
 func (a *Activities) SystemVMUpgradeGate(ctx context.Context, in SystemVMGateInput) (UpgradeGateResult, error) {
-	timeout, poll := in.Timeout, in.Poll
-	if timeout <= 0 {
-		timeout = 2 * time.Minute
-	}
-	if poll <= 0 {
-		poll = 2 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
 	out := UpgradeGateResult{RouterID: in.VMID}
-	for {
-		out.Attempts++
+	err := pollGate(ctx, in.Timeout, in.Poll, 2*time.Second, "attempts", &out.Attempts, func() (bool, string, error) {
 		version, note, err := a.systemVMServes(ctx, in.VMID)
 		if err == nil {
 			out.Version, out.Note = version, note
-			return out, nil
+			return true, "", nil
 		}
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) && appErr.Type() == ErrTypeNotFound {
-			return out, err
+			return false, "", err
 		}
 		if ctx.Err() != nil {
-			return out, ctx.Err()
+			return false, "", ctx.Err()
 		}
-		if time.Now().Add(poll).After(deadline) {
-			return out, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("health gate: not passed within %s after %d attempts: %s", timeout, out.Attempts, clip(err.Error(), 2000)),
-				ErrTypeGateFailed, nil)
-		}
-		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, fmt.Sprintf("gate attempt %d: %s", out.Attempts, clip(err.Error(), 200)))
-		}
-		select {
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case <-time.After(poll):
-		}
-	}
+		return false, err.Error(), nil
+	})
+	return out, err
 }
 
 // systemVMServes is one attempt of SystemVMUpgradeGate.

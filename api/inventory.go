@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"slices"
 
 	"github.com/labstack/echo/v4"
 	"gorm.io/gorm"
@@ -293,64 +292,7 @@ func (s *Server) listRouters(c echo.Context) error {
 		}
 		return out, nil
 	}
-	rv := c.QueryParam("requiresupgrade")
-	if rv == "" {
-		rows, err := listRows[models.SystemVM](c, base, fs, order)
-		if err != nil {
-			return err
-		}
-		items, err := view(rows.Items)
-		if err != nil {
-			return err
-		}
-		return ok(c, ListResponse[routerView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
-	}
-	// requiresupgrade compares versions, which SQL cannot: select the candidates' versions,
-	// keep those that match, then load the page.
-	want, err := parseBool("requiresupgrade", rv)
-	if err != nil {
-		return err
-	}
-	p, err := ParsePage(c)
-	if err != nil {
-		return err
-	}
-	q, err := applyFilters(c, base.Model(&models.SystemVM{}), fs)
-	if err != nil {
-		return err
-	}
-	var cands []struct{ ID, Version, SoftwareVersion, ZoneID string }
-	if err := q.Select("id, version, software_version, zone_id").Order(order).Find(&cands).Error; err != nil {
-		return Internal(err, "list routers")
-	}
-	var ids []string
-	for _, r := range cands {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version, SoftwareVersion: r.SoftwareVersion})
-		if err != nil {
-			return Internal(err, "read minreq.sysvmtemplate.version")
-		}
-		if req == want {
-			ids = append(ids, r.ID)
-		}
-	}
-	out := ListResponse[routerView]{Count: int64(len(ids)), Page: p.Page, PageSize: p.PageSize, Items: []routerView{}}
-	if p.Offset() >= len(ids) {
-		return ok(c, out)
-	}
-	ids = ids[p.Offset():min(len(ids), p.Offset()+p.PageSize)]
-	var vms []models.SystemVM
-	if err := s.store.DB.WithContext(ctx).Where("id IN ?", ids).Find(&vms).Error; err != nil {
-		return Internal(err, "load routers")
-	}
-	pos := make(map[string]int, len(ids))
-	for i, id := range ids {
-		pos[id] = i
-	}
-	slices.SortFunc(vms, func(a, b models.SystemVM) int { return pos[a.ID] - pos[b.ID] })
-	if out.Items, err = view(vms); err != nil {
-		return err
-	}
-	return ok(c, out)
+	return listRequiringUpgrade(s, c, base, fs, order, minreq, "routers", view)
 }
 
 func (s *Server) getRouter(c echo.Context) error {

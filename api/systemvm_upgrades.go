@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
-	"go.temporal.io/sdk/temporal"
 	"gorm.io/gorm"
 
 	"github.com/sysvm/sysvm/activities"
@@ -48,6 +47,7 @@ func (s *Server) systemVMUpgradeRoutes() []Route {
 		{Status: 409, Description: "the upgrade is not running (operation shows how it ended)", Schema: "ConflictError"},
 		{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}
 	const tag = "System VMs"
+	su := s.upgradeHandlers(workflows.SystemVMUpgradeOperationKind, "system VM upgrade")
 	return []Route{
 		{Method: http.MethodPost, Path: "/system-vms/upgrades", Role: models.RoleOperator, Handler: s.startSystemVMUpgrade, Doc: Doc{
 			OperationID: "upgradeSystemVms", Tag: tag, Summary: "Upgrade SSVMs and CPVMs in batches",
@@ -66,28 +66,28 @@ func (s *Server) systemVMUpgradeRoutes() []Route {
 				{Status: 404, Description: "a selector names nothing", Schema: "Error"},
 				{Status: 409, Description: "nothing of the selection requires upgrade, or an upgrade of the same scope runs", Schema: "ConflictError"},
 				{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}}},
-		{Method: http.MethodGet, Path: "/system-vms/upgrades", Role: models.RoleReadOnly, Handler: s.listSystemVMUpgrades, Doc: Doc{
+		{Method: http.MethodGet, Path: "/system-vms/upgrades", Role: models.RoleReadOnly, Handler: su.list, Doc: Doc{
 			OperationID: "listSystemVmUpgrades", Tag: tag, Summary: "List SSVM and CPVM upgrades, newest first", Paged: true,
 			Responses: []Response{{Status: 200, Description: "a page of operations", Schema: "OperationList"}}}},
-		{Method: http.MethodGet, Path: "/system-vms/upgrades/{id}", Role: models.RoleReadOnly, Handler: s.getSystemVMUpgrade, Doc: Doc{
+		{Method: http.MethodGet, Path: "/system-vms/upgrades/{id}", Role: models.RoleReadOnly, Handler: su.get, Doc: Doc{
 			OperationID: "getSystemVmUpgrade", Tag: tag, Summary: "Get an SSVM and CPVM upgrade with its per-VM progress",
 			Description: "progress is the router upgrade's (status, counts per state, ETA, groups = zones); its routers list holds the " +
 				"upgrade's system VMs, each with its type, state, versions, times (Unix ms) and reason.",
 			Responses: []Response{{Status: 200, Description: "the operation", Schema: "OperationEnvelope"},
 				{Status: 404, Description: "no system VM upgrade with this id", Schema: "Error"}}}},
 		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/pause", Role: models.RoleOperator,
-			Handler: s.signalSystemVMUpgrade(workflows.SignalUpgradePause), Doc: Doc{
+			Handler: su.signal(workflows.SignalUpgradePause), Doc: Doc{
 				OperationID: "pauseSystemVmUpgrade", Tag: tag, Summary: "Pause an SSVM and CPVM upgrade: VMs in flight finish, nothing new starts",
 				Responses: op}},
 		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/resume", Role: models.RoleOperator,
-			Handler: s.signalSystemVMUpgrade(workflows.SignalUpgradeResume), Doc: Doc{
+			Handler: su.signal(workflows.SignalUpgradeResume), Doc: Doc{
 				OperationID: "resumeSystemVmUpgrade", Tag: tag, Summary: "Resume a paused SSVM and CPVM upgrade (the failure budget counts anew)",
 				Responses: op}},
-		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/cancel", Role: models.RoleOperator, Handler: s.cancelSystemVMUpgrade, Doc: Doc{
+		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/cancel", Role: models.RoleOperator, Handler: su.cancel, Doc: Doc{
 			OperationID: "cancelSystemVmUpgrade", Tag: tag, Summary: "Cancel an SSVM and CPVM upgrade: VMs in flight finish, nothing new starts",
 			Responses: op}},
 		{Method: http.MethodPost, Path: "/system-vms/upgrades/{id}/parallelism", Role: models.RoleOperator,
-			Handler: s.setSystemVMUpgradeParallelism, Doc: Doc{
+			Handler: su.setParallelism, Doc: Doc{
 				OperationID: "setSystemVmUpgradeParallelism", Tag: tag, Summary: "Change the parallelism of a running SSVM and CPVM upgrade",
 				Body: "RouterUpgradeParallelism", BodyRequired: true, Responses: op}},
 	}
@@ -125,25 +125,10 @@ func (s *Server) startSystemVMUpgrade(c echo.Context) error {
 	}
 	plan, err := activities.PlanSystemVMUpgrade(ctx, s.store, req.Selection)
 	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			switch appErr.Type() {
-			case activities.ErrTypeNotFound:
-				return NotFound("%s", appErr.Message())
-			case activities.ErrTypeNothingToUpgrade:
-				return Conflict("%s", appErr.Message())
-			}
-		}
-		return Internal(err, "plan the system VM upgrade")
+		return upgradePlanError(err, "system VM upgrade")
 	}
-	keys := make([]string, 0, len(plan.Groups))
-	for _, g := range plan.Groups {
-		keys = append(keys, g.Key)
-	}
-	for k := range req.Windows {
-		if !slices.Contains(keys, k) {
-			return BadRequest("windows", "windows.%s: no zone of this upgrade has that ID (zones: %s)", k, strings.Join(keys, ", "))
-		}
+	if err := checkUpgradeWindows(req.Windows, plan, "zone", "zones"); err != nil {
+		return err
 	}
 	kind, id := req.Selection.Scope()
 	target := workflows.ZoneTarget(workflows.SystemVMUpgradeWorkflowID(kind, id), req.Selection.ZoneID, workflows.SystemVMUpgradeOperationKind)
@@ -156,69 +141,6 @@ func (s *Server) startSystemVMUpgrade(c echo.Context) error {
 		Memo: map[string]any{"systemvms": plan.Count(), "zones": len(plan.Groups), "systemvmtype": req.Selection.SystemVMType,
 			"parallelism": req.Parallelism, "failureBudget": req.Budget.String(), "force": req.Selection.Force},
 	})
-}
-
-func (s *Server) listSystemVMUpgrades(c echo.Context) error {
-	ctx := c.Request().Context()
-	base := s.store.DB.WithContext(ctx).Where("kind = ?", workflows.SystemVMUpgradeOperationKind)
-	rows, err := listRows[models.Operation](c, base, nil, "created_at DESC, id DESC")
-	if err != nil {
-		return err
-	}
-	out := ListResponse[OperationView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: make([]OperationView, 0, len(rows.Items))}
-	for _, op := range s.ops.ReconcileRows(ctx, rows.Items) {
-		out.Items = append(out.Items, s.view(op))
-	}
-	return ok(c, out)
-}
-
-// systemVMUpgrade reads (and reconciles) the upgrade operation of the path's id.
-func (s *Server) systemVMUpgrade(c echo.Context) (operations.Operation, error) {
-	op, err := s.ops.Get(c.Request().Context(), c.Param("id"))
-	if err != nil {
-		return op, s.operationError(err)
-	}
-	if op.Kind != workflows.SystemVMUpgradeOperationKind {
-		return op, NotFound("operation %s is a %s, not a system VM upgrade", op.ID, op.Kind)
-	}
-	return op, nil
-}
-
-func (s *Server) getSystemVMUpgrade(c echo.Context) error {
-	op, err := s.systemVMUpgrade(c)
-	if err != nil {
-		return err
-	}
-	return ok(c, map[string]any{"operation": s.view(op)})
-}
-
-func (s *Server) signalSystemVMUpgrade(signal string) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		var arg any
-		if signal == workflows.SignalUpgradePause {
-			who := "an operator"
-			if k, found := Caller(c); found {
-				who = k.Name
-			}
-			arg = "paused by " + who
-		}
-		return s.signalUpgrade(c, s.systemVMUpgrade, "system VM upgrade", signal, arg)
-	}
-}
-
-func (s *Server) cancelSystemVMUpgrade(c echo.Context) error {
-	if _, err := s.systemVMUpgrade(c); err != nil {
-		return err
-	}
-	return s.cancelOperation(c)
-}
-
-func (s *Server) setSystemVMUpgradeParallelism(c echo.Context) error {
-	n, err := parseParallelismBody(c)
-	if err != nil {
-		return err
-	}
-	return s.signalUpgrade(c, s.systemVMUpgrade, "system VM upgrade", workflows.SignalUpgradeParallelism, n)
 }
 
 // systemVMView is an SSVM or CPVM as listSystemVms shows it.
@@ -247,6 +169,15 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 		}
 		return out, nil
 	}
+	return listRequiringUpgrade(s, c, base, fs, order, minreq, "system VMs", view)
+}
+
+// listRequiringUpgrade answers a page of the VMs of base that match fs, in order, as view shows
+// them, with the requiresupgrade filter when the query has one (what names the rows in errors):
+// listRouters and listSystemVms.
+func listRequiringUpgrade[V any](s *Server, c echo.Context, base *gorm.DB, fs []filter, order string,
+	minreq *models.MinReqVersions, what string, view func([]models.SystemVM) ([]V, error)) error {
+	ctx := c.Request().Context()
 	rv := c.QueryParam("requiresupgrade")
 	if rv == "" {
 		rows, err := listRows[models.SystemVM](c, base, fs, order)
@@ -257,8 +188,10 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		return ok(c, ListResponse[systemVMView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
+		return ok(c, ListResponse[V]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: items})
 	}
+	// requiresupgrade compares versions, which SQL cannot: select the candidates' versions,
+	// keep those that match, then load the page.
 	want, err := parseBool("requiresupgrade", rv)
 	if err != nil {
 		return err
@@ -271,18 +204,18 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ids, err := idsRequiringUpgrade(ctx, q, minreq, order, want)
+	ids, err := idsRequiringUpgrade(ctx, q, minreq, order, what, want)
 	if err != nil {
 		return err
 	}
-	out := ListResponse[systemVMView]{Count: int64(len(ids)), Page: p.Page, PageSize: p.PageSize, Items: []systemVMView{}}
+	out := ListResponse[V]{Count: int64(len(ids)), Page: p.Page, PageSize: p.PageSize, Items: []V{}}
 	if p.Offset() >= len(ids) {
 		return ok(c, out)
 	}
 	ids = ids[p.Offset():min(len(ids), p.Offset()+p.PageSize)]
 	var vms []models.SystemVM
 	if err := s.store.DB.WithContext(ctx).Where("id IN ?", ids).Find(&vms).Error; err != nil {
-		return Internal(err, "load system VMs")
+		return Internal(err, "load %s", what)
 	}
 	pos := make(map[string]int, len(ids))
 	for i, id := range ids {
@@ -297,14 +230,14 @@ func (s *Server) listSystemVMs(c echo.Context) error {
 
 // idsRequiringUpgrade selects the candidates' versions (SQL cannot compare them) and keeps the
 // IDs whose requiresupgrade is want, in order.
-func idsRequiringUpgrade(ctx context.Context, q *gorm.DB, minreq *models.MinReqVersions, order string, want bool) ([]string, error) {
-	var cands []struct{ ID, Version, ZoneID string }
-	if err := q.Select("id, version, zone_id").Order(order).Find(&cands).Error; err != nil {
-		return nil, Internal(err, "list system VMs")
+func idsRequiringUpgrade(ctx context.Context, q *gorm.DB, minreq *models.MinReqVersions, order, what string, want bool) ([]string, error) {
+	var cands []struct{ ID, Version, SoftwareVersion, ZoneID string }
+	if err := q.Select("id, version, software_version, zone_id").Order(order).Find(&cands).Error; err != nil {
+		return nil, Internal(err, "list %s", what)
 	}
 	var ids []string
 	for _, r := range cands {
-		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version})
+		req, _, err := minreq.RouterRequiresUpgrade(ctx, models.SystemVM{ZoneID: r.ZoneID, Version: r.Version, SoftwareVersion: r.SoftwareVersion})
 		if err != nil {
 			return nil, Internal(err, "read minreq.sysvmtemplate.version")
 		}

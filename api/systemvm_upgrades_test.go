@@ -11,7 +11,6 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/sysvm/sysvm/activities"
-	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/workflows"
@@ -32,10 +31,6 @@ type sysvmUpgradeWorker struct {
 // Running row at 4.15.0), each taking `hold`; and a gate stand-in that passes.
 func startSystemVMUpgradeWorker(t *testing.T, s *models.Store) (*sysvmUpgradeWorker, Config) {
 	t.Helper()
-	tsrv := testenv.TemporalT(t, false)
-	tc, err := tsrv.Client()
-	modelstest.Must(t, err, "temporal client")
-	t.Cleanup(tc.Close)
 	u := &sysvmUpgradeWorker{hold: 200 * time.Millisecond, recreate: map[string]int{}, destroy: map[string]int{}, deploy: map[string]int{}}
 	held := func(ctx workflow.Context) error {
 		u.mu.Lock()
@@ -46,69 +41,47 @@ func startSystemVMUpgradeWorker(t *testing.T, s *models.Store) (*sysvmUpgradeWor
 	actx := func(ctx workflow.Context) workflow.Context {
 		return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 10 * time.Second})
 	}
-	w := sdkworker.New(tc, workflows.TaskQueue, sdkworker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.SystemVMUpgrade, workflow.RegisterOptions{Name: workflows.SystemVMUpgradeWorkflowName})
-	w.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.LifecycleInput) (workflows.LifecycleResult, error) {
-		if err := held(ctx); err != nil {
-			return workflows.LifecycleResult{}, err
-		}
-		var state string
-		err := workflow.ExecuteActivity(actx(ctx), "TestSysvmLifecycle", in.VMID, string(in.Action)).Get(ctx, &state)
-		return workflows.LifecycleResult{VMID: in.VMID, Action: string(in.Action), State: state}, err
-	}, workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
-	w.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.DeployInput) (workflows.DeployResult, error) {
-		if err := held(ctx); err != nil {
-			return workflows.DeployResult{}, err
-		}
-		err := workflow.ExecuteActivity(actx(ctx), "TestSysvmDeployed", in).Get(ctx, nil)
-		return workflows.DeployResult{VMID: in.VMID, Name: "new-" + in.Type, Type: in.Type, ZoneID: in.ZoneID, State: models.StateRunning}, err
-	}, workflow.RegisterOptions{Name: workflows.SystemVMDeployWorkflowName})
-	w.RegisterActivity(&activities.Activities{Store: s})
-	w.RegisterActivityWithOptions(func(ctx context.Context, id, action string) (string, error) {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		q := s.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", id)
-		if action == string(workflows.ActionDestroy) {
-			u.destroy[id]++
-			return models.StateDestroyed, q.Update("state", models.StateDestroyed).Error
-		}
-		u.recreate[id]++
-		return models.StateRunning, q.Update("version", "4.15.0").Error
-	}, activity.RegisterOptions{Name: "TestSysvmLifecycle"})
-	w.RegisterActivityWithOptions(func(ctx context.Context, in workflows.DeployInput) error {
-		u.mu.Lock()
-		u.deploy[in.VMID]++
-		u.mu.Unlock()
-		vm := models.SystemVM{Base: models.Base{ID: in.VMID}, Name: "s-99-VM", Type: in.Type, ZoneID: in.ZoneID,
-			State: models.StateRunning, Version: "4.15.0"}
-		return s.DB.WithContext(ctx).Create(&vm).Error
-	}, activity.RegisterOptions{Name: "TestSysvmDeployed"})
-	w.RegisterActivityWithOptions(func(ctx context.Context, in activities.SystemVMGateInput) (activities.UpgradeGateResult, error) {
-		var vm models.SystemVM
-		if err := s.Get(ctx, &vm, in.VMID); err != nil {
-			return activities.UpgradeGateResult{}, err
-		}
-		return activities.UpgradeGateResult{RouterID: in.VMID, Version: vm.Version, Attempts: 1}, nil
-	}, activity.RegisterOptions{Name: "SystemVMUpgradeGate", DisableAlreadyRegisteredCheck: true})
-	modelstest.Must(t, w.Start(), "start worker")
-	t.Cleanup(w.Stop)
-	return u, Config{Temporal: tc, Namespace: tsrv.Namespace}
-}
-
-func (e *env) waitSystemVMUpgrade(id string, what string, cond func(op map[string]any) bool) map[string]any {
-	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r := e.want(e.do("GET", "/system-vms/upgrades/"+id, models.RoleReadOnly, nil), 200, "get upgrade")
-		op := r.JSON["operation"].(map[string]any)
-		if cond(op) {
-			return op
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("upgrade %s: %s not reached: %s", id, what, r.Raw)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	cfg := startUpgradeTestWorker(t, s, func(w sdkworker.Worker) {
+		w.RegisterWorkflowWithOptions(workflows.SystemVMUpgrade, workflow.RegisterOptions{Name: workflows.SystemVMUpgradeWorkflowName})
+		w.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.LifecycleInput) (workflows.LifecycleResult, error) {
+			if err := held(ctx); err != nil {
+				return workflows.LifecycleResult{}, err
+			}
+			var state string
+			err := workflow.ExecuteActivity(actx(ctx), "TestSysvmLifecycle", in.VMID, string(in.Action)).Get(ctx, &state)
+			return workflows.LifecycleResult{VMID: in.VMID, Action: string(in.Action), State: state}, err
+		}, workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
+		w.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.DeployInput) (workflows.DeployResult, error) {
+			if err := held(ctx); err != nil {
+				return workflows.DeployResult{}, err
+			}
+			err := workflow.ExecuteActivity(actx(ctx), "TestSysvmDeployed", in).Get(ctx, nil)
+			return workflows.DeployResult{VMID: in.VMID, Name: "new-" + in.Type, Type: in.Type, ZoneID: in.ZoneID, State: models.StateRunning}, err
+		}, workflow.RegisterOptions{Name: workflows.SystemVMDeployWorkflowName})
+		w.RegisterActivityWithOptions(func(ctx context.Context, id, action string) (string, error) {
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			q := s.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", id)
+			if action == string(workflows.ActionDestroy) {
+				u.destroy[id]++
+				return models.StateDestroyed, q.Update("state", models.StateDestroyed).Error
+			}
+			u.recreate[id]++
+			return models.StateRunning, q.Update("version", "4.15.0").Error
+		}, activity.RegisterOptions{Name: "TestSysvmLifecycle"})
+		w.RegisterActivityWithOptions(func(ctx context.Context, in workflows.DeployInput) error {
+			u.mu.Lock()
+			u.deploy[in.VMID]++
+			u.mu.Unlock()
+			vm := models.SystemVM{Base: models.Base{ID: in.VMID}, Name: "s-99-VM", Type: in.Type, ZoneID: in.ZoneID,
+				State: models.StateRunning, Version: "4.15.0"}
+			return s.DB.WithContext(ctx).Create(&vm).Error
+		}, activity.RegisterOptions{Name: "TestSysvmDeployed"})
+		w.RegisterActivityWithOptions(func(ctx context.Context, in activities.SystemVMGateInput) (activities.UpgradeGateResult, error) {
+			return passingGate(ctx, s, in.VMID)
+		}, activity.RegisterOptions{Name: "SystemVMUpgradeGate", DisableAlreadyRegisteredCheck: true})
+	})
+	return u, cfg
 }
 
 func TestSystemVMUpgradeAPI(t *testing.T) {
@@ -160,7 +133,7 @@ func TestSystemVMUpgradeAPI(t *testing.T) {
 	if o["workflowId"] != "systemvm-upgrade:all" || o["kind"] != workflows.SystemVMUpgradeOperationKind {
 		t.Errorf("workflowId %v kind %v", o["workflowId"], o["kind"])
 	}
-	done := e.waitSystemVMUpgrade(o["id"].(string), "completed", func(op map[string]any) bool { return op["status"] == models.OpCompleted })
+	done := e.waitUpgradeAt("/system-vms/upgrades/", o["id"].(string), "completed", func(op map[string]any) bool { return op["status"] == models.OpCompleted })
 	counts := done["result"].(map[string]any)["counts"].(map[string]any)
 	if counts["skipped"] != float64(1) || counts["done"] != float64(0) {
 		t.Fatalf("counts = %v, want the stopped SSVM skipped", counts)
@@ -175,12 +148,12 @@ func TestSystemVMUpgradeAPI(t *testing.T) {
 	r = e.want(e.do("POST", "/system-vms/upgrades", op, map[string]any{"zoneid": f.zone1, "force": true, "parallelism": 1}), 202, "forced")
 	id := r.JSON["operation"].(map[string]any)["id"].(string)
 	e.wantErr(e.do("POST", "/system-vms/upgrades", op, map[string]any{"zoneid": f.zone1, "force": true}), 409, CodeConflict, "", "same scope")
-	e.waitSystemVMUpgrade(id, "first VM in flight", func(op map[string]any) bool {
+	e.waitUpgradeAt("/system-vms/upgrades/", id, "first VM in flight", func(op map[string]any) bool {
 		p, _ := op["progress"].(map[string]any)
 		return p != nil && p["inFlight"] == float64(1)
 	})
 	e.want(e.do("POST", "/system-vms/upgrades/"+id+"/pause", op, nil), 202, "pause")
-	paused := e.waitSystemVMUpgrade(id, "paused", func(op map[string]any) bool {
+	paused := e.waitUpgradeAt("/system-vms/upgrades/", id, "paused", func(op map[string]any) bool {
 		p, _ := op["progress"].(map[string]any)
 		return p != nil && p["status"] == "paused"
 	})
@@ -189,17 +162,17 @@ func TestSystemVMUpgradeAPI(t *testing.T) {
 	}
 	e.wantErr(e.do("POST", "/system-vms/upgrades/"+id+"/parallelism", op, map[string]any{"parallelism": 0}), 400, CodeBadRequest, "parallelism", "parallelism 0")
 	e.want(e.do("POST", "/system-vms/upgrades/"+id+"/parallelism", op, map[string]any{"parallelism": 3}), 202, "parallelism")
-	e.waitSystemVMUpgrade(id, "parallelism 3", func(op map[string]any) bool {
+	e.waitUpgradeAt("/system-vms/upgrades/", id, "parallelism 3", func(op map[string]any) bool {
 		p, _ := op["progress"].(map[string]any)
 		return p != nil && p["parallelism"] == float64(3)
 	})
 	e.want(e.do("POST", "/system-vms/upgrades/"+id+"/resume", op, nil), 202, "resume")
-	e.waitSystemVMUpgrade(id, "resumed", func(op map[string]any) bool {
+	e.waitUpgradeAt("/system-vms/upgrades/", id, "resumed", func(op map[string]any) bool {
 		p, _ := op["progress"].(map[string]any)
 		return p != nil && p["status"] == "running"
 	})
 	e.want(e.do("POST", "/system-vms/upgrades/"+id+"/cancel", op, nil), 202, "cancel")
-	end := e.waitSystemVMUpgrade(id, "ended", func(op map[string]any) bool { return op["status"] != models.OpRunning })
+	end := e.waitUpgradeAt("/system-vms/upgrades/", id, "ended", func(op map[string]any) bool { return op["status"] != models.OpRunning })
 	if end["status"] != models.OpCanceled && end["status"] != models.OpCompleted {
 		t.Fatalf("after cancel: status %v, error %v", end["status"], end["error"])
 	}

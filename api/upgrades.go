@@ -66,6 +66,7 @@ func (s *Server) upgradeRoutes() []Route {
 		{Status: 404, Description: "no router upgrade with this id", Schema: "Error"},
 		{Status: 409, Description: "the upgrade is not running (operation shows how it ended)", Schema: "ConflictError"},
 		{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}
+	ru := s.upgradeHandlers(workflows.RouterUpgradeOperationKind, "router upgrade")
 	return []Route{
 		{Method: http.MethodPost, Path: "/router-upgrades", Role: models.RoleOperator, Handler: s.startRouterUpgrade, Doc: Doc{
 			OperationID: "upgradeRouterTemplate", Tag: "Routers", Summary: "Upgrade routers in batches (upgradeRouterTemplate)",
@@ -83,26 +84,26 @@ func (s *Server) upgradeRoutes() []Route {
 				{Status: 404, Description: "a selector names nothing", Schema: "Error"},
 				{Status: 409, Description: "no router of the selection requires upgrade, or an upgrade of the same scope runs", Schema: "ConflictError"},
 				{Status: 503, Description: "Temporal is unavailable", Schema: "Error"}}}},
-		{Method: http.MethodGet, Path: "/router-upgrades", Role: models.RoleReadOnly, Handler: s.listRouterUpgrades, Doc: Doc{
+		{Method: http.MethodGet, Path: "/router-upgrades", Role: models.RoleReadOnly, Handler: ru.list, Doc: Doc{
 			OperationID: "listRouterUpgrades", Tag: "Routers", Summary: "List router upgrades, newest first", Paged: true,
 			Responses: []Response{{Status: 200, Description: "a page of operations", Schema: "OperationList"}}}},
-		{Method: http.MethodGet, Path: "/router-upgrades/{id}", Role: models.RoleReadOnly, Handler: s.getRouterUpgrade, Doc: Doc{
+		{Method: http.MethodGet, Path: "/router-upgrades/{id}", Role: models.RoleReadOnly, Handler: ru.get, Doc: Doc{
 			OperationID: "getRouterUpgrade", Tag: "Routers", Summary: "Get a router upgrade with its per-router progress",
 			Description: "progress has status (running, paused, waiting-window, canceling, draining), counts per router state " +
 				"(pending, waiting-window, upgrading, health-check, done, failed, skipped), an ETA, and every router with its state, " +
 				"versions, times (Unix ms) and reason.",
 			Responses: []Response{{Status: 200, Description: "the operation", Schema: "OperationEnvelope"},
 				{Status: 404, Description: "no router upgrade with this id", Schema: "Error"}}}},
-		{Method: http.MethodPost, Path: "/router-upgrades/{id}/pause", Role: models.RoleOperator, Handler: s.signalRouterUpgrade(workflows.SignalUpgradePause), Doc: Doc{
+		{Method: http.MethodPost, Path: "/router-upgrades/{id}/pause", Role: models.RoleOperator, Handler: ru.signal(workflows.SignalUpgradePause), Doc: Doc{
 			OperationID: "pauseRouterUpgrade", Tag: "Routers", Summary: "Pause a router upgrade: routers in flight finish, nothing new starts",
 			Responses: op}},
-		{Method: http.MethodPost, Path: "/router-upgrades/{id}/resume", Role: models.RoleOperator, Handler: s.signalRouterUpgrade(workflows.SignalUpgradeResume), Doc: Doc{
+		{Method: http.MethodPost, Path: "/router-upgrades/{id}/resume", Role: models.RoleOperator, Handler: ru.signal(workflows.SignalUpgradeResume), Doc: Doc{
 			OperationID: "resumeRouterUpgrade", Tag: "Routers", Summary: "Resume a paused router upgrade (the failure budget counts anew)",
 			Responses: op}},
-		{Method: http.MethodPost, Path: "/router-upgrades/{id}/cancel", Role: models.RoleOperator, Handler: s.cancelRouterUpgrade, Doc: Doc{
+		{Method: http.MethodPost, Path: "/router-upgrades/{id}/cancel", Role: models.RoleOperator, Handler: ru.cancel, Doc: Doc{
 			OperationID: "cancelRouterUpgrade", Tag: "Routers", Summary: "Cancel a router upgrade: routers in flight finish, nothing new starts",
 			Responses: op}},
-		{Method: http.MethodPost, Path: "/router-upgrades/{id}/parallelism", Role: models.RoleOperator, Handler: s.setRouterUpgradeParallelism, Doc: Doc{
+		{Method: http.MethodPost, Path: "/router-upgrades/{id}/parallelism", Role: models.RoleOperator, Handler: ru.setParallelism, Doc: Doc{
 			OperationID: "setRouterUpgradeParallelism", Tag: "Routers", Summary: "Change the parallelism of a running router upgrade",
 			Body: "RouterUpgradeParallelism", BodyRequired: true, Responses: op}},
 	}
@@ -177,25 +178,10 @@ func (s *Server) startRouterUpgrade(c echo.Context) error {
 	// Plan now: a selector naming nothing, or nothing to upgrade, is refused before any run.
 	plan, err := activities.PlanRouterUpgrade(ctx, s.store, req.Selection)
 	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			switch appErr.Type() {
-			case activities.ErrTypeNotFound:
-				return NotFound("%s", appErr.Message())
-			case activities.ErrTypeNothingToUpgrade:
-				return Conflict("%s", appErr.Message())
-			}
-		}
-		return Internal(err, "plan the router upgrade")
+		return upgradePlanError(err, "router upgrade")
 	}
-	keys := make([]string, 0, len(plan.Groups))
-	for _, g := range plan.Groups {
-		keys = append(keys, g.Key)
-	}
-	for k := range req.Windows {
-		if !slices.Contains(keys, k) {
-			return BadRequest("windows", "windows.%s: no %s group of this upgrade has that ID (groups: %s)", k, plan.GroupBy, strings.Join(keys, ", "))
-		}
+	if err := checkUpgradeWindows(req.Windows, plan, plan.GroupBy+" group", "groups"); err != nil {
+		return err
 	}
 	kind, id := req.Selection.Scope()
 	target := workflows.ZoneTarget(workflows.RouterUpgradeWorkflowID(kind, id), req.Selection.ZoneID, workflows.RouterUpgradeOperationKind)
@@ -210,43 +196,58 @@ func (s *Server) startRouterUpgrade(c echo.Context) error {
 	})
 }
 
-func (s *Server) listRouterUpgrades(c echo.Context) error {
+// upgradeHandlers are the list, get and control handlers of one kind of batched upgrade
+// (router upgrades, SSVM and CPVM upgrades): the operations of kind, named what in messages.
+type upgradeHandlers struct {
+	s    *Server
+	kind string
+	what string
+}
+
+// upgradeHandlers returns the handlers of the upgrade operations of kind (named what).
+func (s *Server) upgradeHandlers(kind, what string) upgradeHandlers {
+	return upgradeHandlers{s: s, kind: kind, what: what}
+}
+
+// list lists the upgrades of the kind, newest first.
+func (h upgradeHandlers) list(c echo.Context) error {
 	ctx := c.Request().Context()
-	base := s.store.DB.WithContext(ctx).Where("kind = ?", workflows.RouterUpgradeOperationKind)
+	base := h.s.store.DB.WithContext(ctx).Where("kind = ?", h.kind)
 	rows, err := listRows[models.Operation](c, base, nil, "created_at DESC, id DESC")
 	if err != nil {
 		return err
 	}
 	out := ListResponse[OperationView]{Count: rows.Count, Page: rows.Page, PageSize: rows.PageSize, Items: make([]OperationView, 0, len(rows.Items))}
-	for _, op := range s.ops.ReconcileRows(ctx, rows.Items) {
-		out.Items = append(out.Items, s.view(op))
+	for _, op := range h.s.ops.ReconcileRows(ctx, rows.Items) {
+		out.Items = append(out.Items, h.s.view(op))
 	}
 	return ok(c, out)
 }
 
-// routerUpgrade reads (and reconciles) the upgrade operation of the path's id.
-func (s *Server) routerUpgrade(c echo.Context) (operations.Operation, error) {
-	op, err := s.ops.Get(c.Request().Context(), c.Param("id"))
+// load reads (and reconciles) the upgrade operation of the path's id.
+func (h upgradeHandlers) load(c echo.Context) (operations.Operation, error) {
+	op, err := h.s.ops.Get(c.Request().Context(), c.Param("id"))
 	if err != nil {
-		return op, s.operationError(err)
+		return op, h.s.operationError(err)
 	}
-	if op.Kind != workflows.RouterUpgradeOperationKind {
-		return op, NotFound("operation %s is a %s, not a router upgrade", op.ID, op.Kind)
+	if op.Kind != h.kind {
+		return op, NotFound("operation %s is a %s, not a %s", op.ID, op.Kind, h.what)
 	}
 	return op, nil
 }
 
-func (s *Server) getRouterUpgrade(c echo.Context) error {
-	op, err := s.routerUpgrade(c)
+// get answers with the upgrade operation of the path's id.
+func (h upgradeHandlers) get(c echo.Context) error {
+	op, err := h.load(c)
 	if err != nil {
 		return err
 	}
-	return ok(c, map[string]any{"operation": s.view(op)})
+	return ok(c, map[string]any{"operation": h.s.view(op)})
 }
 
-// signalRouterUpgrade sends a control signal to the upgrade's current run (the latest after
+// signal sends a control signal to the upgrade's current run (the latest after
 // continue-as-new) and answers with the operation as it is then.
-func (s *Server) signalRouterUpgrade(signal string) echo.HandlerFunc {
+func (h upgradeHandlers) signal(signal string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		var arg any
 		if signal == workflows.SignalUpgradePause {
@@ -256,53 +257,81 @@ func (s *Server) signalRouterUpgrade(signal string) echo.HandlerFunc {
 			}
 			arg = "paused by " + who
 		}
-		return s.sendUpgradeSignal(c, signal, arg)
+		return h.send(c, signal, arg)
 	}
 }
 
-func (s *Server) sendUpgradeSignal(c echo.Context, signal string, arg any) error {
-	return s.signalUpgrade(c, s.routerUpgrade, "router upgrade", signal, arg)
-}
-
-// signalUpgrade sends a control signal to the current run of the upgrade load reads (what
-// names the kind of upgrade in messages).
-func (s *Server) signalUpgrade(c echo.Context, load func(echo.Context) (operations.Operation, error), what, signal string, arg any) error {
-	op, err := load(c)
+// send sends a control signal to the current run of the upgrade of the path's id.
+func (h upgradeHandlers) send(c echo.Context, signal string, arg any) error {
+	s := h.s
+	op, err := h.load(c)
 	if err != nil {
 		return err
 	}
 	if op.Status != models.OpRunning {
-		e := Conflict("%s %s is %s, not running", what, op.ID, op.Status)
+		e := Conflict("%s %s is %s, not running", h.what, op.ID, op.Status)
 		e.Extra = map[string]any{"operation": s.view(op)}
 		return e
 	}
 	if s.temporal == nil {
-		return Unavailable(nil, "%ss cannot be controlled: this server has no Temporal connection", what)
+		return Unavailable(nil, "%ss cannot be controlled: this server has no Temporal connection", h.what)
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.tTimeout)
 	defer cancel()
 	if err := s.temporal.SignalWorkflow(ctx, op.WorkflowID, "", signal, arg); err != nil {
-		return Unavailable(err, "signal %s to %s %s: %v", signal, what, op.ID, err)
+		return Unavailable(err, "signal %s to %s %s: %v", signal, h.what, op.ID, err)
 	}
-	if op, err = load(c); err != nil {
+	if op, err = h.load(c); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusAccepted, map[string]any{"operation": s.view(op)})
 }
 
-func (s *Server) cancelRouterUpgrade(c echo.Context) error {
-	if _, err := s.routerUpgrade(c); err != nil {
+// cancel cancels the upgrade of the path's id.
+func (h upgradeHandlers) cancel(c echo.Context) error {
+	if _, err := h.load(c); err != nil {
 		return err
 	}
-	return s.cancelOperation(c)
+	return h.s.cancelOperation(c)
 }
 
-func (s *Server) setRouterUpgradeParallelism(c echo.Context) error {
+// setParallelism changes the parallelism of the running upgrade of the path's id.
+func (h upgradeHandlers) setParallelism(c echo.Context) error {
 	n, err := parseParallelismBody(c)
 	if err != nil {
 		return err
 	}
-	return s.sendUpgradeSignal(c, workflows.SignalUpgradeParallelism, n)
+	return h.send(c, workflows.SignalUpgradeParallelism, n)
+}
+
+// upgradePlanError maps the error of planning an upgrade (what names it) to the API's: a
+// selector naming nothing is 404, nothing to upgrade 409.
+func upgradePlanError(err error, what string) error {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		switch appErr.Type() {
+		case activities.ErrTypeNotFound:
+			return NotFound("%s", appErr.Message())
+		case activities.ErrTypeNothingToUpgrade:
+			return Conflict("%s", appErr.Message())
+		}
+	}
+	return Internal(err, "plan the %s", what)
+}
+
+// checkUpgradeWindows refuses a windows key that names no group of the plan (noun names the
+// groups in the message: "zone", "pod group").
+func checkUpgradeWindows(windows map[string]workflows.UpgradeWindow, plan activities.UpgradePlan, noun, nouns string) error {
+	keys := make([]string, 0, len(plan.Groups))
+	for _, g := range plan.Groups {
+		keys = append(keys, g.Key)
+	}
+	for k := range windows {
+		if !slices.Contains(keys, k) {
+			return BadRequest("windows", "windows.%s: no %s of this upgrade has that ID (%s: %s)", k, noun, nouns, strings.Join(keys, ", "))
+		}
+	}
+	return nil
 }
 
 // parseParallelismBody reads and checks the body of an upgrade's parallelism change.

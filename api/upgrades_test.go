@@ -45,39 +45,61 @@ func (u *upgradeWorker) lifecycle(store *models.Store) func(ctx workflow.Context
 
 func startUpgradeWorker(t *testing.T, s *models.Store) (*upgradeWorker, Config) {
 	t.Helper()
+	u := &upgradeWorker{hold: 200 * time.Millisecond, recreate: map[string]int{}}
+	cfg := startUpgradeTestWorker(t, s, func(w sdkworker.Worker) {
+		w.RegisterWorkflowWithOptions(workflows.RouterUpgrade, workflow.RegisterOptions{Name: workflows.RouterUpgradeWorkflowName})
+		w.RegisterWorkflowWithOptions(u.lifecycle(s), workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
+		w.RegisterActivityWithOptions(func(ctx context.Context, id string) error {
+			u.mu.Lock()
+			u.recreate[id]++
+			u.mu.Unlock()
+			return s.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", id).Update("version", "4.15.0").Error
+		}, activity.RegisterOptions{Name: "TestUpgradeRecreated"})
+		w.RegisterActivityWithOptions(func(ctx context.Context, in activities.UpgradeGateInput) (activities.UpgradeGateResult, error) {
+			return passingGate(ctx, s, in.RouterID)
+		}, activity.RegisterOptions{Name: "UpgradeHealthGate"})
+	})
+	return u, cfg
+}
+
+// startUpgradeTestWorker runs a worker on a real Temporal dev server with the real activities
+// over the store and what register adds (the upgrade workflow and its stand-ins).
+func startUpgradeTestWorker(t *testing.T, s *models.Store, register func(w sdkworker.Worker)) Config {
+	t.Helper()
 	tsrv := testenv.TemporalT(t, false)
 	tc, err := tsrv.Client()
 	modelstest.Must(t, err, "temporal client")
 	t.Cleanup(tc.Close)
-	u := &upgradeWorker{hold: 200 * time.Millisecond, recreate: map[string]int{}}
 	w := sdkworker.New(tc, workflows.TaskQueue, sdkworker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.RouterUpgrade, workflow.RegisterOptions{Name: workflows.RouterUpgradeWorkflowName})
-	w.RegisterWorkflowWithOptions(u.lifecycle(s), workflow.RegisterOptions{Name: workflows.LifecycleWorkflowName})
 	w.RegisterActivity(&activities.Activities{Store: s})
-	w.RegisterActivityWithOptions(func(ctx context.Context, id string) error {
-		u.mu.Lock()
-		u.recreate[id]++
-		u.mu.Unlock()
-		return s.DB.WithContext(ctx).Model(&models.SystemVM{}).Where("id = ?", id).Update("version", "4.15.0").Error
-	}, activity.RegisterOptions{Name: "TestUpgradeRecreated"})
-	w.RegisterActivityWithOptions(func(ctx context.Context, in activities.UpgradeGateInput) (activities.UpgradeGateResult, error) {
-		var vm models.SystemVM
-		if err := s.Get(ctx, &vm, in.RouterID); err != nil {
-			return activities.UpgradeGateResult{}, err
-		}
-		return activities.UpgradeGateResult{RouterID: in.RouterID, Version: vm.Version, Attempts: 1}, nil
-	}, activity.RegisterOptions{Name: "UpgradeHealthGate"})
+	register(w)
 	modelstest.Must(t, w.Start(), "start worker")
 	t.Cleanup(w.Stop)
-	return u, Config{Temporal: tc, Namespace: tsrv.Namespace}
+	return Config{Temporal: tc, Namespace: tsrv.Namespace}
+}
+
+// passingGate is the health gate stand-in of the upgrade tests: it passes at once with the
+// VM's version in the store.
+func passingGate(ctx context.Context, s *models.Store, id string) (activities.UpgradeGateResult, error) {
+	var vm models.SystemVM
+	if err := s.Get(ctx, &vm, id); err != nil {
+		return activities.UpgradeGateResult{}, err
+	}
+	return activities.UpgradeGateResult{RouterID: id, Version: vm.Version, Attempts: 1}, nil
 }
 
 // waitUpgrade polls GET /router-upgrades/{id} until cond holds on the operation.
 func (e *env) waitUpgrade(id string, what string, cond func(op map[string]any) bool) map[string]any {
 	e.t.Helper()
+	return e.waitUpgradeAt("/router-upgrades/", id, what, cond)
+}
+
+// waitUpgradeAt polls GET base+id (an upgrade of either kind) until cond holds on the operation.
+func (e *env) waitUpgradeAt(base, id string, what string, cond func(op map[string]any) bool) map[string]any {
+	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		r := e.want(e.do("GET", "/router-upgrades/"+id, models.RoleReadOnly, nil), 200, "get upgrade")
+		r := e.want(e.do("GET", base+id, models.RoleReadOnly, nil), 200, "get upgrade")
 		op := r.JSON["operation"].(map[string]any)
 		if cond(op) {
 			return op

@@ -59,12 +59,22 @@ type upgradeKind struct {
 // query answers from the carried state in every run.
 func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeResult, error) {
 	w := &upgrade{in: in, req: in.Request, st: in.State}
+	return w.execute(ctx, w.setup, func(ctx workflow.Context, res RouterUpgradeResult) {
+		w.resolveBudgetAlert(ctx, "the upgrade ended: "+countsText(res.Counts))
+	})
+}
+
+// execute is the life of a run of either kind of upgrade: the progress query, setup, the
+// signals and the engine; then, unless the run continues as new, ended (when not nil) with
+// the result and the operation's end.
+func (w *upgrade) execute(ctx workflow.Context, setup func(workflow.Context) error,
+	ended func(workflow.Context, RouterUpgradeResult)) (RouterUpgradeResult, error) {
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (RouterUpgradeProgress, error) {
 		return w.progress(workflow.Now(ctx)), nil
 	}); err != nil {
 		return RouterUpgradeResult{}, err
 	}
-	err := w.setup(ctx)
+	err := setup(ctx)
 	if err == nil {
 		w.listen(ctx)
 		err = w.run(ctx)
@@ -76,20 +86,14 @@ func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeRe
 	if err != nil && ctx.Err() != nil {
 		err = temporal.NewCanceledError(fmt.Sprintf("upgrade canceled: %s", countsText(res.Counts)))
 	}
-	w.resolveBudgetAlert(ctx, "the upgrade ended: "+countsText(res.Counts))
-	return res, finishOperation(ctx, in.OperationID, res, err)
+	if ended != nil {
+		ended(ctx, res)
+	}
+	return res, finishOperation(ctx, w.in.OperationID, res, err)
 }
 
 func (w *upgrade) setup(ctx workflow.Context) error {
-	if w.req.Parallelism <= 0 {
-		w.req.Parallelism = DefaultUpgradeParallelism
-	}
-	if w.req.RoutersPerRun <= 0 {
-		w.req.RoutersPerRun = DefaultUpgradeRoutersPerRun
-	}
-	if w.req.GateTimeout <= 0 {
-		w.req.GateTimeout = DefaultGateTimeout
-	}
+	w.applyDefaults()
 	if w.req.Mode == "" {
 		w.req.Mode = UpgradeModeRecreate
 	}
@@ -97,11 +101,7 @@ func (w *upgrade) setup(ctx workflow.Context) error {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("mode %q is not supported (recreate or patch)", w.req.Mode),
 			activities.ErrTypeNotAllowed, nil)
 	}
-	sa := []temporal.SearchAttributeUpdate{OperationKindKey.ValueSet(RouterUpgradeOperationKind)}
-	if z := w.req.Selection.ZoneID; z != "" {
-		sa = append(sa, ZoneIDKey.ValueSet(z))
-	}
-	if err := workflow.UpsertTypedSearchAttributes(ctx, sa...); err != nil {
+	if err := w.upsertSearchAttributes(ctx, RouterUpgradeOperationKind); err != nil {
 		return err
 	}
 	if w.st != nil {
@@ -114,6 +114,35 @@ func (w *upgrade) setup(ctx workflow.Context) error {
 	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.PlanRouterUpgrade, w.req.Selection).Get(ctx, &plan); err != nil {
 		return fmt.Errorf("plan the upgrade: %w", err)
 	}
+	w.st = w.newState(ctx, plan)
+	return nil
+}
+
+// applyDefaults fills the knobs of the request left at 0 (both kinds of upgrade).
+func (w *upgrade) applyDefaults() {
+	if w.req.Parallelism <= 0 {
+		w.req.Parallelism = DefaultUpgradeParallelism
+	}
+	if w.req.RoutersPerRun <= 0 {
+		w.req.RoutersPerRun = DefaultUpgradeRoutersPerRun
+	}
+	if w.req.GateTimeout <= 0 {
+		w.req.GateTimeout = DefaultGateTimeout
+	}
+}
+
+// upsertSearchAttributes sets the run's operation kind (and zone, when the selection has one).
+func (w *upgrade) upsertSearchAttributes(ctx workflow.Context, kind string) error {
+	sa := []temporal.SearchAttributeUpdate{OperationKindKey.ValueSet(kind)}
+	if z := w.req.Selection.ZoneID; z != "" {
+		sa = append(sa, ZoneIDKey.ValueSet(z))
+	}
+	return workflow.UpsertTypedSearchAttributes(ctx, sa...)
+}
+
+// newState is the first run's state from the plan: its groups with their windows, its VMs
+// pending in order, each chained to the one it waits for (After, 1-based).
+func (w *upgrade) newState(ctx workflow.Context, plan activities.UpgradePlan) *RouterUpgradeState {
 	st := &RouterUpgradeState{GroupBy: plan.GroupBy, Parallelism: w.req.Parallelism, Runs: 1,
 		Started: workflow.Now(ctx).UnixMilli()}
 	index := map[string]int{}
@@ -129,7 +158,7 @@ func (w *upgrade) setup(ctx workflow.Context) error {
 		for _, r := range g.Routers {
 			index[r.ID] = len(st.Routers)
 			st.Routers = append(st.Routers, UpgradeRouter{ID: r.ID, Name: r.Name, ZoneID: r.ZoneID, Group: gi,
-				RedundantState: r.RedundantState, State: UpgradePending, FromVersion: r.Version})
+				RedundantState: r.RedundantState, Type: r.Type, State: UpgradePending, FromVersion: r.Version})
 		}
 	}
 	for _, g := range plan.Groups {
@@ -141,8 +170,7 @@ func (w *upgrade) setup(ctx workflow.Context) error {
 			}
 		}
 	}
-	w.st = st
-	return nil
+	return st
 }
 
 // listen handles the control signals for the life of the run.

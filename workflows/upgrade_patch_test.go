@@ -95,10 +95,7 @@ func TestUpgradePatchMode(t *testing.T) {
 // TestUpgradePatchGateFails: a router whose patch went in but whose gate fails is failed
 // (the gate holds after a patch as after a recreate), and its PRIMARY stays untouched.
 func TestUpgradePatchGateFails(t *testing.T) {
-	plan := activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
-		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
-		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
-	}}}}
+	plan := redundantPairPlan()
 	r := newPatchRig(t, plan)
 	r.gateFail["b1"] = "health gate: router_version_check.py: scripts version mismatch"
 	r.run(RouterUpgradeRequest{Parallelism: 5, Mode: UpgradeModePatch, Budget: FailureBudget{Count: 1}})
@@ -126,23 +123,4 @@ func TestUpgradePatchCancel(t *testing.T) {
 	require.Empty(t, r.patchIn["r04"], "nothing starts after the cancel")
 	require.Empty(t, r.children)
 	require.Equal(t, models.OpCanceled, r.finished[len(r.finished)-1].Status)
-}
-
-// TestUpgradeEndsWhenDispatchSkipsTheLast: in either mode, an upgrade whose last router is
-// skipped by the dispatch (the PRIMARY of a BACKUP that failed, nothing in flight) ends
-// instead of waiting for a change that never comes.
-func TestUpgradeEndsWhenDispatchSkipsTheLast(t *testing.T) {
-	plan := activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
-		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
-		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
-	}}}}
-	r := newUpgradeRig(t, plan)
-	r.gateFail["b1"] = "health gate: dhcp.service down"
-	r.run(RouterUpgradeRequest{Parallelism: 5, Budget: FailureBudget{Count: 1}})
-	require.NoError(t, r.env.GetWorkflowError())
-	st := r.states(r.result())
-	require.Equal(t, UpgradeFailed, st["b1"])
-	require.Equal(t, UpgradeSkipped, st["p1"])
-	require.Zero(t, r.children["p1"])
-	require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
 }

@@ -103,42 +103,13 @@ func SystemVMUpgrade(ctx workflow.Context, in SystemVMUpgradeInput) (RouterUpgra
 				peer.Name, peer.State)
 		}}
 	s.w = w
-	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (RouterUpgradeProgress, error) {
-		return w.progress(workflow.Now(ctx)), nil
-	}); err != nil {
-		return RouterUpgradeResult{}, err
-	}
-	err := s.setup(ctx)
-	if err == nil {
-		w.listen(ctx)
-		err = w.run(ctx)
-	}
-	if workflow.IsContinueAsNewError(err) {
-		return RouterUpgradeResult{}, err
-	}
-	res := w.result()
-	if err != nil && ctx.Err() != nil {
-		err = temporal.NewCanceledError(fmt.Sprintf("upgrade canceled: %s", countsText(res.Counts)))
-	}
-	return res, finishOperation(ctx, in.OperationID, res, err)
+	return w.execute(ctx, s.setup, nil)
 }
 
 func (s *systemVMUpgrade) setup(ctx workflow.Context) error {
 	w := s.w
-	if w.req.Parallelism <= 0 {
-		w.req.Parallelism = DefaultUpgradeParallelism
-	}
-	if w.req.RoutersPerRun <= 0 {
-		w.req.RoutersPerRun = DefaultUpgradeRoutersPerRun
-	}
-	if w.req.GateTimeout <= 0 {
-		w.req.GateTimeout = DefaultGateTimeout
-	}
-	sa := []temporal.SearchAttributeUpdate{OperationKindKey.ValueSet(SystemVMUpgradeOperationKind)}
-	if z := s.in.Request.Selection.ZoneID; z != "" {
-		sa = append(sa, ZoneIDKey.ValueSet(z))
-	}
-	if err := workflow.UpsertTypedSearchAttributes(ctx, sa...); err != nil {
+	w.applyDefaults()
+	if err := w.upsertSearchAttributes(ctx, SystemVMUpgradeOperationKind); err != nil {
 		return err
 	}
 	if w.st != nil {
@@ -149,31 +120,7 @@ func (s *systemVMUpgrade) setup(ctx workflow.Context) error {
 	if err := workflow.ExecuteActivity(withShortActivity(ctx), a.PlanSystemVMUpgrade, s.in.Request.Selection).Get(ctx, &plan); err != nil {
 		return fmt.Errorf("plan the upgrade: %w", err)
 	}
-	st := &RouterUpgradeState{GroupBy: plan.GroupBy, Parallelism: w.req.Parallelism, Runs: 1, Started: workflow.Now(ctx).UnixMilli()}
-	index := map[string]int{}
-	for gi, g := range plan.Groups {
-		ug := UpgradeGroup{Key: g.Key, Name: g.Name}
-		if win, ok := w.req.Windows[g.Key]; ok {
-			ug.Window = &win
-		} else if w.req.Window != nil && !w.req.Window.IsZero() {
-			win := *w.req.Window
-			ug.Window = &win
-		}
-		st.Groups = append(st.Groups, ug)
-		for _, r := range g.Routers {
-			index[r.ID] = len(st.Routers)
-			st.Routers = append(st.Routers, UpgradeRouter{ID: r.ID, Name: r.Name, ZoneID: r.ZoneID, Group: gi, Type: r.Type,
-				State: UpgradePending, FromVersion: r.Version})
-		}
-	}
-	for _, g := range plan.Groups {
-		for _, r := range g.Routers {
-			if i, ok := index[r.After]; ok && r.After != "" {
-				st.Routers[index[r.ID]].After = i + 1
-			}
-		}
-	}
-	w.st = st
+	w.st = w.newState(ctx, plan)
 	return nil
 }
 

@@ -124,20 +124,7 @@ func newSysvmRig(t *testing.T, plan activities.UpgradePlan) *sysvmRig {
 			}
 			return activities.UpgradeGateResult{RouterID: in.VMID, Version: "4.15.0", Attempts: 1, Note: "serves TLS"}, nil
 		})
-	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.UpgradeAlertInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.alerts = append(r.alerts, in)
-			return nil
-		})
-	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.FinishInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.finished = append(r.finished, in)
-			return nil
-		})
+	recordAlertsAndFinish(env, &r.mu, &r.alerts, &r.finished)
 	return r
 }
 
@@ -223,11 +210,7 @@ func (r *sysvmRig) run(req SystemVMUpgradeRequest) {
 func (r *sysvmRig) at(d time.Duration, f func()) { r.env.RegisterDelayedCallback(f, d) }
 
 func (r *sysvmRig) progress() RouterUpgradeProgress {
-	v, err := r.env.QueryWorkflow(QueryProgress)
-	require.NoError(r.t, err)
-	var p RouterUpgradeProgress
-	require.NoError(r.t, v.Get(&p))
-	return p
+	return queryUpgradeProgress(r.t, r.env)
 }
 
 func (r *sysvmRig) result() (RouterUpgradeResult, map[string]UpgradeRouter) {
@@ -465,23 +448,4 @@ func TestSystemVMUpgradeContinueAsNew(t *testing.T) {
 	for id, n := range r2.children {
 		require.Zero(t, r.children[id], "%s upgraded in both runs (%d)", id, n)
 	}
-}
-
-// TestUpgradeEndsWhenTheLastIsSkipped: a RouterUpgrade whose last router in flight is a BACKUP
-// that fails its gate skips the PRIMARY and ends (the engine used to wait forever there: the
-// skip happened in dispatch, after which nothing changed any more).
-func TestUpgradeEndsWhenTheLastIsSkipped(t *testing.T) {
-	plan := activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
-		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
-		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
-	}}}}
-	r := newUpgradeRig(t, plan)
-	r.gateFail["b1"] = "health gate: gateways_check.py failing"
-	r.run(RouterUpgradeRequest{Parallelism: 2, Budget: FailureBudget{Count: 1}})
-	require.NoError(t, r.env.GetWorkflowError())
-	st := r.states(r.result())
-	require.Equal(t, UpgradeFailed, st["b1"])
-	require.Equal(t, UpgradeSkipped, st["p1"])
-	require.Zero(t, r.children["p1"])
-	require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
 }

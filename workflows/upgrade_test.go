@@ -75,25 +75,12 @@ func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
 			}
 			return activities.UpgradeGateResult{RouterID: in.RouterID, Version: "4.15.0", Attempts: 1}, nil
 		})
-	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.UpgradeAlertInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.alerts = append(r.alerts, in)
-			return nil
-		})
+	recordAlertsAndFinish(env, &r.mu, &r.alerts, &r.finished)
 	env.OnActivity(a.ResolveUpgradeAlert, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.UpgradeAlertResolveInput) error {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.resolved = append(r.resolved, resolvedAlert{in: in, at: env.Now(), alerts: len(r.alerts)})
-			return nil
-		})
-	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.FinishInput) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.finished = append(r.finished, in)
 			return nil
 		})
 	return r
@@ -143,11 +130,7 @@ func (r *upgradeRig) run(req RouterUpgradeRequest) {
 func (r *upgradeRig) at(d time.Duration, f func()) { r.env.RegisterDelayedCallback(f, d) }
 
 func (r *upgradeRig) progress() RouterUpgradeProgress {
-	v, err := r.env.QueryWorkflow(QueryProgress)
-	require.NoError(r.t, err)
-	var p RouterUpgradeProgress
-	require.NoError(r.t, v.Get(&p))
-	return p
+	return queryUpgradeProgress(r.t, r.env)
 }
 
 func (r *upgradeRig) result() RouterUpgradeResult {
@@ -537,4 +520,65 @@ func TestUpgradeWindowNext(t *testing.T) {
 	require.True(t, open)
 	require.Error(t, UpgradeWindow{DailyStart: "25:00", DailyEnd: "01:00"}.Validate("window"))
 	require.ErrorContains(t, UpgradeWindow{TimeZone: "Mars/Olympus", DailyStart: "01:00", DailyEnd: "02:00"}.Validate("window"), "window.timeZone")
+}
+
+// redundantPairPlan is a plan of one redundant pair in zone z1: the BACKUP b1, then its
+// PRIMARY p1 once b1 passed its gate.
+func redundantPairPlan() activities.UpgradePlan {
+	return activities.UpgradePlan{GroupBy: "zone", Groups: []activities.PlannedGroup{{Key: "z1", Name: "zone-1", Routers: []activities.PlannedRouter{
+		{ID: "b1", Name: "r-b1", ZoneID: "z1", RedundantState: models.RedundantBackup},
+		{ID: "p1", Name: "r-p1", ZoneID: "z1", RedundantState: models.RedundantPrimary, After: "b1"},
+	}}}}
+}
+
+// TestUpgradeEndsWhenTheLastIsSkipped: a RouterUpgrade whose last router in flight is a BACKUP
+// that fails its gate skips the PRIMARY and ends, whatever the parallelism (the engine used to
+// wait forever there: the skip happened in dispatch, after which nothing changed any more).
+func TestUpgradeEndsWhenTheLastIsSkipped(t *testing.T) {
+	for _, c := range []struct {
+		parallelism int
+		why         string
+	}{{2, "health gate: gateways_check.py failing"}, {5, "health gate: dhcp.service down"}} {
+		t.Run(fmt.Sprintf("parallelism %d", c.parallelism), func(t *testing.T) {
+			r := newUpgradeRig(t, redundantPairPlan())
+			r.gateFail["b1"] = c.why
+			r.run(RouterUpgradeRequest{Parallelism: c.parallelism, Budget: FailureBudget{Count: 1}})
+			require.NoError(t, r.env.GetWorkflowError())
+			st := r.states(r.result())
+			require.Equal(t, UpgradeFailed, st["b1"])
+			require.Equal(t, UpgradeSkipped, st["p1"])
+			require.Zero(t, r.children["p1"])
+			require.Equal(t, models.OpCompleted, r.finished[len(r.finished)-1].Status)
+		})
+	}
+}
+
+// recordAlertsAndFinish mocks the alert and the operation's end of an upgrade rig (either
+// kind): each call is appended, under mu, to alerts or finished.
+func recordAlertsAndFinish(env *testsuite.TestWorkflowEnvironment, mu *sync.Mutex, alerts *[]activities.UpgradeAlertInput,
+	finished *[]activities.FinishInput) {
+	env.OnActivity(a.RaiseUpgradeAlert, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.UpgradeAlertInput) error {
+			mu.Lock()
+			defer mu.Unlock()
+			*alerts = append(*alerts, in)
+			return nil
+		})
+	env.OnActivity(a.FinishOperation, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.FinishInput) error {
+			mu.Lock()
+			defer mu.Unlock()
+			*finished = append(*finished, in)
+			return nil
+		})
+}
+
+// queryUpgradeProgress answers the progress query of the upgrade running in env.
+func queryUpgradeProgress(t *testing.T, env *testsuite.TestWorkflowEnvironment) RouterUpgradeProgress {
+	t.Helper()
+	v, err := env.QueryWorkflow(QueryProgress)
+	require.NoError(t, err)
+	var p RouterUpgradeProgress
+	require.NoError(t, v.Get(&p))
+	return p
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -180,8 +179,7 @@ func TestSystemVMUpgradeKeepsZoneServing(t *testing.T) {
 	if samples < int(took/(200*time.Millisecond)) {
 		t.Errorf("only %d samples in %s", samples, took)
 	}
-	var res workflows.RouterUpgradeResult
-	modelstest.Must(t, json.Unmarshal(done.Result, &res), "result")
+	res := upgradeResult(t, done)
 	if res.Counts[workflows.UpgradeDone] != 3 {
 		t.Fatalf("counts %v, want 3 done: %+v", res.Counts, res.Routers)
 	}

@@ -125,17 +125,11 @@ func patchScenario(t *testing.T, store *models.Store) {
 	if done.Status != models.OpCompleted {
 		t.Fatalf("patch upgrade ended %s: %s", done.Status, done.Error)
 	}
-	var res workflows.RouterUpgradeResult
-	if err := json.Unmarshal(done.Result, &res); err != nil {
-		t.Fatalf("result %s: %v", done.Result, err)
-	}
+	res := upgradeResult(t, done)
 	if res.Counts[workflows.UpgradeDone] != len(outdated) {
 		t.Fatalf("counts %v, want %d done: %+v", res.Counts, len(outdated), res.Routers)
 	}
-	byID := map[string]workflows.UpgradeRouter{}
-	for _, r := range res.Routers {
-		byID[r.ID] = r
-	}
+	byID := upgradeRoutersByID(res)
 
 	var recreates int64
 	if err := store.DB.Model(&models.Operation{}).Where("kind LIKE ?", "systemvm.%").Count(&recreates).Error; err != nil {
@@ -204,21 +198,7 @@ func patchScenario(t *testing.T, store *models.Store) {
 			t.Errorf("%s: router_version_check.py after the patch: %+v %v", vm.Name, hc, err)
 		}
 	}
-	// Redundant pairs: the PRIMARY started only after its BACKUP ended.
-	pairs := 0
-	for _, r := range res.Routers {
-		if r.After > 0 {
-			peer := res.Routers[r.After-1]
-			pairs++
-			if r.Started < peer.Ended || peer.RedundantState != models.RedundantBackup {
-				t.Errorf("%s (%s) started at %d, before its peer %s (%s) ended at %d", r.Name, r.RedundantState, r.Started,
-					peer.Name, peer.RedundantState, peer.Ended)
-			}
-		}
-	}
-	if pairs == 0 {
-		t.Error("no redundant pair in the patch: the demo seeds an outdated one")
-	}
+	checkPairsOrdered(t, res, "patch")
 	var events int64
 	store.DB.Model(&models.Event{}).Where("type = ?", "LIVE.PATCH.SYSTEM.VM").Count(&events)
 	if events != int64(len(outdated)) {

@@ -100,17 +100,11 @@ func upgradeScenario(t *testing.T, store *models.Store) {
 	if done.Status != models.OpCompleted {
 		t.Fatalf("upgrade ended %s: %s", done.Status, done.Error)
 	}
-	var res workflows.RouterUpgradeResult
-	if err := json.Unmarshal(done.Result, &res); err != nil {
-		t.Fatalf("result %s: %v", done.Result, err)
-	}
+	res := upgradeResult(t, done)
 	if res.Counts[workflows.UpgradeFailed] != 1 || res.Counts[workflows.UpgradeDone] != len(outdated)-1 {
 		t.Fatalf("counts %v, want %d done and 1 failed", res.Counts, len(outdated)-1)
 	}
-	byID := map[string]workflows.UpgradeRouter{}
-	for _, r := range res.Routers {
-		byID[r.ID] = r
-	}
+	byID := upgradeRoutersByID(res)
 	if v := byID[victim.ID]; v.State != workflows.UpgradeFailed || !strings.Contains(v.Reason, "dhcp.service") {
 		t.Errorf("%s: %s (%s), want failed naming dhcp.service", victim.Name, v.State, v.Reason)
 	}
@@ -166,21 +160,7 @@ func upgradeScenario(t *testing.T, store *models.Store) {
 			t.Errorf("%s timings: started %d gate %d ended %d", vm.Name, r.Started, r.GateStarted, r.Ended)
 		}
 	}
-	// Redundant pairs: the PRIMARY started only after its BACKUP ended (passed its gate).
-	pairs := 0
-	for _, r := range res.Routers {
-		if r.After > 0 {
-			peer := res.Routers[r.After-1]
-			pairs++
-			if r.Started < peer.Ended || peer.RedundantState != models.RedundantBackup {
-				t.Errorf("%s (%s) started at %d, before its peer %s (%s) ended at %d", r.Name, r.RedundantState, r.Started,
-					peer.Name, peer.RedundantState, peer.Ended)
-			}
-		}
-	}
-	if pairs == 0 {
-		t.Error("no redundant pair in the upgrade: the demo seeds an outdated one")
-	}
+	checkPairsOrdered(t, res, "upgrade")
 	if left := list[models.SystemVM](p, "/api/v1/routers", url.Values{"zoneid": {p.zoneID}, "requiresupgrade": {"true"}}); left.Count != 0 {
 		t.Errorf("%d routers still require upgrade", left.Count)
 	}
@@ -193,4 +173,44 @@ func mustType(t *testing.T, s string) hypervisors.Type {
 		t.Fatal(err)
 	}
 	return ht
+}
+
+// upgradeResult decodes the result of an ended upgrade operation (either kind).
+func upgradeResult(t *testing.T, done operation) workflows.RouterUpgradeResult {
+	t.Helper()
+	var res workflows.RouterUpgradeResult
+	if err := json.Unmarshal(done.Result, &res); err != nil {
+		t.Fatalf("result %s: %v", done.Result, err)
+	}
+	return res
+}
+
+// upgradeRoutersByID indexes an upgrade result's VMs by ID.
+func upgradeRoutersByID(res workflows.RouterUpgradeResult) map[string]workflows.UpgradeRouter {
+	byID := map[string]workflows.UpgradeRouter{}
+	for _, r := range res.Routers {
+		byID[r.ID] = r
+	}
+	return byID
+}
+
+// checkPairsOrdered checks a router upgrade's redundant pairs: there is one (the demo seeds an
+// outdated one), and each PRIMARY started only after its BACKUP ended (passed its gate); what
+// names the upgrade in the message.
+func checkPairsOrdered(t *testing.T, res workflows.RouterUpgradeResult, what string) {
+	t.Helper()
+	pairs := 0
+	for _, r := range res.Routers {
+		if r.After > 0 {
+			peer := res.Routers[r.After-1]
+			pairs++
+			if r.Started < peer.Ended || peer.RedundantState != models.RedundantBackup {
+				t.Errorf("%s (%s) started at %d, before its peer %s (%s) ended at %d", r.Name, r.RedundantState, r.Started,
+					peer.Name, peer.RedundantState, peer.Ended)
+			}
+		}
+	}
+	if pairs == 0 {
+		t.Errorf("no redundant pair in the %s: the demo seeds an outdated one", what)
+	}
 }
