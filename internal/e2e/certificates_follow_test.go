@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/sysvm/sysvm/internal/certtest"
+	"github.com/sysvm/sysvm/models"
+	"github.com/sysvm/sysvm/models/modelstest"
+)
+
+// servesChain makes a real TLS handshake with the console endpoint of vm (found by its
+// hypervisor name in the fleet), trusting only root, for a name under the suffix, and checks
+// the leaf is want; and that the database records vm serving want.
+func (p *platform) servesChain(vm models.SystemVM, root *x509.Certificate, want models.Certificate) {
+	p.t.Helper()
+	st, err := p.consoles.Status(vm.HypervisorName())
+	if err != nil || st.Addr == "" {
+		p.t.Fatalf("console endpoint of %s (%s): %+v, %v", vm.Name, vm.HypervisorName(), st, err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	conn, err := tls.Dial("tcp", st.Addr, &tls.Config{RootCAs: roots, ServerName: "203-0-113-9.consoleproxy.example.com", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		p.t.Errorf("%s (%s) does not serve the uploaded chain at %s: %v", vm.Name, vm.HypervisorName(), st.Addr, err)
+	} else {
+		if got := models.Fingerprint(conn.ConnectionState().PeerCertificates[0].Raw); got != want.Fingerprint {
+			p.t.Errorf("%s serves %s, want %s", vm.Name, got, want.Fingerprint)
+		}
+		_ = conn.Close()
+	}
+	served, err := p.store.ServedCertificates(context.Background())
+	modelstest.Must(p.t, err, "served certificates")
+	if served[vm.ID].CertificateID != want.ID {
+		p.t.Errorf("%s is recorded serving %q, want %s", vm.Name, served[vm.ID].CertificateID, want.ID)
+	}
+}
+
+// TestNewAndRecreatedCPVMsServeTheUploadedCertificate: on the real stack (Temporal, the worker,
+// vcsim, the SSH fleet with real TLS console endpoints) a certificate chain is uploaded and
+// rotated in; then a CPVM deployed through POST /zones/{id}/system-vms (what the capacity scan
+// and the upgrades start) and a CPVM recreated through POST /system-vms/{id}/recreate both
+// serve the uploaded chain to a client trusting only the uploaded root, and are recorded as
+// serving it, rather than starting on the dev default (no rotation runs after the first).
+func TestNewAndRecreatedCPVMsServeTheUploadedCertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal, vcsim and the simulated fleet")
+	}
+	store := modelstest.MySQL(t)
+	p := newPlatform(t, store, platformOptions{vmware: true, fleet: true, consoles: true})
+
+	const suffix = "*.consoleproxy.example.com"
+	pki := certtest.NewPKI(suffix, certtest.P256)
+	srv := pki.ServerFor(certtest.Options{Algo: certtest.P256})
+	for _, body := range []map[string]any{
+		{"certificate": pki.Root.CertPEM(), "name": "root1", "id": 1},
+		{"certificate": pki.Intermediate.CertPEM(), "name": "intermed1", "id": 2},
+		{"certificate": srv.CertPEM(), "privatekey": srv.KeyPEM(), "domainsuffix": suffix},
+	} {
+		var out struct{ Error any }
+		if code := p.do(http.MethodPost, "/api/v1/certificates", body, &out); code != http.StatusCreated {
+			t.Fatalf("upload %v = %d (%v)", body["name"], code, out.Error)
+		}
+	}
+	var cert models.Certificate
+	modelstest.Must(t, store.DB.Where("name = ? AND is_current = ?", "CPVMCertificate", true).First(&cert).Error, "server certificate")
+	if done := p.wait(p.start("/api/v1/certificates/rotate"), 5*time.Minute); done.Status != models.OpCompleted {
+		t.Fatalf("rotation ended %s: %s", done.Status, done.Error)
+	}
+
+	// A deploy outside the rotation.
+	begin := time.Now()
+	op, res := p.deploy(models.TypeCPVM)
+	if op.Status != models.OpCompleted {
+		t.Fatalf("CPVM deploy ended %s: %s", op.Status, op.Error)
+	}
+	t.Logf("CPVM %s deployed in %s", res.Name, time.Since(begin).Round(time.Millisecond))
+	fresh := p.vm(res.VMID)
+	p.servesChain(fresh, pki.Root.Cert, cert)
+
+	// A recreate of that CPVM (make-before-break: the replacement has a new instance name).
+	before := fresh.HypervisorName()
+	begin = time.Now()
+	if done := p.wait(p.start("/api/v1/system-vms/"+fresh.ID+"/recreate"), 3*time.Minute); done.Status != models.OpCompleted {
+		t.Fatalf("recreate of %s ended %s: %s", fresh.Name, done.Status, done.Error)
+	}
+	t.Logf("CPVM %s recreated in %s", fresh.Name, time.Since(begin).Round(time.Millisecond))
+	rebuilt := p.vm(fresh.ID)
+	if rebuilt.HypervisorName() == before || rebuilt.State != models.StateRunning {
+		t.Fatalf("after the recreate %s is %s as %s, want Running under a new instance name than %s", rebuilt.Name, rebuilt.State,
+			rebuilt.HypervisorName(), before)
+	}
+	p.servesChain(rebuilt, pki.Root.Cert, cert)
+	if _, err := p.consoles.Status(before); err == nil {
+		t.Errorf("the endpoint of the recreated CPVM's old instance %s still exists", before)
+	}
+}
