@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +72,18 @@ func TestNewAndRecreatedCPVMsServeTheUploadedCertificate(t *testing.T) {
 	if done := p.wait(p.start("/api/v1/certificates/rotate"), 5*time.Minute); done.Status != models.OpCompleted {
 		t.Fatalf("rotation ended %s: %s", done.Status, done.Error)
 	}
+	// The zone's only CPVM was replaced by the rotation (make-before-break): its deploy's verify
+	// installed the certificate, so the rotation's own install found it served and did not
+	// restart it again.
+	var cpvms []models.SystemVM
+	modelstest.Must(t, store.DB.Where("zone_id = ? AND type = ? AND state = ?", p.zoneID, models.TypeCPVM, models.StateRunning).
+		Find(&cpvms).Error, "CPVMs")
+	for _, c := range cpvms {
+		p.servesChain(c, pki.Root.Cert, cert)
+		if st, err := p.consoles.Status(c.HypervisorName()); err != nil || st.Restarts != 1 {
+			t.Errorf("the rotation's replacement %s: %+v (%v), want exactly one restart (the deploy's install)", c.Name, st, err)
+		}
+	}
 
 	// A deploy outside the rotation.
 	begin := time.Now()
@@ -81,6 +94,9 @@ func TestNewAndRecreatedCPVMsServeTheUploadedCertificate(t *testing.T) {
 	t.Logf("CPVM %s deployed in %s", res.Name, time.Since(begin).Round(time.Millisecond))
 	fresh := p.vm(res.VMID)
 	p.servesChain(fresh, pki.Root.Cert, cert)
+	if st, err := p.consoles.Status(fresh.HypervisorName()); err != nil || st.Restarts != 1 {
+		t.Errorf("the deployed %s: %+v (%v), want exactly one restart (its install)", fresh.Name, st, err)
+	}
 
 	// A recreate of that CPVM (make-before-break: the replacement has a new instance name).
 	before := fresh.HypervisorName()
@@ -98,4 +114,35 @@ func TestNewAndRecreatedCPVMsServeTheUploadedCertificate(t *testing.T) {
 	if _, err := p.consoles.Status(before); err == nil {
 		t.Errorf("the endpoint of the recreated CPVM's old instance %s still exists", before)
 	}
+
+	// The install fails (the certificate's sealed key is unreadable): a deploy fails its verify
+	// and is discarded; a recreate fails its replacement's verify, the replacement is destroyed
+	// and the CPVM keeps serving the certificate on its old instance.
+	modelstest.Must(t, store.DB.Model(&models.Certificate{}).Where("id = ?", cert.ID).Update("key_ref", "certificate-key:lost").Error, "lose the key")
+	hv0, db0 := p.systemVMCounts()
+	op, res = p.deploy(models.TypeCPVM)
+	t.Logf("deploy with an unreadable key ended %s: %s", op.Status, op.Error)
+	if op.Status != models.OpFailed || !strings.Contains(op.Error, "deploy-verify") || !strings.Contains(op.Error, cert.Name) {
+		t.Fatalf("deploy with an unreadable certificate key ended %s: %s", op.Status, op.Error)
+	}
+	if failed := p.vm(res.VMID); failed.State != models.StateDestroyed {
+		t.Errorf("the failed deploy's %s is %s, want Destroyed", failed.Name, failed.State)
+	} else if _, err := p.hv(failed); err == nil {
+		t.Errorf("the failed deploy's %s is still on its hypervisor", failed.Name)
+	}
+	if hv, db := p.systemVMCounts(); hv != hv0 || db != db0 {
+		t.Errorf("after the failed deploy: %d on hypervisors, %d rows, want %d and %d", hv, db, hv0, db0)
+	}
+	if done := p.wait(p.start("/api/v1/system-vms/"+rebuilt.ID+"/recreate"), 3*time.Minute); done.Status != models.OpFailed ||
+		!strings.Contains(done.Error, cert.Name) {
+		t.Fatalf("recreate with an unreadable certificate key ended %s: %s", done.Status, done.Error)
+	}
+	kept := p.vm(rebuilt.ID)
+	if kept.HypervisorName() != rebuilt.HypervisorName() || kept.State != models.StateRunning {
+		t.Errorf("after the failed recreate %s is %s as %s, want Running as %s", kept.Name, kept.State, kept.HypervisorName(), rebuilt.HypervisorName())
+	}
+	if left := p.instancesOf(kept); len(left) != 1 || left[0].Name != kept.HypervisorName() {
+		t.Errorf("after the failed recreate the hypervisor has %+v, want only %s", left, kept.HypervisorName())
+	}
+	p.servesChain(kept, pki.Root.Cert, cert)
 }
