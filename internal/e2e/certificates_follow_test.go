@@ -46,7 +46,10 @@ func (p *platform) servesChain(vm models.SystemVM, root *x509.Certificate, want 
 // rotated in; then a CPVM deployed through POST /zones/{id}/system-vms (what the capacity scan
 // and the upgrades start) and a CPVM recreated through POST /system-vms/{id}/recreate both
 // serve the uploaded chain to a client trusting only the uploaded root, and are recorded as
-// serving it, rather than starting on the dev default (no rotation runs after the first).
+// serving it, rather than starting on the dev default (no rotation runs after the first); so
+// do a deployed SSVM and the recreated rotated SSVM. With the key made unreadable, a deploy
+// fails its verify and is discarded, and a recreate fails leaving the CPVM on its old instance,
+// still serving the chain.
 func TestNewAndRecreatedCPVMsServeTheUploadedCertificate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Temporal, vcsim and the simulated fleet")
@@ -113,6 +116,25 @@ func TestNewAndRecreatedCPVMsServeTheUploadedCertificate(t *testing.T) {
 	p.servesChain(rebuilt, pki.Root.Cert, cert)
 	if _, err := p.consoles.Status(before); err == nil {
 		t.Errorf("the endpoint of the recreated CPVM's old instance %s still exists", before)
+	}
+
+	// An SSVM (its HTTPS upload endpoint serves the same certificate): deployed, and the
+	// zone's rotated SSVM recreated.
+	op, res = p.deploy(models.TypeSSVM)
+	if op.Status != models.OpCompleted {
+		t.Fatalf("SSVM deploy ended %s: %s", op.Status, op.Error)
+	}
+	p.servesChain(p.vm(res.VMID), pki.Root.Cert, cert)
+	var ssvm models.SystemVM
+	modelstest.Must(t, store.DB.Where("zone_id = ? AND type = ? AND state = ? AND id <> ?", p.zoneID, models.TypeSSVM, models.StateRunning, res.VMID).
+		First(&ssvm).Error, "the rotated SSVM")
+	if done := p.wait(p.start("/api/v1/system-vms/"+ssvm.ID+"/recreate"), 3*time.Minute); done.Status != models.OpCompleted {
+		t.Fatalf("recreate of %s ended %s: %s", ssvm.Name, done.Status, done.Error)
+	}
+	if after := p.vm(ssvm.ID); after.HypervisorName() == ssvm.HypervisorName() {
+		t.Errorf("SSVM %s still on %s after its recreate", ssvm.Name, ssvm.HypervisorName())
+	} else {
+		p.servesChain(after, pki.Root.Cert, cert)
 	}
 
 	// The install fails (the certificate's sealed key is unreadable): a deploy fails its verify
