@@ -20,6 +20,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/sysvm/sysvm/hypervisors/sshexec"
 	"github.com/sysvm/sysvm/models"
 )
 
@@ -328,6 +329,12 @@ func (a *Activities) consoleRun(ctx context.Context, vm models.SystemVM, stdin [
 	if err != nil {
 		return temporal.NewNonRetryableApplicationError(err.Error(), "BadRequest", err)
 	}
+	return a.consoleRunAt(ctx, vm, t, stdin, sub)
+}
+
+// consoleRunAt runs `sysvm-console <sub>` on the VM at t (a recreate's replacement is not yet
+// the VM its row names).
+func (a *Activities) consoleRunAt(ctx context.Context, vm models.SystemVM, t sshexec.Target, stdin []byte, sub string) error {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := a.Exec.Run(rctx, t, []string{ConsoleAgentCommand, sub}, stdin)
@@ -345,6 +352,11 @@ func (a *Activities) consoleStatus(ctx context.Context, vm models.SystemVM) (con
 	if err != nil {
 		return consoleStatus{}, temporal.NewNonRetryableApplicationError(err.Error(), "BadRequest", err)
 	}
+	return a.consoleStatusAt(ctx, vm, t)
+}
+
+// consoleStatusAt is `sysvm-console status` of the VM at t.
+func (a *Activities) consoleStatusAt(ctx context.Context, vm models.SystemVM, t sshexec.Target) (consoleStatus, error) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := a.Exec.Run(rctx, t, []string{ConsoleAgentCommand, "status"}, nil)

@@ -92,7 +92,7 @@ func (a *Activities) commitUncommitted(ctx context.Context, d hypervisors.Driver
 		}
 		return RecreateResult{}, false, fmt.Errorf("inspect uncommitted replacement %s: %w", op.Plan.InstanceName, err)
 	}
-	res, err := a.commit(ctx, d, vm, op.Plan)
+	res, err := a.commit(ctx, d, vm, op.Plan, op.OperationID)
 	if err != nil {
 		return RecreateResult{}, false, err
 	}

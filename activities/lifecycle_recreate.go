@@ -384,7 +384,7 @@ func (a *Activities) recreateStep(ctx context.Context, d hypervisors.Driver, vm 
 		}
 		return RecreateResult{Detail: "destroyed " + p.OldInstanceName}, err
 	case StepCommit:
-		return a.commit(ctx, d, vm, p)
+		return a.commit(ctx, d, vm, p, in.OperationID)
 	case StepDestroyReplacement:
 		err := d.DestroyVM(ctx, p.InstanceName)
 		if errors.Is(err, hypervisors.ErrNotFound) {
@@ -491,13 +491,28 @@ func (a *Activities) verify(ctx context.Context, d hypervisors.Driver, vm *model
 			fmt.Sprintf("replacement %s runs template %q, want version %s", p.InstanceName, v.TemplateVersion, b.tpl.Version), ErrTypeNotServing, nil)
 	}
 	res.Detail = fmt.Sprintf("answers over SSH: agent %s, template %s", v.AgentVersion, v.TemplateVersion)
+	// A CPVM or SSVM replacement serves what its VM served (or the current uploaded
+	// certificate) before it takes over; commit records it as served.
+	cert, err := a.followedCertificate(ctx, vm)
+	if err != nil {
+		return RecreateResult{}, err
+	}
+	if cert != nil {
+		row := replacementRow(vm, p)
+		row.Name = p.InstanceName
+		addr, err := a.followCertificate(ctx, *row, t, cert)
+		if err != nil {
+			return RecreateResult{}, err
+		}
+		res.Detail += fmt.Sprintf("; serves %s v%d at %s", cert.Name, cert.Version, addr)
+	}
 	return res, nil
 }
 
 // commit makes the row name the replacement: instance name, control address, template,
 // pool, host and the state the hypervisor reports. The old VM's health results and host key
 // are forgotten (the replacement has run no check yet and has a new key).
-func (a *Activities) commit(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, p RecreatePlan) (RecreateResult, error) {
+func (a *Activities) commit(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, p RecreatePlan, opID string) (RecreateResult, error) {
 	b, err := a.resolveBuild(ctx, vm)
 	if err != nil {
 		return RecreateResult{}, err
@@ -526,6 +541,19 @@ func (a *Activities) commit(ctx context.Context, d hypervisors.Driver, vm *model
 	}
 	if err := a.forgetHealth(ctx, vm.ID); err != nil {
 		return RecreateResult{}, err
+	}
+	// The replacement was verified serving this certificate (verify): recorded only now, so a
+	// recreate rolled back before its commit leaves the old VM's record as it was.
+	if a.Exec != nil {
+		cert, err := a.followedCertificate(ctx, vm)
+		if err != nil {
+			return RecreateResult{}, err
+		}
+		if cert != nil {
+			if err := a.Store.SetServedCertificate(ctx, vm.ID, cert.ID, opID); err != nil {
+				return RecreateResult{}, fmt.Errorf("record %s serving %s: %w", vm.Name, cert.Name, err)
+			}
+		}
 	}
 	// An uncommitted replacement of an earlier recreate that this one replaced (as its old
 	// VM) is gone now: its plan no longer reserves its control address.

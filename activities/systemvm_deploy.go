@@ -454,7 +454,7 @@ func (a *Activities) DeployStep(ctx context.Context, in DeployStepInput) (Deploy
 		if err != nil {
 			return err
 		}
-		res, stepErr = a.deployStep(ctx, d, &vm, in.Step)
+		res, stepErr = a.deployStep(ctx, d, &vm, in)
 		return nil
 	})
 	if err != nil {
@@ -473,7 +473,8 @@ func (a *Activities) DeployStep(ctx context.Context, in DeployStepInput) (Deploy
 	return res, nil
 }
 
-func (a *Activities) deployStep(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, step Step) (DeployStepResult, error) {
+func (a *Activities) deployStep(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, in DeployStepInput) (DeployStepResult, error) {
+	step := in.Step
 	switch step {
 	case StepDeploySeed:
 		b, err := a.resolveBuild(ctx, vm)
@@ -508,7 +509,7 @@ func (a *Activities) deployStep(ctx context.Context, d hypervisors.Driver, vm *m
 		}
 		return DeployStepResult{State: stateOf(info.State), Host: info.Host, Detail: "started on " + info.Host}, nil
 	case StepDeployVerify:
-		return a.verifyNew(ctx, d, vm)
+		return a.verifyNew(ctx, d, vm, in.OperationID)
 	case StepDeployCommit:
 		info, err := d.GetVM(ctx, vm.HypervisorName())
 		if err != nil {
@@ -528,10 +529,12 @@ func (a *Activities) deployStep(ctx context.Context, d hypervisors.Driver, vm *m
 }
 
 // verifyNew checks a new VM runs, answers `sysvm-agent version` over SSH along its access
-// path with its template's version and, for a CPVM, that its console endpoint serves TLS. A VM
-// that does not answer (yet) is a retryable NotServing error: the activity's retry policy
-// bounds how long it may take to boot.
-func (a *Activities) verifyNew(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM) (DeployStepResult, error) {
+// path with its template's version and, for a CPVM, that its console endpoint serves TLS. When
+// a server certificate was uploaded, a new CPVM or SSVM is given it first (followCertificate)
+// and verified serving it with a TLS handshake trusting only the uploaded root, then recorded
+// as serving it. A VM that does not answer (yet) is a retryable NotServing error: the
+// activity's retry policy bounds how long it may take to boot.
+func (a *Activities) verifyNew(ctx context.Context, d hypervisors.Driver, vm *models.SystemVM, operationID string) (DeployStepResult, error) {
 	info, err := d.GetVM(ctx, vm.HypervisorName())
 	if err != nil {
 		return DeployStepResult{}, fmt.Errorf("inspect %s: %w", vm.HypervisorName(), err)
@@ -569,6 +572,24 @@ func (a *Activities) verifyNew(ctx context.Context, d hypervisors.Driver, vm *mo
 			fmt.Sprintf("%s runs template %q, want version %s", vm.Name, v.TemplateVersion, vm.Version), ErrTypeNotServing, nil)
 	}
 	res.Detail = fmt.Sprintf("answers over SSH: agent %s, template %s", v.AgentVersion, v.TemplateVersion)
+	cert, err := a.followedCertificate(ctx, vm)
+	if err != nil {
+		return DeployStepResult{}, err
+	}
+	if cert != nil {
+		addr, err := a.followCertificate(ctx, *vm, t, cert)
+		if err != nil {
+			return DeployStepResult{}, err
+		}
+		if err := a.Store.SetServedCertificate(ctx, vm.ID, cert.ID, operationID); err != nil {
+			return DeployStepResult{}, fmt.Errorf("record %s serving %s: %w", vm.Name, cert.Name, err)
+		}
+		if vm.Type == models.TypeCPVM {
+			res.ConsoleAddr = addr
+		}
+		res.Detail += fmt.Sprintf("; serves %s v%d at %s", cert.Name, cert.Version, addr)
+		return res, nil
+	}
 	if vm.Type != models.TypeCPVM {
 		return res, nil
 	}
