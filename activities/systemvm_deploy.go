@@ -239,7 +239,7 @@ func (a *Activities) allocateRow(ctx context.Context, tx *gorm.DB, zone models.Z
 				fmt.Sprintf("no primary storage pool in cluster %s or zone %s", cluster.Name, zone.Name), ErrTypeNotAllowed, nil)
 		}
 	}
-	tplName, err := a.Store.Settings.String(ctx, "router.template."+t.SettingSuffix(), models.Scope{ZoneID: zone.ID, ClusterID: cluster.ID})
+	tplName, err := a.Store.Settings.In(tx).String(ctx, "router.template."+t.SettingSuffix(), models.Scope{ZoneID: zone.ID, ClusterID: cluster.ID})
 	if err != nil {
 		return models.SystemVM{}, err
 	}

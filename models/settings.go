@@ -181,6 +181,11 @@ type Scope struct {
 // effect at once, with no restart.
 type Settings struct{ db *gorm.DB }
 
+// In reads and writes settings inside a transaction (or on another handle) instead of the
+// store's pool. Reading a setting from the pool while a transaction holds SQLite's write lock
+// can wait for a connection that only transactions waiting on that lock hold: read through tx.
+func (s *Settings) In(tx *gorm.DB) *Settings { return &Settings{db: tx} }
+
 // Value is a setting's effective value and where it came from.
 type Value struct {
 	Definition
