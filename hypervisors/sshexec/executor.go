@@ -371,6 +371,11 @@ func (e *Executor) Run(ctx context.Context, t Target, argv []string, stdin []byt
 	if closed {
 		return Result{}, &Error{VM: t.VMName, Stage: StageValidate, Err: ErrClosed}
 	}
+	if err := ctx.Err(); err != nil {
+		// An ended context never runs anything, not even on a pooled client that would not
+		// need the context to connect.
+		return Result{}, &Error{VM: t.VMName, Stage: StageDial, Err: err}
+	}
 	log := e.log.With("vm", t.VMName, "addr", t.vmAddrDesc(), "cmd", what)
 
 	for attempt := 0; ; attempt++ {
