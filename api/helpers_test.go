@@ -247,6 +247,7 @@ type fixture struct {
 	account, domain, vpc, net1, net2, net3                                   string
 	ssvm1, cpvm1, ssvm2, r4, r5, r6, r7                                      string
 	tplKVM, tplVMware                                                        string
+	offeringRouter, offeringCPVM                                             string
 	events                                                                   []string
 	alertOpen, alertCleared                                                  string
 }
@@ -309,6 +310,11 @@ func seed(t *testing.T, s *models.Store) fixture {
 	create(&n2)
 	create(&n3)
 	f.net1, f.net2, f.net3 = n1.ID, n2.ID, n3.ID
+	or := models.ServiceOffering{Name: "System Offering For Software Router", CPUs: 1, CPUMHz: 500, MemoryMB: 512, SystemVMType: models.TypeRouter}
+	oc := models.ServiceOffering{Name: "System Offering For Console Proxy", CPUs: 2, CPUMHz: 1000, MemoryMB: 1024, SystemVMType: models.TypeCPVM}
+	create(&or)
+	create(&oc)
+	f.offeringRouter, f.offeringCPVM = or.ID, oc.ID
 	vm := func(v models.SystemVM) string {
 		v.HypervisorType = "KVM"
 		if v.ZoneID == z2.ID {

@@ -66,6 +66,12 @@ func poolFilters() []filter {
 		fName(), fKeyword()}
 }
 
+func offeringFilters() []filter {
+	return []filter{{name: "systemvmtype", column: "system_vm_type", kind: enum,
+		enum: []string{models.TypeRouter, models.TypeCPVM, models.TypeSSVM}, desc: "offerings for this system VM type"},
+		fName(), fKeyword()}
+}
+
 func networkFilters() []filter {
 	return []filter{fID("zoneid", "zone_id", "networks of this zone"), fID("vpcid", "vpc_id", "tiers of this VPC"),
 		fID("domainid", "domain_id", "networks of this domain"), fID("accountid", "account_id", "networks of this account"),
@@ -207,6 +213,10 @@ func inventoryRoutes(s *Server) []Route {
 		schema: "StoragePool", filters: poolFilters(), order: "name, id", desc: "primary storage pools"}.routes(s)...)
 	out = append(out, resource[models.Network]{path: "/networks", what: "network", op: "Network", plural: "Networks", schema: "Network",
 		filters: networkFilters(), order: "name, id", desc: "guest networks"}.routes(s)...)
+	// listServiceOfferings: what scaleSystemVm's serviceofferingid names.
+	out = append(out, resource[models.ServiceOffering]{path: "/service-offerings", what: "service offering", op: "ServiceOffering",
+		plural: "ServiceOfferings", schema: "ServiceOffering", filters: offeringFilters(), order: "name, id",
+		desc: "compute offerings of system VMs (scale a system VM to one: POST /system-vms/{id}/scale)"}.routes(s)...)
 	svms := resource[models.SystemVM]{path: "/system-vms", what: "system VM", op: "SystemVM", plural: "SystemVMs",
 		schema: "SystemVM", filters: systemVMFilters(), order: "name, id", base: systemVMTypes,
 		check: func(vm models.SystemVM) error {

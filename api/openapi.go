@@ -325,6 +325,8 @@ func componentSchemas() map[string]any {
 				"cpunumber:int", "cpuspeed:int", "memorytotal:int", "hypervisorversion")...),
 		"StoragePool": objectSchema("a primary storage pool",
 			with(base, "zoneid", "podid?", "clusterid?", "name", "scope", "type", "path", "disksizetotal:int", "disksizeused:int", "state")...),
+		"ServiceOffering": objectSchema("a compute offering of system VMs (listServiceOfferings)",
+			with(base, "name", "cpunumber:int", "cpuspeed:int", "memory:int", "systemvmtype")...),
 		"Network": objectSchema("a guest network",
 			with(base, "zoneid", "domainid", "accountid", "vpcid?", "name", "type", "redundantrouter:bool", "gateway", "cidr", "services", "state")...),
 		"SystemVM":          objectSchema("a secondary storage VM or console proxy VM (listSystemVms)", with(systemVM, "requiresupgrade?:bool")...),
@@ -366,7 +368,7 @@ func componentSchemas() map[string]any {
 		"DevConsoleList":  objectSchema("the simulated console endpoints", "items:[]@DevConsole", "count:int"),
 		"OpenAPIDocument": map[string]any{"type": "object", "description": "an OpenAPI 3 document"},
 	}
-	for _, item := range []string{"Zone", "Pod", "Cluster", "Host", "StoragePool", "Network", "SystemVM", "Router", "Template",
+	for _, item := range []string{"Zone", "Pod", "Cluster", "Host", "StoragePool", "ServiceOffering", "Network", "SystemVM", "Router", "Template",
 		"Event", "Alert", "Setting", "APIKey", "Operation"} {
 		s[item+"List"] = listSchema(item)
 	}

@@ -180,7 +180,7 @@ func TestOpenAPIResponses(t *testing.T) {
 	modelstest.Must(t, err, "find the admin key")
 	e.want(e.do("POST", "/api-keys/"+admin.ID+"/cloudstack-keys", models.RoleAdmin, nil), 201, "cloudstack keys")
 	ids := map[string]string{"/api-keys": admin.ID, "/zones": f.zone1, "/pods": f.pod1, "/clusters": f.cluster1, "/hosts": f.host1,
-		"/storage-pools": f.pool1, "/networks": f.net1, "/system-vms": f.cpvm1, "/routers": f.r4, "/templates": f.tplKVM,
+		"/storage-pools": f.pool1, "/networks": f.net1, "/system-vms": f.cpvm1, "/routers": f.r4, "/templates": f.tplKVM, "/service-offerings": f.offeringCPVM,
 		"/events": f.events[1], "/alerts": f.alertCleared, "/settings": "router.health.checks.enabled",
 		"/certificates": seedCertificate(t, s)}
 	archive := models.DiagnosticsArchive{Base: models.Base{ID: models.NewID()}, SystemVMID: f.r4, FileName: "d.tar.gz",

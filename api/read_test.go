@@ -44,6 +44,13 @@ func TestReadEndpoints(t *testing.T) {
 		list("/networks?keyword="+url.QueryEscape("_100%"), "net_100%")
 		list("/networks?keyword=NET", "net-1000", "net_100%")
 		list("/networks?name=net-1000", "net-1000")
+		// listServiceOfferings: what scaleSystemVm's serviceofferingid names.
+		list("/service-offerings", "System Offering For Console Proxy", "System Offering For Software Router")
+		off := list("/service-offerings?systemvmtype=consoleproxy", "System Offering For Console Proxy")[0]
+		if off["cpunumber"].(float64) != 2 || off["memory"].(float64) != 1024 || off["id"] != f.offeringCPVM {
+			t.Errorf("service offering fields wrong: %v", off)
+		}
+		e.wantErr(e.do("GET", "/service-offerings?systemvmtype=vm", ro, nil), 400, CodeBadRequest, "systemvmtype", "bad systemvmtype")
 
 		// listSystemVms: SSVMs and CPVMs only, with CloudStack's field names.
 		vms := list("/system-vms", "s-1-VM", "s-3-VM", "v-2-VM")

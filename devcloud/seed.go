@@ -133,6 +133,13 @@ func seedInventory(ctx context.Context, tx *gorm.DB, cl Clusters, opt SeedOption
 	if err := sd.create(&offering); err != nil {
 		return err
 	}
+	// A bigger router offering to scale a router to (scaleSystemVm; GET /api/v1/service-offerings).
+	// Its name sorts after the default's, so new system VMs keep the default.
+	bigger := models.ServiceOffering{Name: "System Offering For Software Router (2 vCPU, 1 GB)", CPUs: 2, CPUMHz: 500, MemoryMB: 1024,
+		SystemVMType: models.TypeRouter}
+	if err := sd.create(&bigger); err != nil {
+		return err
+	}
 	// Templates, current and old, per hypervisor; new system VMs use the current one.
 	tpls := map[hypervisors.Type]map[string]models.Template{}
 	for _, t := range []hypervisors.Type{hypervisors.KVM, hypervisors.VMware, hypervisors.XenServer} {
