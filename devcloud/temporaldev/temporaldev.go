@@ -69,6 +69,20 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if _, err := os.Stat(o.Binary); err != nil {
 		return nil, fmt.Errorf("temporal CLI not found at %s (build it with `go tool task build:temporal`): %w", o.Binary, err)
 	}
+	// A port picked free here can be taken by another process before the server binds it
+	// (tests start servers side by side): when the ports were ours to pick, pick again.
+	for attempt := 1; ; attempt++ {
+		t, err := start(ctx, o)
+		if err == nil || !errors.Is(err, errExitedAtStart) || o.Port != 0 || o.UIPort > 0 || attempt == 3 {
+			return t, err
+		}
+	}
+}
+
+// errExitedAtStart is the server process ending before it answered health checks.
+var errExitedAtStart = errors.New("temporal dev server exited during start-up (is the port taken?)")
+
+func start(ctx context.Context, o Options) (*Server, error) {
 	var err error
 	if o.Port == 0 {
 		if o.Port, err = FreePort(); err != nil {
@@ -135,7 +149,7 @@ func (t *Server) launch(ctx context.Context) error {
 		}
 		select {
 		case <-done:
-			return errors.New("temporal dev server exited during start-up (is the port taken?)")
+			return errExitedAtStart
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
