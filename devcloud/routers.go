@@ -219,6 +219,48 @@ func StartRouters(ctx context.Context, s *models.Store, platformKey ssh.PublicKe
 // Close stops every simulated system VM and host.
 func (r *Routers) Close() error { return r.Fleet.Close() }
 
+// ClusterDrivers hands out the driver of a cluster (activities.DriverPool does).
+type ClusterDrivers interface {
+	For(ctx context.Context, clusterID string) (hypervisors.Driver, error)
+}
+
+// AdoptInstances adds to the fleet the VMs the hypervisors have that are no row's current
+// instance, as they run there: a recreate's replacement built by a process that died before
+// the switch (a real replacement runs on whether or not the worker that built it lives, and a
+// restarted worker's take-over must reach it over SSH). StartRouters knows only the rows; call
+// this once the platform's drivers are up. VMs that belong to no system VM (templates) are
+// left alone.
+func (r *Routers) AdoptInstances(ctx context.Context, drivers ClusterDrivers) error {
+	var clusters []models.Cluster
+	if err := r.store.DB.WithContext(ctx).Order("name").Find(&clusters).Error; err != nil {
+		return fmt.Errorf("adopt running instances: clusters: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, c := range clusters {
+		d, err := drivers.For(ctx, c.ID)
+		if err != nil {
+			return fmt.Errorf("adopt running instances: cluster %s: %w", c.Name, err)
+		}
+		vms, err := d.ListVMs(ctx)
+		if err != nil {
+			return fmt.Errorf("adopt running instances: list VMs of cluster %s: %w", c.Name, err)
+		}
+		o := &observed{Driver: d, r: r}
+		for _, listed := range vms {
+			if _, known := r.idOf(listed.Name); known || seen[listed.Name] {
+				continue
+			}
+			seen[listed.Name] = true // clusters behind one connection list the same VMs
+			info, err := d.GetVM(ctx, listed.Name)
+			if err != nil {
+				return fmt.Errorf("adopt running instances: VM %s of cluster %s: %w", listed.Name, c.Name, err)
+			}
+			o.register(ctx, info.Name, info.BootArgs, info.Host, info.Template, info.NICs, info.State == hypervisors.PowerRunning)
+		}
+	}
+	return nil
+}
+
 // instance is one simulated VM as the hypervisor has it: its instance name, host, control
 // and private addresses, the template version it was built from, the public IP it boots
 // with ("" for a recreate's replacement, which gets its service addresses over ip-assoc at

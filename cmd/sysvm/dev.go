@@ -134,6 +134,10 @@ func runDev(ctx context.Context, logger *slog.Logger, args []string) error {
 	if err := devcloud.Materialize(ctx, store, p.Activities.Drivers, logger); err != nil {
 		return fmt.Errorf("materialize demo cloud: %w", err)
 	}
+	// A recreate's replacement an earlier dev process built before it stopped still runs.
+	if err := routers.AdoptInstances(ctx, p.Activities.Drivers); err != nil {
+		return fmt.Errorf("start simulated routers: %w", err)
+	}
 
 	// A local template server for the template rollout (issue 9): its images and how to
 	// register one are printed below.

@@ -95,6 +95,10 @@ func runHelperWorker(mode string) int {
 			return fail("platform", err)
 		}
 		defer built.Close()
+		// A replacement the killed worker built runs on: simulate it again in this process.
+		if err := routers.AdoptInstances(ctx, built.Activities.Drivers); err != nil {
+			return fail("simulated system VMs", err)
+		}
 		cfg = worker.Config{Activities: built.Activities, Health: built.Health}
 	case helperSSH:
 		ex, err := sshexec.New(sshexec.Config{Key: kp, HostKeys: &sshexec.MemoryHostKeyStore{}, Logger: slog.New(slog.DiscardHandler)})

@@ -151,6 +151,11 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 		t.Fatalf("upgrade through the API: %s: %s", done.Status, done.Error)
 	}
 	if res.Counts[workflows.UpgradeDone] != len(outdated) || len(res.Routers) != len(outdated) {
+		for _, r := range res.Routers {
+			if r.State != workflows.UpgradeDone {
+				t.Logf("%s: %s (%s)", r.Name, r.State, r.Reason)
+			}
+		}
 		t.Fatalf("counts %v over %d routers, want all %d done (none skipped, none failed)", res.Counts, len(res.Routers), len(outdated))
 	}
 	for _, r := range res.Routers {
