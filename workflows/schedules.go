@@ -79,7 +79,8 @@ func DesiredHealthSchedules(ctx context.Context, store *models.Store) ([]HealthS
 	return out, nil
 }
 
-// ScheduleSync says what SyncHealthSchedules changed, by schedule ID.
+// ScheduleSync says what a schedule sync (SyncHealthSchedules, SyncCapacitySchedules) changed,
+// by schedule ID.
 type ScheduleSync struct {
 	Created   []string `json:"created,omitempty"`
 	Updated   []string `json:"updated,omitempty"`
@@ -101,41 +102,30 @@ func (s ScheduleSync) Changed() bool {
 // of zones that no longer exist are deleted. Call it at worker start and after a settings
 // change (KeepHealthSchedulesInSync also calls it on a clock); it is idempotent.
 func SyncHealthSchedules(ctx context.Context, c client.Client, store *models.Store) (ScheduleSync, error) {
-	var out ScheduleSync
 	want, err := DesiredHealthSchedules(ctx, store)
 	if err != nil {
-		return out, err
+		return ScheduleSync{}, err
 	}
-	var errs []error
-	wanted := map[string]bool{}
-	for _, s := range want {
-		wanted[s.ID] = true
-		if err := syncSchedule(ctx, c, s, &out); err != nil {
-			errs = append(errs, fmt.Errorf("schedule %s: %w", s.ID, err))
-		}
+	managed := make([]managedSchedule, len(want))
+	for i, s := range want {
+		managed[i] = s.managed()
 	}
-	if err := deleteOrphanSchedules(ctx, c, wanted, &out); err != nil {
-		errs = append(errs, err)
-	}
-	return out, errors.Join(errs...)
+	return syncManagedSchedules(ctx, c, managed, func(id string) bool { _, _, ok := parseHealthScheduleID(id); return ok })
 }
 
-func scheduleOptions(s HealthSchedule) client.ScheduleOptions {
-	every := s.Interval
-	if every <= 0 {
-		every = pausedPlaceholder
-	}
-	return client.ScheduleOptions{
-		ID:                    s.ID,
-		Spec:                  client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}},
-		Action:                scheduleAction(s),
-		Overlap:               enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-		CatchupWindow:         healthScheduleCatchup,
-		Paused:                s.Paused,
-		Note:                  s.Note,
-		Memo:                  map[string]any{"zoneId": s.ZoneID, "kind": string(s.Kind)},
-		TypedSearchAttributes: s.target().TypedSearchAttributes(),
-	}
+// managed is the schedule as the shared sync keeps it.
+func (s HealthSchedule) managed() managedSchedule {
+	return managedSchedule{ID: s.ID, Interval: s.Interval, Paused: s.Paused, Note: s.Note, Target: s.target(),
+		Memo: map[string]any{"zoneId": s.ZoneID, "kind": string(s.Kind)},
+		Action: &client.ScheduleWorkflowAction{
+			ID:                       s.ID,
+			Workflow:                 HealthSweepWorkflowName,
+			Args:                     []any{SweepInput{ZoneID: s.ZoneID, Kind: s.Kind}},
+			TaskQueue:                TaskQueue,
+			WorkflowExecutionTimeout: healthSweepTimeout,
+			TypedSearchAttributes:    s.target().TypedSearchAttributes(),
+			StaticSummary:            fmt.Sprintf("router health %s sweep of zone %s", s.Kind, s.ZoneID),
+		}}
 }
 
 // target is what the schedule's sweeps act on: the zone, under the schedule's ID.
@@ -143,24 +133,66 @@ func (s HealthSchedule) target() Target {
 	return ZoneTarget(s.ID, s.ZoneID, s.Kind.OperationKind())
 }
 
-func scheduleAction(s HealthSchedule) *client.ScheduleWorkflowAction {
-	return &client.ScheduleWorkflowAction{
-		ID:                       s.ID,
-		Workflow:                 HealthSweepWorkflowName,
-		Args:                     []any{SweepInput{ZoneID: s.ZoneID, Kind: s.Kind}},
-		TaskQueue:                TaskQueue,
-		WorkflowExecutionTimeout: healthSweepTimeout,
-		TypedSearchAttributes:    s.target().TypedSearchAttributes(),
-		StaticSummary:            fmt.Sprintf("router health %s sweep of zone %s", s.Kind, s.ZoneID),
+// managedSchedule is the wanted state of one schedule sysvm owns (a zone's health sweep or
+// capacity scan): an interval (0 with Paused), a pause note saying which setting, and the
+// workflow it starts. Overlapping runs are skipped; a run missed while the server was down is
+// taken only within healthScheduleCatchup.
+type managedSchedule struct {
+	ID       string
+	Interval time.Duration
+	Paused   bool
+	Note     string
+	Action   *client.ScheduleWorkflowAction
+	Memo     map[string]any
+	Target   Target
+}
+
+func (m managedSchedule) spec() client.ScheduleSpec {
+	every := m.Interval
+	if every <= 0 {
+		every = pausedPlaceholder
+	}
+	return client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}}
+}
+
+func (m managedSchedule) options() client.ScheduleOptions {
+	return client.ScheduleOptions{
+		ID:                    m.ID,
+		Spec:                  m.spec(),
+		Action:                m.Action,
+		Overlap:               enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+		CatchupWindow:         healthScheduleCatchup,
+		Paused:                m.Paused,
+		Note:                  m.Note,
+		Memo:                  m.Memo,
+		TypedSearchAttributes: m.Target.TypedSearchAttributes(),
 	}
 }
 
-func syncSchedule(ctx context.Context, c client.Client, s HealthSchedule, out *ScheduleSync) error {
+// syncManagedSchedules brings every wanted schedule in line and deletes the schedules owned
+// (by ID) that are no longer wanted (their zones are gone).
+func syncManagedSchedules(ctx context.Context, c client.Client, want []managedSchedule, owned func(id string) bool) (ScheduleSync, error) {
+	var out ScheduleSync
+	var errs []error
+	wanted := map[string]bool{}
+	for _, m := range want {
+		wanted[m.ID] = true
+		if err := syncSchedule(ctx, c, m, &out); err != nil {
+			errs = append(errs, fmt.Errorf("schedule %s: %w", m.ID, err))
+		}
+	}
+	if err := deleteOrphanSchedules(ctx, c, owned, wanted, &out); err != nil {
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
+}
+
+func syncSchedule(ctx context.Context, c client.Client, s managedSchedule, out *ScheduleSync) error {
 	h := c.ScheduleClient().GetHandle(ctx, s.ID)
 	desc, err := h.Describe(ctx)
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
-		_, err := c.ScheduleClient().Create(ctx, scheduleOptions(s))
+		_, err := c.ScheduleClient().Create(ctx, s.options())
 		if err == nil {
 			out.Created = append(out.Created, s.ID)
 			return nil
@@ -185,7 +217,7 @@ func syncSchedule(ctx context.Context, c client.Client, s HealthSchedule, out *S
 		// applied by the schedule before the update, which would then undo it.
 		err := h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 			sched := in.Description.Schedule
-			opts := scheduleOptions(s)
+			opts := s.options()
 			sched.Spec = &opts.Spec
 			sched.Action = opts.Action
 			if sched.Policy == nil {
@@ -233,9 +265,9 @@ func syncSchedule(ctx context.Context, c client.Client, s HealthSchedule, out *S
 	return nil
 }
 
-// scheduleDiffers compares what SyncHealthSchedules manages: the interval (of a running
-// schedule), the action's workflow type and task queue, and the overlap policy.
-func scheduleDiffers(desc *client.ScheduleDescription, s HealthSchedule) bool {
+// scheduleDiffers compares what the sync manages: the interval (of a running schedule), the
+// action's workflow type, ID and task queue, and the overlap policy.
+func scheduleDiffers(desc *client.ScheduleDescription, s managedSchedule) bool {
 	sched := desc.Schedule
 	if sched.Spec == nil || len(sched.Spec.Intervals) != 1 || len(sched.Spec.Calendars) > 0 || len(sched.Spec.CronExpressions) > 0 {
 		return true
@@ -244,7 +276,7 @@ func scheduleDiffers(desc *client.ScheduleDescription, s HealthSchedule) bool {
 		return true
 	}
 	act, ok := sched.Action.(*client.ScheduleWorkflowAction)
-	if !ok || act.TaskQueue != TaskQueue || workflowTypeName(act.Workflow) != HealthSweepWorkflowName || act.ID != s.ID {
+	if !ok || act.TaskQueue != s.Action.TaskQueue || workflowTypeName(act.Workflow) != workflowTypeName(s.Action.Workflow) || act.ID != s.ID {
 		return true
 	}
 	return sched.Policy == nil || sched.Policy.Overlap != enumspb.SCHEDULE_OVERLAP_POLICY_SKIP
@@ -274,9 +306,10 @@ func parseHealthScheduleID(id string) (activities.HealthKind, string, bool) {
 	return k, zone, true
 }
 
-// deleteOrphanSchedules deletes health schedules of zones that are gone. Listing schedules is
-// eventually consistent, so a schedule just created may be missed until the next sync.
-func deleteOrphanSchedules(ctx context.Context, c client.Client, wanted map[string]bool, out *ScheduleSync) error {
+// deleteOrphanSchedules deletes the owned schedules not wanted (of zones that are gone). Listing
+// schedules is eventually consistent, so a schedule just created may be missed until the next
+// sync.
+func deleteOrphanSchedules(ctx context.Context, c client.Client, owned func(id string) bool, wanted map[string]bool, out *ScheduleSync) error {
 	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{PageSize: 500})
 	if err != nil {
 		return fmt.Errorf("list schedules: %w", err)
@@ -287,7 +320,7 @@ func deleteOrphanSchedules(ctx context.Context, c client.Client, wanted map[stri
 		if err != nil {
 			return errors.Join(append(errs, fmt.Errorf("list schedules: %w", err))...)
 		}
-		if _, _, ok := parseHealthScheduleID(e.ID); !ok || wanted[e.ID] {
+		if !owned(e.ID) || wanted[e.ID] {
 			continue
 		}
 		if err := c.ScheduleClient().GetHandle(ctx, e.ID).Delete(ctx); err != nil {
@@ -306,6 +339,14 @@ func deleteOrphanSchedules(ctx context.Context, c client.Client, wanted map[stri
 // ends, logging what changed, so a settings change made anywhere (another API instance, the
 // database) reaches the schedules within one interval even without a hook.
 func KeepHealthSchedulesInSync(ctx context.Context, c client.Client, store *models.Store, interval time.Duration, logger *slog.Logger) {
+	keepInSync(ctx, interval, logger, "health check schedules", func(ctx context.Context) (ScheduleSync, error) {
+		return SyncHealthSchedules(ctx, c, store)
+	})
+}
+
+// keepInSync runs sync now and then every interval (a minute if unset) until ctx ends, logging
+// its errors and what it changed.
+func keepInSync(ctx context.Context, interval time.Duration, logger *slog.Logger, what string, sync func(context.Context) (ScheduleSync, error)) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -315,12 +356,12 @@ func KeepHealthSchedulesInSync(ctx context.Context, c client.Client, store *mode
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		res, err := SyncHealthSchedules(ctx, c, store)
+		res, err := sync(ctx)
 		if err != nil && ctx.Err() == nil {
-			logger.Error("sync health check schedules", "error", err)
+			logger.Error("sync "+what, "error", err)
 		}
 		if res.Changed() {
-			logger.Info("health check schedules synced", "created", res.Created, "updated", res.Updated,
+			logger.Info(what+" synced", "created", res.Created, "updated", res.Updated,
 				"paused", res.Paused, "unpaused", res.Unpaused, "deleted", res.Deleted)
 		}
 		select {

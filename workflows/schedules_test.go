@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,4 +188,76 @@ func TestParseHealthScheduleID(t *testing.T) {
 		_, _, ok := parseHealthScheduleID(bad)
 		assert.False(t, ok, bad)
 	}
+}
+
+// TestCapacitySchedulesFollowTheSetting runs the shared schedule sync for the capacity scans
+// against a real Temporal dev server: a zone's schedule is created every
+// consoleproxy.capacityscan.interval seconds, a second sync changes nothing, 0 pauses it with
+// a note naming the setting, a new value unpauses and reschedules it, the health schedules
+// are left alone by it, and a removed zone's schedule is deleted.
+func TestCapacitySchedulesFollowTheSetting(t *testing.T) {
+	srv := testenv.TemporalT(t, false)
+	c, err := srv.Client()
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	store := modelstest.SQLite(t)
+	zone := models.Zone{Name: "zone-c"}
+	require.NoError(t, store.DB.Create(&zone).Error)
+	id := CapacityScheduleID(zone.ID)
+	set := func(value string) {
+		t.Helper()
+		_, err := store.Settings.Set(ctx, activities.SettingCapacityScanInterval, models.ScopeZone, zone.ID, value)
+		require.NoError(t, err)
+	}
+
+	res, err := SyncCapacitySchedules(ctx, c, store)
+	require.NoError(t, err)
+	assert.Equal(t, []string{id}, res.Created)
+	d := describeSchedule(t, c, id)
+	assert.Equal(t, 30*time.Second, interval(d))
+	assert.False(t, paused(d))
+	act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
+	require.True(t, ok)
+	assert.Equal(t, CapacityScanWorkflowName, workflowTypeName(act.Workflow))
+	kindSA, _ := act.TypedSearchAttributes.GetKeyword(OperationKindKey)
+	assert.Equal(t, CapacityScanKind, kindSA)
+
+	// Health schedules of the zone are not the capacity sync's to delete.
+	_, err = SyncHealthSchedules(ctx, c, store)
+	require.NoError(t, err)
+	res, err = SyncCapacitySchedules(ctx, c, store)
+	require.NoError(t, err)
+	assert.False(t, res.Changed(), "%+v", res)
+	assert.Equal(t, []string{id}, res.Unchanged)
+
+	set("0")
+	res, err = SyncCapacitySchedules(ctx, c, store)
+	require.NoError(t, err)
+	assert.Equal(t, []string{id}, res.Paused)
+	d = waitSchedule(t, c, id, paused)
+	assert.Contains(t, d.Schedule.State.Note, activities.SettingCapacityScanInterval+" is 0")
+
+	set("12")
+	res, err = SyncCapacitySchedules(ctx, c, store)
+	require.NoError(t, err)
+	assert.Equal(t, []string{id}, res.Updated)
+	assert.Equal(t, []string{id}, res.Unpaused)
+	waitSchedule(t, c, id, func(d *client.ScheduleDescription) bool { return !paused(d) && interval(d) == 12*time.Second })
+
+	require.NoError(t, store.DB.Delete(&zone).Error)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// Listing schedules is eventually consistent: the deletion may take a sync or two.
+		res, err = SyncCapacitySchedules(ctx, c, store)
+		require.NoError(t, err)
+		if slices.Contains(res.Deleted, id) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the removed zone's capacity schedule was not deleted: %+v", res)
+		time.Sleep(500 * time.Millisecond)
+	}
+	health, err := c.ScheduleClient().GetHandle(ctx, HealthScheduleID("basic", zone.ID)).Describe(ctx)
+	require.NoError(t, err, "the capacity sync deleted a health schedule")
+	assert.NotNil(t, health)
 }
