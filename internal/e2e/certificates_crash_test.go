@@ -27,14 +27,7 @@ func rotationSurvivesWorkerKill(t *testing.T, dsn string) {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	ctx := context.Background()
-	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := platformPublicKey(t, store)
 	fx := rotationfx.New(t, store, rotationfx.Layout{"zone-a": {"cpvm", "cpvm", "ssvm"}, "zone-b": {"cpvm", "cpvm"}}, pub)
 	s := &stack{t: t, store: store, codec: testCodec(t)}
 	s.temporal = testenv.TemporalT(t, false)

@@ -80,14 +80,7 @@ func newTelemetryPlatform(t *testing.T, store *models.Store) *telemetryPlatform 
 		t.Fatalf("seeded zone: %v", err)
 	}
 	p := &platform{stack: &stack{t: t, store: store, sims: sims}, zoneID: zone.ID}
-	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := platformPublicKey(t, store)
 	configs := &activities.Health{Store: store}
 	if p.routers, err = devcloud.StartRouters(ctx, store, pub, configs.RouterConfig, logger(), fleet.Options{}); err != nil {
 		t.Fatalf("start simulated routers: %v", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/sysvm/sysvm/activities"
 	"github.com/sysvm/sysvm/api"
@@ -248,4 +249,19 @@ func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)
+}
+
+// platformPublicKey is the public half of the platform's system VM key pair (created once in
+// the store), which simulated system VMs accept.
+func platformPublicKey(t *testing.T, store *models.Store) ssh.PublicKey {
+	t.Helper()
+	kp, err := activities.SystemVMKeyPair(context.Background(), store.Secrets)
+	if err != nil {
+		t.Fatalf("system VM key pair: %v", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatalf("system VM public key: %v", err)
+	}
+	return pub
 }

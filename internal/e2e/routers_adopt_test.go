@@ -60,15 +60,7 @@ func TestRestartedFleetAdoptsARunningReplacement(t *testing.T) {
 		t.Fatalf("start the replacement: %v", err)
 	}
 
-	kp, err := activities.SystemVMKeyPair(ctx, store.Secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	restarted, err := devcloud.StartRouters(ctx, store, pub, (&activities.Health{Store: store}).RouterConfig, logger(), fleet.Options{})
+	restarted, err := devcloud.StartRouters(ctx, store, platformPublicKey(t, store), (&activities.Health{Store: store}).RouterConfig, logger(), fleet.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
