@@ -134,7 +134,13 @@ func (w *lifecycle) setup(ctx workflow.Context) error {
 		total = len(activities.RecreateSteps()) + 2 // load, prepare, the steps
 	}
 	w.progress = Progress{Step: "load", Total: total}
-	if err := w.short(ctx, a.LoadVM, w.in.VMID).Get(ctx, &w.vm); err != nil {
+	var load workflow.Future
+	if w.local {
+		load = workflow.ExecuteLocalActivity(withShortLocalActivity(ctx), a.LoadVM, w.in.VMID)
+	} else {
+		load = workflow.ExecuteActivity(withShortActivity(ctx), a.LoadVM, w.in.VMID)
+	}
+	if err := load.Get(ctx, &w.vm); err != nil {
 		return err
 	}
 	ctx = withShortActivity(ctx)
@@ -297,18 +303,18 @@ func (w *lifecycle) recordDone(ctx workflow.Context) error {
 	if w.in.Reason != "" {
 		desc += ": " + w.in.Reason
 	}
-	return w.short(ctx, a.RecordEvent, activities.EventInput{
+	return w.recordEvent(ctx, activities.EventInput{
 		Type: eventType(w.vm.Type, w.in.Action), Level: "INFO", Description: desc,
 		VMID: w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(ctx, nil)
 }
 
-// short runs a short database step: a local activity from versionLocalSteps, else an
-// activity (withShortActivity).
-func (w *lifecycle) short(ctx workflow.Context, activity any, args ...any) workflow.Future {
+// recordEvent runs RecordEvent: a local activity from versionLocalSteps, else an activity
+// (withShortActivity).
+func (w *lifecycle) recordEvent(ctx workflow.Context, in activities.EventInput) workflow.Future {
 	if w.local {
-		return workflow.ExecuteLocalActivity(withShortLocalActivity(ctx), activity, args...)
+		return workflow.ExecuteLocalActivity(withShortLocalActivity(ctx), a.RecordEvent, in)
 	}
-	return workflow.ExecuteActivity(withShortActivity(ctx), activity, args...)
+	return workflow.ExecuteActivity(withShortActivity(ctx), a.RecordEvent, in)
 }
 
 // finish settles the VM after a failure (from version 1) and records the operation's end in
@@ -332,7 +338,7 @@ func (w *lifecycle) finish(ctx workflow.Context, res LifecycleResult, runErr err
 			res.Compensations = w.compensations
 		}
 		// Record the failure as an event an operator can find next to the VM.
-		_ = w.short(dctx, a.RecordEvent, activities.EventInput{
+		_ = w.recordEvent(dctx, activities.EventInput{
 			Type: eventType(w.vm.Type, w.in.Action) + ".FAILED", Level: "ERROR",
 			Description: fmt.Sprintf("%s %s failed: %v", w.in.Action, w.vm.Name, runErr),
 			VMID:        w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(dctx, nil)
