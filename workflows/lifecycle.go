@@ -31,6 +31,8 @@ type lifecycle struct {
 	compensations []string
 	// takeover: this recreate switches with address takeover (addressTakeoverChange).
 	takeover bool
+	// local: the short database steps run as local activities (localStepsChange).
+	local bool
 }
 
 // makeBeforeBreakChange versions the lifecycle workflow: runs started before it
@@ -51,6 +53,18 @@ const (
 	versionAddressTakeover = workflow.Version(1)
 )
 
+// localStepsChange versions the lifecycle's short steps: runs from version 1 run LoadVM,
+// PrepareRecreate, RecordEvent and FinishOperation as local activities, in the worker that
+// runs the workflow task, each recorded as one marker; runs before it (recorded histories)
+// schedule them as activities. Each of those steps takes milliseconds, but as an activity it
+// is two trips through the Temporal server (an activity task, then the workflow task its
+// result schedules), each waiting in the task queue: at 50 routers upgrading at once on a
+// loaded server those waits were most of the time a router took beyond its own.
+const (
+	localStepsChange  = "lifecycle-local-steps"
+	versionLocalSteps = workflow.Version(1)
+)
+
 // SystemVMLifecycle starts, stops, reboots, destroys or recreates an SSVM, CPVM or router.
 // Recreate is make-before-break: the replacement is built under a new instance name and
 // control address from the current router.template.<hypervisor> template, started and
@@ -64,6 +78,7 @@ const (
 func SystemVMLifecycle(ctx workflow.Context, in LifecycleInput) (LifecycleResult, error) {
 	w := &lifecycle{in: in}
 	w.version = workflow.GetVersion(ctx, makeBeforeBreakChange, workflow.DefaultVersion, versionMakeBeforeBreak)
+	w.local = workflow.GetVersion(ctx, localStepsChange, workflow.DefaultVersion, versionLocalSteps) >= versionLocalSteps
 	if err := w.setup(ctx); err != nil {
 		return LifecycleResult{}, w.finish(ctx, LifecycleResult{}, err)
 	}
@@ -119,10 +134,16 @@ func (w *lifecycle) setup(ctx workflow.Context) error {
 		total = len(activities.RecreateSteps()) + 2 // load, prepare, the steps
 	}
 	w.progress = Progress{Step: "load", Total: total}
-	ctx = withShortActivity(ctx)
-	if err := workflow.ExecuteActivity(ctx, a.LoadVM, w.in.VMID).Get(ctx, &w.vm); err != nil {
+	var load workflow.Future
+	if w.local {
+		load = workflow.ExecuteLocalActivity(withShortLocalActivity(ctx), a.LoadVM, w.in.VMID)
+	} else {
+		load = workflow.ExecuteActivity(withShortActivity(ctx), a.LoadVM, w.in.VMID)
+	}
+	if err := load.Get(ctx, &w.vm); err != nil {
 		return err
 	}
+	ctx = withShortActivity(ctx)
 	t := VMTarget(w.vm.ID, w.vm.Type, w.vm.ZoneID, w.in.Action.OperationKind())
 	if err := workflow.UpsertTypedSearchAttributes(ctx, t.SearchAttributes()...); err != nil {
 		return err
@@ -182,8 +203,15 @@ func (w *lifecycle) recreate(ctx workflow.Context) (LifecycleResult, error) {
 	w.progress.Step = string(activities.StepPrepare)
 	w.touched = true
 	var plan activities.RecreatePlan
-	if err := workflow.ExecuteActivity(withStepActivity(ctx, activities.StepPrepare, w.vm.Name), a.PrepareRecreate, activities.RecreateInput{
-		OperationID: w.in.OperationID, VMID: w.vm.ID, Step: activities.StepPrepare}).Get(ctx, &plan); err != nil {
+	prepare := activities.RecreateInput{OperationID: w.in.OperationID, VMID: w.vm.ID, Step: activities.StepPrepare}
+	var f workflow.Future
+	if w.local {
+		// Journaled and idempotent: a retry (local or after a crash) returns the same plan.
+		f = workflow.ExecuteLocalActivity(withPrepareLocalActivity(ctx), a.PrepareRecreate, prepare)
+	} else {
+		f = workflow.ExecuteActivity(withStepActivity(ctx, activities.StepPrepare, w.vm.Name), a.PrepareRecreate, prepare)
+	}
+	if err := f.Get(ctx, &plan); err != nil {
 		return res, fmt.Errorf("%s %s: %w", activities.StepPrepare, w.vm.Name, err)
 	}
 	res.OldInstanceName, res.InstanceName, res.ControlIP = plan.OldInstanceName, plan.InstanceName, plan.ControlIP
@@ -275,10 +303,18 @@ func (w *lifecycle) recordDone(ctx workflow.Context) error {
 	if w.in.Reason != "" {
 		desc += ": " + w.in.Reason
 	}
-	short := withShortActivity(ctx)
-	return workflow.ExecuteActivity(short, a.RecordEvent, activities.EventInput{
+	return w.recordEvent(ctx, activities.EventInput{
 		Type: eventType(w.vm.Type, w.in.Action), Level: "INFO", Description: desc,
 		VMID: w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(ctx, nil)
+}
+
+// recordEvent runs RecordEvent: a local activity from versionLocalSteps, else an activity
+// (withShortActivity).
+func (w *lifecycle) recordEvent(ctx workflow.Context, in activities.EventInput) workflow.Future {
+	if w.local {
+		return workflow.ExecuteLocalActivity(withShortLocalActivity(ctx), a.RecordEvent, in)
+	}
+	return workflow.ExecuteActivity(withShortActivity(ctx), a.RecordEvent, in)
 }
 
 // finish settles the VM after a failure (from version 1) and records the operation's end in
@@ -302,7 +338,7 @@ func (w *lifecycle) finish(ctx workflow.Context, res LifecycleResult, runErr err
 			res.Compensations = w.compensations
 		}
 		// Record the failure as an event an operator can find next to the VM.
-		_ = workflow.ExecuteActivity(withShortActivity(dctx), a.RecordEvent, activities.EventInput{
+		_ = w.recordEvent(dctx, activities.EventInput{
 			Type: eventType(w.vm.Type, w.in.Action) + ".FAILED", Level: "ERROR",
 			Description: fmt.Sprintf("%s %s failed: %v", w.in.Action, w.vm.Name, runErr),
 			VMID:        w.vm.ID, ZoneID: w.vm.ZoneID, OperationID: w.in.OperationID}).Get(dctx, nil)
@@ -310,13 +346,18 @@ func (w *lifecycle) finish(ctx workflow.Context, res LifecycleResult, runErr err
 	if runErr == nil {
 		w.progress.Step, w.progress.Done, w.progress.Percent = "done", w.progress.Total, 100
 	}
-	return finishOperation(ctx, w.in.OperationID, res, runErr)
+	return endOperation(ctx, w.local, w.in.OperationID, res, runErr)
 }
 
 // finishOperation records an operation's end in its journal row with the FinishOperation
 // activity: completed or failed (canceled) with runErr, with res as its JSON result. It runs on
 // a disconnected context, so a canceled run still records its end, and returns runErr.
 func finishOperation(ctx workflow.Context, operationID string, res any, runErr error) error {
+	return endOperation(ctx, false, operationID, res, runErr)
+}
+
+// endOperation is finishOperation, with FinishOperation run as a local activity when local.
+func endOperation(ctx workflow.Context, local bool, operationID string, res any, runErr error) error {
 	in := activities.FinishInput{OperationID: operationID, Status: models.OpCompleted}
 	// A failed run's result says what it left behind (the settled state, compensations).
 	b, _ := json.Marshal(res)
@@ -330,7 +371,13 @@ func finishOperation(ctx workflow.Context, operationID string, res any, runErr e
 	}
 	dctx, cancel := workflow.NewDisconnectedContext(ctx)
 	defer cancel()
-	if err := workflow.ExecuteActivity(withShortActivity(dctx), a.FinishOperation, in).Get(dctx, nil); err != nil {
+	var f workflow.Future
+	if local {
+		f = workflow.ExecuteLocalActivity(withShortLocalActivity(dctx), a.FinishOperation, in)
+	} else {
+		f = workflow.ExecuteActivity(withShortActivity(dctx), a.FinishOperation, in)
+	}
+	if err := f.Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("record operation end", "error", err)
 	}
 	return runErr
@@ -362,6 +409,25 @@ func withShortActivity(ctx workflow.Context) workflow.Context {
 		StartToCloseTimeout: 30 * time.Second,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
 			MaximumInterval: 30 * time.Second, MaximumAttempts: 10},
+	})
+}
+
+// withShortLocalActivity is withShortActivity for a local activity.
+func withShortLocalActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
+			MaximumInterval: 30 * time.Second, MaximumAttempts: 10},
+	})
+}
+
+// withPrepareLocalActivity is for PrepareRecreate as a local activity: one hypervisor look-up
+// and a journal write, retried as withStepActivity retries the prepare step.
+func withPrepareLocalActivity(ctx workflow.Context) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 2 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 2 * time.Second, BackoffCoefficient: 2,
+			MaximumInterval: time.Minute, MaximumAttempts: 8},
 	})
 }
 

@@ -239,6 +239,9 @@ func TestRecreateCancelAtSeveralSteps(t *testing.T) {
 			want = want[:len(want)-1]
 			switch step {
 			case activities.StepPrepare:
+				// A local activity (localStepsChange): the test environment runs its mock to
+				// its end before the cancel reaches the run. Nothing was built: nothing to undo.
+				want = upTo(step)
 			case activities.StepStopOld, activities.StepTakeOver:
 				want = append(want, string(activities.StepReleaseAddresses), string(activities.StepStartOld), string(activities.StepDestroyReplacement))
 			default:

@@ -71,5 +71,7 @@ func runUpgrade(ctx context.Context, logger *slog.Logger, args []string, stdout 
 	fmt.Fprintf(stdout, "history events:       %d over %d runs (continue-as-new); routers' recreate runs %d\n",
 		res.HistoryEvents, res.Runs, res.ChildEvents)
 	fmt.Fprintf(stdout, "max in flight:        %d; done %d; load average %.1f at the start\n", res.MaxInFlight, res.Done, res.LoadAverage)
+	res.SingleBreakdown.Print(stdout, "one router alone")
+	res.BatchBreakdown.Print(stdout, "the upgrade")
 	return nil
 }

@@ -104,6 +104,10 @@ type UpgradeResult struct {
 	Done          int `json:"done"`
 	// LoadAverage is the machine's 1-minute load average when the upgrade started.
 	LoadAverage float64 `json:"loadAverage"`
+	// SingleBreakdown and BatchBreakdown say where the routers' time went, alone and in the
+	// measured upgrade (from the histories).
+	SingleBreakdown Breakdown `json:"singleBreakdown"`
+	BatchBreakdown  Breakdown `json:"batchBreakdown"`
 }
 
 // RunUpgrade benchmarks a batched router upgrade on the embedded stack, everything real but
@@ -294,6 +298,9 @@ func RunUpgrade(ctx context.Context, o UpgradeOptions) (res UpgradeResult, err e
 		}
 		log.Info("one router", "attempt", i+1, "router", r.Name, "time", d.Round(time.Millisecond))
 		res.Single = d
+		if res.SingleBreakdown, err = breakdown(ctx, tc, u.workflowID, out); err != nil {
+			return res, fmt.Errorf("single router upgrade: %w", err)
+		}
 	}
 
 	res.LoadAverage, _ = LoadAverage()
@@ -347,6 +354,9 @@ func RunUpgrade(ctx context.Context, o UpgradeOptions) (res UpgradeResult, err e
 		return res, err
 	}
 	if res.ChildEvents, err = childEvents(hctx, tc, u.last); err != nil {
+		return res, err
+	}
+	if res.BatchBreakdown, err = breakdown(hctx, tc, u.workflowID, u.last); err != nil {
 		return res, err
 	}
 	if q, err := tc.QueryWorkflow(hctx, u.workflowID, "", workflows.QueryProgress); err == nil {
