@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -34,20 +33,15 @@ type Options struct {
 	// UICodecEndpoint points the Web UI at a remote codec endpoint (the UI decodes payloads
 	// through it); empty shows payloads as stored.
 	UICodecEndpoint string
-	// DynamicConfig sets the server's dynamic configuration (key = JSON value), on top of
-	// DefaultDynamicConfig.
-	DynamicConfig map[string]string
 }
 
-// DefaultDynamicConfig is the dynamic configuration every dev server starts with:
+// eagerActivities is the dynamic configuration every dev server starts with:
 // system.enableActivityEagerExecution lets the server hand an activity scheduled by a
 // workflow task straight back to the worker that completed it, in the reply, instead of
 // through the task queue (the SDK asks for it when the worker has a free slot): one trip
 // through matching less per activity, which is most of a make-before-break recreate's steps.
 // Production servers need the same setting for the same effect (README, Speed).
-func DefaultDynamicConfig() map[string]string {
-	return map[string]string{"system.enableActivityEagerExecution": "true"}
-}
+const eagerActivities = "system.enableActivityEagerExecution=true"
 
 // Server is a running dev server.
 type Server struct {
@@ -127,11 +121,7 @@ func start(ctx context.Context, o Options) (*Server, error) {
 	for _, sa := range o.SearchAttributes {
 		args = append(args, "--search-attribute", sa+"=Keyword")
 	}
-	dc := DefaultDynamicConfig()
-	maps.Copy(dc, o.DynamicConfig)
-	for _, k := range slices.Sorted(maps.Keys(dc)) {
-		args = append(args, "--dynamic-config-value", k+"="+dc[k])
-	}
+	args = append(args, "--dynamic-config-value", eagerActivities)
 	t.opts, t.args = o, args
 	if err := t.launch(ctx); err != nil {
 		return nil, err
