@@ -246,16 +246,14 @@ func (r *Routers) AdoptInstances(ctx context.Context, drivers ClusterDrivers) er
 			return fmt.Errorf("adopt running instances: list VMs of cluster %s: %w", c.Name, err)
 		}
 		o := &observed{Driver: d, r: r}
-		for _, listed := range vms {
-			if _, known := r.idOf(listed.Name); known || seen[listed.Name] {
+		// A listed VM carries what GetVM reads (boot arguments, host, template, NICs): the
+		// drivers build both from the same record.
+		for _, vm := range vms {
+			if _, known := r.idOf(vm.Name); known || seen[vm.Name] {
 				continue
 			}
-			seen[listed.Name] = true // clusters behind one connection list the same VMs
-			info, err := d.GetVM(ctx, listed.Name)
-			if err != nil {
-				return fmt.Errorf("adopt running instances: VM %s of cluster %s: %w", listed.Name, c.Name, err)
-			}
-			o.register(ctx, info.Name, info.BootArgs, info.Host, info.Template, info.NICs, info.State == hypervisors.PowerRunning)
+			seen[vm.Name] = true // clusters behind one connection list the same VMs
+			o.register(ctx, vm.Name, vm.BootArgs, vm.Host, vm.Template, vm.NICs, vm.State == hypervisors.PowerRunning)
 		}
 	}
 	return nil
