@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -49,8 +50,8 @@ type Breakdown struct {
 	UpgradeWFTRunMax time.Duration `json:"upgradeWftRunMax"`
 }
 
-// breakdown reads the histories of an upgrade (its continue-as-new chain from runID back, or
-// every run when runID is "") and of its routers' recreate runs.
+// breakdown reads the histories of an upgrade (its continue-as-new chain, from the latest run
+// back) and of its done routers' recreate runs.
 func breakdown(ctx context.Context, tc client.Client, upgradeID string, out workflows.RouterUpgradeResult) (Breakdown, error) {
 	b := Breakdown{Parts: map[string]time.Duration{}}
 	var mu sync.Mutex
@@ -75,7 +76,7 @@ func breakdown(ctx context.Context, tc client.Client, upgradeID string, out work
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				firstErr = cmpErr(firstErr, err)
+				firstErr = cmp.Or(firstErr, err)
 				return
 			}
 			b.ChildRun += run
@@ -89,10 +90,10 @@ func breakdown(ctx context.Context, tc client.Client, upgradeID string, out work
 	if firstErr != nil {
 		return b, firstErr
 	}
-	var gates, children, wftQueue, wftRun int
+	var n upgradeCounts
 	runID := ""
 	for {
-		prev, err := upgradeParts(ctx, tc, upgradeID, runID, &b, &gates, &children, &wftQueue, &wftRun)
+		prev, err := upgradeParts(ctx, tc, upgradeID, runID, &b, &n)
 		if err != nil {
 			return b, err
 		}
@@ -101,33 +102,31 @@ func breakdown(ctx context.Context, tc client.Client, upgradeID string, out work
 		}
 		runID = prev
 	}
-	if n := time.Duration(max(1, b.Routers)); b.Routers > 0 {
-		b.Total, b.Recreate, b.Gate, b.ChildRun = b.Total/n, b.Recreate/n, b.Gate/n, b.ChildRun/n
+	if b.Routers > 0 {
+		r := time.Duration(b.Routers)
+		b.Total, b.Recreate, b.Gate, b.ChildRun = b.Total/r, b.Recreate/r, b.Gate/r, b.ChildRun/r
 		for k := range b.Parts {
-			b.Parts[k] /= n
+			b.Parts[k] /= r
 		}
 	}
-	if gates > 0 {
-		b.GateQueue, b.GateRun = b.GateQueue/time.Duration(gates), b.GateRun/time.Duration(gates)
+	if n.gates > 0 {
+		b.GateQueue, b.GateRun = b.GateQueue/time.Duration(n.gates), b.GateRun/time.Duration(n.gates)
 	}
-	if children > 0 {
-		b.ChildStartWait /= time.Duration(children)
+	if n.children > 0 {
+		b.ChildStartWait /= time.Duration(n.children)
 	}
-	if wftQueue > 0 {
-		b.UpgradeWFTQueue /= time.Duration(wftQueue)
+	if b.UpgradeWFTs > 0 {
+		b.UpgradeWFTQueue /= time.Duration(b.UpgradeWFTs)
 	}
-	if wftRun > 0 {
-		b.UpgradeWFTRun /= time.Duration(wftRun)
+	if n.wftRuns > 0 {
+		b.UpgradeWFTRun /= time.Duration(n.wftRuns)
 	}
 	return b, nil
 }
 
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
-}
+// upgradeCounts are what the upgrade's sums are divided by for their means (the workflow
+// tasks started are b.UpgradeWFTs).
+type upgradeCounts struct{ gates, children, wftRuns int }
 
 // childParts splits one recreate run's time (see Breakdown).
 func childParts(ctx context.Context, tc client.Client, workflowID string) (time.Duration, map[string]time.Duration, int, error) {
@@ -181,7 +180,7 @@ func eventPart(e *historypb.HistoryEvent, names map[int64]string, retries, recre
 }
 
 // upgradeParts adds one run of the upgrade's history to b and returns the run it continued.
-func upgradeParts(ctx context.Context, tc client.Client, workflowID, runID string, b *Breakdown, gates, children, wftQueue, wftRun *int) (string, error) {
+func upgradeParts(ctx context.Context, tc client.Client, workflowID, runID string, b *Breakdown, n *upgradeCounts) (string, error) {
 	scheduled := map[int64]time.Time{}
 	gateIDs := map[int64]bool{}
 	prev := ""
@@ -199,12 +198,11 @@ func upgradeParts(ctx context.Context, tc client.Client, workflowID, runID strin
 			scheduled[e.GetEventId()] = t
 		case enumspb.EVENT_TYPE_WORKFLOW_TASK_STARTED:
 			b.UpgradeWFTs++
-			*wftQueue++
 			b.UpgradeWFTQueue += t.Sub(scheduled[e.GetWorkflowTaskStartedEventAttributes().GetScheduledEventId()])
 			scheduled[e.GetEventId()] = t
 		case enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
 			d := t.Sub(scheduled[e.GetWorkflowTaskCompletedEventAttributes().GetStartedEventId()])
-			*wftRun++
+			n.wftRuns++
 			b.UpgradeWFTRun += d
 			b.UpgradeWFTRunMax = max(b.UpgradeWFTRunMax, d)
 		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -220,12 +218,12 @@ func upgradeParts(ctx context.Context, tc client.Client, workflowID, runID strin
 		case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
 			a := e.GetActivityTaskCompletedEventAttributes()
 			if gateIDs[a.GetScheduledEventId()] {
-				*gates++
+				n.gates++
 				b.GateRun += t.Sub(scheduled[a.GetStartedEventId()])
 			}
 		case enumspb.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
 			if s, ok := scheduled[e.GetChildWorkflowExecutionStartedEventAttributes().GetInitiatedEventId()]; ok {
-				*children++
+				n.children++
 				b.ChildStartWait += t.Sub(s)
 			}
 		}
