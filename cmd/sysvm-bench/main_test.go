@@ -93,6 +93,21 @@ func TestUpgradeBenchSmoke(t *testing.T) {
 	assert.Positive(t, r.WorkerCPU)
 	assert.Positive(t, r.TemporalCPU)
 	assert.GreaterOrEqual(t, r.ProcessCPU, r.WorkerCPU+r.SimulatorCPU)
+	// Where the time went, from the histories: the parts of a recreate run add up to it, the
+	// boot's injected latency is in the start step, the gate and the upgrade's tasks are seen.
+	for name, b := range map[string]bench.Breakdown{"alone": r.SingleBreakdown, "upgrade": r.BatchBreakdown} {
+		var sum time.Duration
+		for _, d := range b.Parts {
+			sum += d
+		}
+		assert.InDelta(t, float64(b.ChildRun), float64(sum), float64(time.Millisecond), "%s: parts %v", name, b.Parts)
+		assert.GreaterOrEqual(t, b.Parts["activity run: RecreateStep start-replacement"], 300*time.Millisecond, name)
+		assert.Positive(t, b.GateRun, name)
+		assert.Positive(t, b.UpgradeWFTs, name)
+		assert.LessOrEqual(t, b.Recreate+b.Gate, b.Total+time.Millisecond, name)
+	}
+	assert.Equal(t, 1, r.SingleBreakdown.Routers)
+	assert.Equal(t, 3, r.BatchBreakdown.Routers)
 }
 
 func TestRunUpgradeRefusesBadFlags(t *testing.T) {
