@@ -22,7 +22,8 @@ import (
 // from the Temporal histories: every gap between two consecutive events of a router's recreate
 // run (SystemVMLifecycle) is attributed to the later event (an activity's start: its wait in
 // the task queue; its completion: its run; a workflow task's start and completion: its wait and
-// its processing), so the parts add up to the recreate run's time. The upgrade's own history
+// its processing, which includes the local activities it ran: the recreate's short steps from
+// workflows.IsLocalRecreateStep), so the parts add up to the recreate run's time. The upgrade's own history
 // gives the rest of a router's time: its child's start, the health gate, the upgrade's workflow
 // tasks.
 type Breakdown struct {
@@ -133,14 +134,28 @@ func childParts(ctx context.Context, tc client.Client, workflowID string) (time.
 	parts := map[string]time.Duration{}
 	names := map[int64]string{}
 	retries, recreateSteps := 0, 0
-	steps := activities.RecreateTakeoverSteps()
-	var first, last time.Time
+	var events []*historypb.HistoryEvent
+	activitySteps := 0
 	it := tc.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for it.HasNext() {
 		e, err := it.Next()
 		if err != nil {
 			return 0, nil, 0, fmt.Errorf("history of %s: %w", workflowID, err)
 		}
+		events = append(events, e)
+		if e.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "RecreateStep" {
+			activitySteps++
+		}
+	}
+	// The RecreateStep activities are the steps in order: all of them in runs before the
+	// short steps ran as local activities (whose time is in their workflow task's run), else
+	// the others (the clone and the boot).
+	steps := activities.RecreateTakeoverSteps()
+	if activitySteps < len(steps) {
+		steps = slices.DeleteFunc(steps, workflows.IsLocalRecreateStep)
+	}
+	var first, last time.Time
+	for _, e := range events {
 		t := e.GetEventTime().AsTime()
 		if first.IsZero() {
 			first = t
