@@ -201,6 +201,13 @@ func waitForRunningStep(t *testing.T, s *stack, op operation, step activities.St
 // call observed on the hypervisor).
 func waitForCloneTask(t *testing.T, s *stack, timeout time.Duration) {
 	t.Helper()
+	waitForVcsimTask(t, s, "clone", timeout)
+}
+
+// waitForVcsimTask waits until vcsim runs a task whose description names kind ("clone",
+// "destroy").
+func waitForVcsimTask(t *testing.T, s *stack, kind string, timeout time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	conn := s.sims[0].Conn
 	u, err := url.Parse(conn.Endpoint)
@@ -226,13 +233,13 @@ func waitForCloneTask(t *testing.T, s *stack, timeout time.Duration) {
 				t.Fatal(err)
 			}
 			for _, task := range tasks {
-				if strings.Contains(strings.ToLower(task.Info.DescriptionId), "clone") && task.Info.State == types.TaskInfoStateRunning {
+				if strings.Contains(strings.ToLower(task.Info.DescriptionId), kind) && task.Info.State == types.TaskInfoStateRunning {
 					return
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("vcsim never ran the replacement's clone")
+			t.Fatalf("vcsim never ran a %s task", kind)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -295,6 +302,83 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	}
 	// The hypervisor side: one VM for the router, the replacement, running; the old one gone;
 	// and the database agrees.
+	after := s.vm(r.ID)
+	got := s.instancesOf(after)
+	if len(got) != 1 || got[0].Name != res.InstanceName || got[0].State != hypervisors.PowerRunning {
+		t.Errorf("vcsim VMs of %s: %+v, want exactly the replacement %s running", r.Name, got, res.InstanceName)
+	}
+	if after.State != models.StateRunning || after.InstanceName != res.InstanceName || after.PrivateIP != res.ControlIP {
+		t.Errorf("row after recreate: %s %q %s, want Running %q %s", after.State, after.InstanceName, after.PrivateIP, res.InstanceName, res.ControlIP)
+	}
+}
+
+// TestWorkerKilledDuringALocalRecreateStep kills -9 the worker while the recreate's destroy-old
+// runs (a local activity since recreate-local-steps: vcsim is destroying the old VM, each
+// destroy takes 4 s), after verify, stop-old and take-over ran as local activities in the same
+// workflow task, which the kill leaves uncompleted. Another worker runs that workflow task
+// again: the steps the journal holds are not done twice (their journaled results come back:
+// the switch times of the result are those journaled before the kill), and vcsim ends with
+// exactly one VM for the router, the replacement, running, with the database naming it.
+func TestWorkerKilledDuringALocalRecreateStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Temporal, vcsim and worker processes")
+	}
+	dsn := modelstest.MySQLDSN(t)
+	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	s := newStack(t, store, false)
+	simulator.TaskDelay.MethodDelay = map[string]int{"Destroy": 4000}
+	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
+	first := startWorkerProcess(t, dsn, s.temporal.Address)
+	r := s.pickRouter("is_redundant = ? AND hypervisor_type = ?", false, "VMware")
+	op := s.start("/api/v1/routers/" + r.ID + "/recreate")
+
+	waitForVcsimTask(t, s, "destroy", 2*time.Minute)
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = first.Process.Wait()
+	ctx := context.Background()
+	before, err := activities.OperationSteps(ctx, store, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journaled := map[string]models.OperationStep{}
+	for _, st := range before {
+		journaled[st.Step] = st
+	}
+	for _, step := range []activities.Step{activities.StepVerifyReplacement, activities.StepStopOld, activities.StepTakeOver} {
+		if _, ok := journaled[step.JournalKey()]; !ok {
+			t.Fatalf("at the kill the journal lacks %s: %+v", step, before)
+		}
+	}
+	if _, ok := journaled[activities.StepDestroyOld.JournalKey()]; ok {
+		t.Fatalf("destroy-old journaled before the kill: the kill came too late")
+	}
+
+	startWorkerProcess(t, dsn, s.temporal.Address)
+	done := s.wait(op, 3*time.Minute)
+	if done.Status != models.OpCompleted {
+		t.Fatalf("recreate after worker crash ended %s: %s", done.Status, done.Error)
+	}
+	var res workflows.LifecycleResult
+	if err := json.Unmarshal(done.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	var stopOld, takeOver activities.RecreateResult
+	if err := json.Unmarshal([]byte(journaled[activities.StepStopOld.JournalKey()].Detail), &stopOld); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(journaled[activities.StepTakeOver.JournalKey()].Detail), &takeOver); err != nil {
+		t.Fatal(err)
+	}
+	if res.OldStoppedAt == nil || !res.OldStoppedAt.Equal(stopOld.OldStoppedAt) || res.ServingAt == nil || !res.ServingAt.Equal(takeOver.ServingAt) {
+		t.Errorf("switch times %v / %v, want the journaled %v / %v: a step ran twice", res.OldStoppedAt, res.ServingAt,
+			stopOld.OldStoppedAt, takeOver.ServingAt)
+	}
 	after := s.vm(r.ID)
 	got := s.instancesOf(after)
 	if len(got) != 1 || got[0].Name != res.InstanceName || got[0].State != hypervisors.PowerRunning {
