@@ -245,12 +245,11 @@ func waitForVcsimTask(t *testing.T, s *stack, kind string, timeout time.Duration
 	}
 }
 
-// TestWorkerKilledMidRecreate kills -9 the worker process once Temporal reports the
-// replacement's create running on it (vcsim is cloning: each clone takes 4 s), starts another
-// worker, and checks the effects on the hypervisor: the retried create finds the clone made
-// by the dead worker's attempt instead of making a second, and vcsim ends with exactly one VM
-// for the router, the replacement, running, with the database naming it.
-func TestWorkerKilledMidRecreate(t *testing.T) {
+// startSlowRecreate starts the stack on MySQL, a worker process and a recreate of a VMware
+// router through the API, with vcsim's method (its task name without the _Task suffix)
+// taking 4 s from now on.
+func startSlowRecreate(t *testing.T, method string) (*stack, *models.Store, string, *exec.Cmd, models.SystemVM, operation) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts Temporal, vcsim and worker processes")
 	}
@@ -261,13 +260,35 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	s := newStack(t, store, false)
-	// From now on a slow vCenter: each clone takes 4 s, long enough to kill the worker in the
-	// middle (the simulator names tasks without the _Task suffix).
-	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 4000}
+	simulator.TaskDelay.MethodDelay = map[string]int{method: 4000}
 	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
-	first := startWorkerProcess(t, dsn, s.temporal.Address)
+	worker := startWorkerProcess(t, dsn, s.temporal.Address)
 	r := s.pickRouter("is_redundant = ? AND hypervisor_type = ?", false, "VMware")
-	op := s.start("/api/v1/routers/" + r.ID + "/recreate")
+	return s, store, dsn, worker, r, s.start("/api/v1/routers/" + r.ID + "/recreate")
+}
+
+// assertOnlyTheReplacement checks the hypervisor side after router r's recreate: one VM for
+// it, the replacement, running (the old one gone), and the database agrees.
+func assertOnlyTheReplacement(t *testing.T, s *stack, r models.SystemVM, res workflows.LifecycleResult) {
+	t.Helper()
+	after := s.vm(r.ID)
+	got := s.instancesOf(after)
+	if len(got) != 1 || got[0].Name != res.InstanceName || got[0].State != hypervisors.PowerRunning {
+		t.Errorf("vcsim VMs of %s: %+v, want exactly the replacement %s running", r.Name, got, res.InstanceName)
+	}
+	if after.State != models.StateRunning || after.InstanceName != res.InstanceName || after.PrivateIP != res.ControlIP {
+		t.Errorf("row after recreate: %s %q %s, want Running %q %s", after.State, after.InstanceName, after.PrivateIP, res.InstanceName, res.ControlIP)
+	}
+}
+
+// TestWorkerKilledMidRecreate kills -9 the worker process once Temporal reports the
+// replacement's create running on it (vcsim is cloning: each clone takes 4 s), starts another
+// worker, and checks the effects on the hypervisor: the retried create finds the clone made
+// by the dead worker's attempt instead of making a second, and vcsim ends with exactly one VM
+// for the router, the replacement, running, with the database naming it.
+func TestWorkerKilledMidRecreate(t *testing.T) {
+	// Each clone takes 4 s, long enough to kill the worker in the middle.
+	s, store, dsn, first, r, op := startSlowRecreate(t, "CloneVm")
 
 	waitForRunningStep(t, s, op, activities.StepCreateReplacement, 90*time.Second)
 	// ... and the driver call it makes is under way on the hypervisor: vcsim is cloning.
@@ -300,16 +321,7 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 	if joined := strings.Join(names, ","); !strings.Contains(joined, "recreate.create-replacement(already created)") {
 		t.Errorf("retried create should find the clone the killed worker's attempt made; journal: %s", joined)
 	}
-	// The hypervisor side: one VM for the router, the replacement, running; the old one gone;
-	// and the database agrees.
-	after := s.vm(r.ID)
-	got := s.instancesOf(after)
-	if len(got) != 1 || got[0].Name != res.InstanceName || got[0].State != hypervisors.PowerRunning {
-		t.Errorf("vcsim VMs of %s: %+v, want exactly the replacement %s running", r.Name, got, res.InstanceName)
-	}
-	if after.State != models.StateRunning || after.InstanceName != res.InstanceName || after.PrivateIP != res.ControlIP {
-		t.Errorf("row after recreate: %s %q %s, want Running %q %s", after.State, after.InstanceName, after.PrivateIP, res.InstanceName, res.ControlIP)
-	}
+	assertOnlyTheReplacement(t, s, r, res)
 }
 
 // TestWorkerKilledDuringALocalRecreateStep kills -9 the worker while the recreate's destroy-old
@@ -320,21 +332,7 @@ func TestWorkerKilledMidRecreate(t *testing.T) {
 // the switch times of the result are those journaled before the kill), and vcsim ends with
 // exactly one VM for the router, the replacement, running, with the database naming it.
 func TestWorkerKilledDuringALocalRecreateStep(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Temporal, vcsim and worker processes")
-	}
-	dsn := modelstest.MySQLDSN(t)
-	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	s := newStack(t, store, false)
-	simulator.TaskDelay.MethodDelay = map[string]int{"Destroy": 4000}
-	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
-	first := startWorkerProcess(t, dsn, s.temporal.Address)
-	r := s.pickRouter("is_redundant = ? AND hypervisor_type = ?", false, "VMware")
-	op := s.start("/api/v1/routers/" + r.ID + "/recreate")
+	s, store, dsn, first, r, op := startSlowRecreate(t, "Destroy")
 
 	waitForVcsimTask(t, s, "destroy", 2*time.Minute)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
@@ -379,12 +377,5 @@ func TestWorkerKilledDuringALocalRecreateStep(t *testing.T) {
 		t.Errorf("switch times %v / %v, want the journaled %v / %v: a step ran twice", res.OldStoppedAt, res.ServingAt,
 			stopOld.OldStoppedAt, takeOver.ServingAt)
 	}
-	after := s.vm(r.ID)
-	got := s.instancesOf(after)
-	if len(got) != 1 || got[0].Name != res.InstanceName || got[0].State != hypervisors.PowerRunning {
-		t.Errorf("vcsim VMs of %s: %+v, want exactly the replacement %s running", r.Name, got, res.InstanceName)
-	}
-	if after.State != models.StateRunning || after.InstanceName != res.InstanceName || after.PrivateIP != res.ControlIP {
-		t.Errorf("row after recreate: %s %q %s, want Running %q %s", after.State, after.InstanceName, after.PrivateIP, res.InstanceName, res.ControlIP)
-	}
+	assertOnlyTheReplacement(t, s, r, res)
 }
