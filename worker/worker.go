@@ -122,7 +122,7 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// NetworkRestart
 		a.NetworkRouters,
 		// RouterUpgrade
-		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert, a.ResolveUpgradeAlert,
+		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert, a.ResolveUpgradeAlert, a.AwaitRecreate,
 		// SystemVMUpgrade (RaiseUpgradeAlert, ResolveUpgradeAlert above)
 		a.PlanSystemVMUpgrade, a.SystemVMUpgradeCheck, a.SystemVMUpgradeGate,
 		// TemplateRollout
