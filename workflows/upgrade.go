@@ -504,7 +504,7 @@ func (w *upgrade) handOver() bool {
 			return false
 		}
 	}
-	return w.inFlight == 0 || w.toStart()
+	return w.toStart()
 }
 
 // toStart reports whether some router is still to start (pending, or waiting for its window).
