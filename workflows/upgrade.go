@@ -487,7 +487,8 @@ func (w *upgrade) fly(ctx workflow.Context, i int, where UpgradeCarried, f func(
 const continueWithoutDrainChange = "upgrade-continue-without-drain"
 
 // reached records where router i is; once detachable while the run waits to hand over, the run
-// looks again.
+// looks again (only then: another wake-up of the loop would start its window timer anew, a
+// command histories recorded before do not have).
 func (w *upgrade) reached(i int, where UpgradeCarried) {
 	w.live[i] = where
 	if w.detach {
