@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"gorm.io/gorm/clause"
 
@@ -33,6 +34,9 @@ type Activities struct {
 	Exec Exec
 	// TemplateHTTP downloads system VM templates (nil: a client trusting the system's roots).
 	TemplateHTTP *http.Client
+	// Temporal reads other runs: AwaitRecreate waits for a recreate child run through it
+	// (worker.New sets it to the worker's client when nil).
+	Temporal client.Client
 }
 
 // stepDone reports whether a step of an operation is already journaled.

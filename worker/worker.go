@@ -21,6 +21,8 @@ import (
 
 // Config is what a worker needs.
 type Config struct {
+	// Client is the worker's connection; New also gives it to Activities when their Temporal
+	// is nil (AwaitRecreate reads runs through it).
 	Client     client.Client
 	Activities *activities.Activities
 	// Health holds the router health check activities (optional: without it the health
@@ -48,13 +50,17 @@ const (
 	DefaultActivityTaskPollers = 8
 )
 
-// New builds a worker with every workflow and activity registered; call Start or Run on it.
+// New builds a worker with every workflow and activity registered, the activities reading
+// runs through cfg.Client unless they have a client of their own; call Start or Run on it.
 func New(cfg Config) worker.Worker {
 	w := worker.New(cfg.Client, workflows.TaskQueue, worker.Options{
 		MaxConcurrentActivityExecutionSize: cfg.MaxConcurrentActivities,
 		MaxConcurrentWorkflowTaskPollers:   cmp.Or(cfg.WorkflowTaskPollers, DefaultWorkflowTaskPollers),
 		MaxConcurrentActivityTaskPollers:   cmp.Or(cfg.ActivityTaskPollers, DefaultActivityTaskPollers),
 	})
+	if cfg.Activities != nil && cfg.Activities.Temporal == nil {
+		cfg.Activities.Temporal = cfg.Client
+	}
 	Register(w, cfg.Activities)
 	if cfg.Health != nil {
 		RegisterHealth(w, cfg.Health)
@@ -116,7 +122,7 @@ func WorkflowActivities(a *activities.Activities, h *activities.Health) (lifecyc
 		// NetworkRestart
 		a.NetworkRouters,
 		// RouterUpgrade
-		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert, a.ResolveUpgradeAlert,
+		a.PlanRouterUpgrade, a.RouterUpgradeCheck, a.RaiseUpgradeAlert, a.ResolveUpgradeAlert, a.AwaitRecreate,
 		// SystemVMUpgrade (RaiseUpgradeAlert, ResolveUpgradeAlert above)
 		a.PlanSystemVMUpgrade, a.SystemVMUpgradeCheck, a.SystemVMUpgradeGate,
 		// TemplateRollout

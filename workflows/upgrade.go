@@ -2,7 +2,9 @@ package workflows
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -27,6 +29,14 @@ type upgrade struct {
 	draining                   bool
 	canceling                  bool
 	waitingWindow              bool
+	// detach: this run hands its routers in flight over to the next one instead of draining
+	// (a recreate-mode RouterUpgrade at the upgrade-continue-without-drain version), decided
+	// when it starts draining.
+	detach bool
+	// live is where each router in flight in this run is: a phase to carry over once it is
+	// detachable (its recreate child started, or in its gate), Phase "" before (its check, its
+	// child's start not confirmed yet).
+	live map[int]UpgradeCarried
 	// kind is what another upgrade on this engine does differently (SystemVMUpgrade); nil
 	// for RouterUpgrade.
 	kind *upgradeKind
@@ -54,9 +64,14 @@ type upgradeKind struct {
 // alert naming the failed routers and why; signals pause, resume and change the parallelism;
 // cancel (the operation's) lets in-flight routers finish and starts nothing new. A router
 // already at the required version at its turn is skipped, so an upgrade never upgrades a router
-// twice. After RoutersPerRun routers the run drains (lets its in-flight routers finish) and
-// continues as new with its state, so history stays bounded at any fleet size; the progress
-// query answers from the carried state in every run.
+// twice. After RoutersPerRun routers the run continues as new with its state, so history stays
+// bounded at any fleet size; the progress query answers from the carried state in every run.
+// In recreate mode it does not drain: it stops starting routers, waits only until each router
+// in flight is past its check and its recreate child's start (a workflow task or two), and
+// hands them over in the state (UpgradeCarried); the next run waits for their children
+// (Activities.AwaitRecreate) and gates them before it starts others, so the window stays full.
+// In patch mode, and in runs that started draining before this change, the run drains (lets its
+// routers in flight finish) first.
 func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeResult, error) {
 	w := &upgrade{in: in, req: in.Request, st: in.State}
 	return w.execute(ctx, w.setup, func(ctx workflow.Context, res RouterUpgradeResult) {
@@ -69,6 +84,7 @@ func RouterUpgrade(ctx workflow.Context, in RouterUpgradeInput) (RouterUpgradeRe
 // the result and the operation's end.
 func (w *upgrade) execute(ctx workflow.Context, setup func(workflow.Context) error,
 	ended func(workflow.Context, RouterUpgradeResult)) (RouterUpgradeResult, error) {
+	w.live = map[int]UpgradeCarried{}
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (RouterUpgradeProgress, error) {
 		return w.progress(workflow.Now(ctx)), nil
 	}); err != nil {
@@ -106,8 +122,9 @@ func (w *upgrade) setup(ctx workflow.Context) error {
 	}
 	if w.st != nil {
 		w.st.Runs++
-		// Routers in flight when the last run drained are all ended; a router the last run
-		// had not ended (never: runs drain) would be taken again from pending.
+		// Routers in flight when the last run drained are all ended; those it handed over
+		// without draining are in Carried.
+		w.takeOver(ctx)
 		return nil
 	}
 	var plan activities.UpgradePlan
@@ -272,6 +289,10 @@ func (w *upgrade) run(ctx workflow.Context) error {
 			w.canceling = true
 		}
 		if w.finished >= w.req.RoutersPerRun && !w.canceling {
+			if !w.draining {
+				w.detach = w.kind == nil && w.req.Mode == UpgradeModeRecreate &&
+					workflow.GetVersion(ctx, continueWithoutDrainChange, workflow.DefaultVersion, 1) == 1
+			}
 			w.draining = true
 		}
 		before := w.events
@@ -288,7 +309,7 @@ func (w *upgrade) run(ctx workflow.Context) error {
 			// would never end).
 			continue
 		}
-		if (w.canceling || w.draining) && w.inFlight == 0 {
+		if (w.canceling || w.draining) && w.inFlight == 0 || w.draining && !w.canceling && w.detach && w.handOver() {
 			if w.canceling {
 				return temporal.NewCanceledError("canceled")
 			}
@@ -299,6 +320,7 @@ func (w *upgrade) run(ctx workflow.Context) error {
 			in := w.in
 			in.Request = w.req
 			in.State = w.st
+			in.State.Carried = w.carried()
 			return workflow.NewContinueAsNewError(ctx, RouterUpgradeWorkflowName, in)
 		}
 		wait := w.dispatch(ctx)
@@ -431,25 +453,118 @@ func (w *upgrade) end(i int, state, reason string, now time.Time) {
 }
 
 // start runs one router: the check at its turn, its recreate as a child run on its own
-// workflow ID, its health gate. All on a disconnected context: once started, a router
-// finishes whatever happens to the upgrade.
+// workflow ID, its health gate.
 func (w *upgrade) start(ctx workflow.Context, i int) {
 	r := &w.st.Routers[i]
 	r.State, r.Started, r.Reason = UpgradeUpgrading, workflow.Now(ctx).UnixMilli(), ""
+	w.fly(ctx, i, UpgradeCarried{Router: i}, func(ctx workflow.Context) (string, string) {
+		if w.kind != nil {
+			return w.kind.item(ctx, i)
+		}
+		return w.upgradeRouter(ctx, i)
+	})
+}
+
+// fly counts router i in flight, at where, and runs f (its upgrade, or what is left of it) on
+// a disconnected context: once started, a router finishes whatever happens to the upgrade. f's
+// state and reason end it.
+func (w *upgrade) fly(ctx workflow.Context, i int, where UpgradeCarried, f func(workflow.Context) (state, reason string)) {
 	w.inFlight++
 	w.st.MaxInFlight = max(w.st.MaxInFlight, w.inFlight)
+	w.live[i] = where
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	workflow.Go(dctx, func(ctx workflow.Context) {
-		var state, reason string
-		if w.kind != nil {
-			state, reason = w.kind.item(ctx, i)
-		} else {
-			state, reason = w.upgradeRouter(ctx, i)
-		}
+		state, reason := f(ctx)
 		w.inFlight--
 		w.finished++
+		delete(w.live, i)
 		w.end(i, state, reason, workflow.Now(ctx))
 	})
+}
+
+// continueWithoutDrainChange versions the continue-as-new that hands the routers in flight over
+// instead of draining (runs that started draining before it drain).
+const continueWithoutDrainChange = "upgrade-continue-without-drain"
+
+// reached records where router i is; once detachable while the run waits to hand over, the run
+// looks again (only then: another wake-up of the loop would start its window timer anew, a
+// command histories recorded before do not have).
+func (w *upgrade) reached(i int, where UpgradeCarried) {
+	w.live[i] = where
+	if w.detach {
+		w.events++
+	}
+}
+
+// handOver reports whether the run can continue as new with its routers in flight: each is
+// detachable (its recreate child started, or in its gate), and some router is still to start
+// (otherwise there is nothing to keep the window full with: the run lets them finish and ends).
+func (w *upgrade) handOver() bool {
+	for _, c := range w.live {
+		if c.Phase == "" {
+			return false
+		}
+	}
+	return w.toStart()
+}
+
+// toStart reports whether some router is still to start (pending, or waiting for its window).
+func (w *upgrade) toStart() bool {
+	return slices.ContainsFunc(w.st.Routers, func(r UpgradeRouter) bool {
+		return r.State == UpgradePending || r.State == UpgradeWaitingWindow
+	})
+}
+
+// carried lists the routers in flight, in the order of the plan, for the next run (nil when
+// none).
+func (w *upgrade) carried() []UpgradeCarried {
+	var out []UpgradeCarried
+	for _, i := range slices.Sorted(maps.Keys(w.live)) {
+		out = append(out, w.live[i])
+	}
+	return out
+}
+
+// takeOver counts the routers the last run handed over in flight and finishes each from where
+// it was: a recreate's child run is waited for (never started again: the router's workflow ID
+// and its operation are that run's), then the gate; a gate is run again.
+func (w *upgrade) takeOver(ctx workflow.Context) {
+	carried := w.st.Carried
+	w.st.Carried = nil
+	for _, c := range carried {
+		w.fly(ctx, c.Router, c, func(ctx workflow.Context) (string, string) {
+			if c.Phase == CarriedRecreate {
+				return w.awaitRecreate(ctx, c)
+			}
+			return w.gate(ctx, c.Router)
+		})
+	}
+}
+
+// awaitRecreate finishes a router handed over in its recreate: its child run's result, read by
+// an activity (it goes to the closed run that started it), then its gate.
+func (w *upgrade) awaitRecreate(ctx workflow.Context, c UpgradeCarried) (string, string) {
+	r := &w.st.Routers[c.Router]
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		// A recreate takes minutes; an attempt that outlives this is retried (it only waits).
+		StartToCloseTimeout: time.Hour,
+		HeartbeatTimeout:    30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			NonRetryableErrorTypes: []string{activities.ErrTypeRecreateFailed, activities.ErrTypeNotFound}},
+		Summary: "await the recreate of " + r.Name,
+	})
+	var res activities.AwaitRecreateResult
+	if err := workflow.ExecuteActivity(actx, a.AwaitRecreate, activities.AwaitRecreateInput{WorkflowID: c.WorkflowID, RunID: c.RunID,
+		RouterID: r.ID}).Get(ctx, &res); err != nil {
+		return UpgradeFailed, "recreate: " + rootMessage(err)
+	}
+	var out LifecycleResult
+	if len(res.Result) > 0 {
+		if err := json.Unmarshal(res.Result, &out); err != nil {
+			return UpgradeFailed, fmt.Sprintf("recreate: its result %s: %v", res.Result, err)
+		}
+	}
+	return w.recreated(ctx, c.Router, out)
 }
 
 func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
@@ -477,14 +592,25 @@ func (w *upgrade) upgradeRouter(ctx workflow.Context, i int) (string, string) {
 		"parentOperationId": w.in.OperationID}))
 	reason := fmt.Sprintf("router upgrade %s: version %s, required %s", w.in.OperationID, cmp.Or(chk.Version, "unknown"), cmp.Or(chk.MinReq, "none"))
 	var out LifecycleResult
-	err := workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{OperationID: opID, VMID: r.ID,
-		Action: ActionRecreate, Reason: reason}).Get(ctx, &out)
-	if err != nil {
+	child := workflow.ExecuteChildWorkflow(cctx, LifecycleWorkflowName, LifecycleInput{OperationID: opID, VMID: r.ID,
+		Action: ActionRecreate, Reason: reason})
+	var started workflow.Execution
+	if child.GetChildWorkflowExecution().Get(ctx, &started) == nil {
+		// Started: from here on the router can be handed over to the next run.
+		w.reached(i, UpgradeCarried{Router: i, Phase: CarriedRecreate, WorkflowID: started.ID, RunID: started.RunID})
+	}
+	if err := child.Get(ctx, &out); err != nil {
 		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
 			return UpgradeFailed, fmt.Sprintf("another operation runs on the router (workflow %s)", t.WorkflowID)
 		}
 		return UpgradeFailed, "recreate: " + rootMessage(err)
 	}
+	return w.recreated(ctx, i, out)
+}
+
+// recreated goes on with router i once its recreate child ended with out: its gate when the
+// child left it Running.
+func (w *upgrade) recreated(ctx workflow.Context, i int, out LifecycleResult) (string, string) {
 	if out.State != models.StateRunning {
 		return UpgradeFailed, fmt.Sprintf("recreate left it %s, not Running", out.State)
 	}
@@ -496,6 +622,13 @@ func (w *upgrade) healthGate(ctx workflow.Context, i int) (string, string) {
 	r := &w.st.Routers[i]
 	r.State, r.GateStarted = UpgradeHealthCheck, workflow.Now(ctx).UnixMilli()
 	w.events++
+	w.live[i] = UpgradeCarried{Router: i, Phase: CarriedGate}
+	return w.gate(ctx, i)
+}
+
+// gate is router i's health gate activity (idempotent: a config push and read-only checks).
+func (w *upgrade) gate(ctx workflow.Context, i int) (string, string) {
+	r := &w.st.Routers[i]
 	gctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: w.req.GateTimeout + 2*time.Minute,
 		HeartbeatTimeout:    time.Minute,
@@ -622,7 +755,9 @@ func (w *upgrade) progress(now time.Time) RouterUpgradeProgress {
 		p.Status, p.PauseReason = "paused", w.st.PauseReason
 	case w.waitingWindow && w.inFlight == 0:
 		p.Status = UpgradeWaitingWindow
-	case w.draining:
+	case w.draining && (!w.detach || w.toStart()):
+		// Draining, or waiting for its routers in flight to be detachable before the next
+		// run takes them over (a handing-over run with nothing left to start just finishes).
 		p.Status = "draining"
 	}
 	p.Step = fmt.Sprintf("%s: %s", p.Status, countsText(p.Counts))

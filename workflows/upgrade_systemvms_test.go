@@ -433,6 +433,7 @@ func TestSystemVMUpgradeContinueAsNew(t *testing.T) {
 	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
 	require.NotNil(t, next.State)
 	require.Equal(t, "op-s", next.OperationID)
+	require.Empty(t, next.State.Carried, "an SSVM and CPVM upgrade drains: nothing is carried")
 	require.Empty(t, r.finished)
 
 	r2 := newSysvmRig(t, sysvmPlan(vms...))

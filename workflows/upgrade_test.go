@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -31,10 +32,16 @@ type upgradeRig struct {
 	dur       map[string]time.Duration // recreate time per router (default 10m)
 	gateFail  map[string]string        // router -> gate failure
 	skip      map[string]string        // router -> check says skip, why
-	started   map[string]time.Time     // child start, virtual
-	ended     map[string]time.Time     // child end
-	gated     map[string]time.Time     // gate passed or failed
-	order     []string                 // child start order
+	childFail map[string]string        // router -> its recreate child fails, why
+	// slowCheck and slowGate are the routers whose check or gate takes virtual time (their
+	// own mocks, checkTakes and gateTakes; the rig's mocks answer the others at once).
+	slowCheck map[string]bool
+	slowGate  map[string]bool
+	awaited   map[string][]activities.AwaitRecreateInput // AwaitRecreate calls per router
+	started   map[string]time.Time                       // child start, virtual
+	ended     map[string]time.Time                       // child end
+	gated     map[string]time.Time                       // gate passed or failed
+	order     []string                                   // child start order
 	inFlight  int
 	maxFlight int
 	children  map[string]int // child starts per router
@@ -50,31 +57,19 @@ func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
 	env.SetTestTimeout(30 * time.Second)
 	r := &upgradeRig{t: t, env: env, start: env.Now(), dur: map[string]time.Duration{}, gateFail: map[string]string{},
 		skip: map[string]string{}, started: map[string]time.Time{}, ended: map[string]time.Time{}, gated: map[string]time.Time{},
-		children: map[string]int{}, childIDs: map[string]string{}}
+		children: map[string]int{}, childIDs: map[string]string{}, childFail: map[string]string{}, slowCheck: map[string]bool{},
+		slowGate: map[string]bool{}, awaited: map[string][]activities.AwaitRecreateInput{}}
 	env.RegisterWorkflowWithOptions(RouterUpgrade, workflow.RegisterOptions{Name: RouterUpgradeWorkflowName})
 	env.RegisterWorkflowWithOptions(r.fakeLifecycle, workflow.RegisterOptions{Name: LifecycleWorkflowName})
 	env.RegisterActivity(&activities.Activities{})
 	env.RegisterActivity(&activities.Health{})
 	env.OnActivity(a.PlanRouterUpgrade, mock.Anything, mock.Anything).Return(plan, nil)
-	env.OnActivity(a.RouterUpgradeCheck, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.UpgradeCheckInput) (activities.UpgradeCheck, error) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if why, ok := r.skip[in.RouterID]; ok {
-				return activities.UpgradeCheck{Skip: true, Reason: why, Version: "4.15.0", MinReq: "4.15.0"}, nil
-			}
-			return activities.UpgradeCheck{Version: "4.14.0", MinReq: "4.15.0"}, nil
-		})
-	env.OnActivity(ha.UpgradeHealthGate, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.UpgradeGateInput) (activities.UpgradeGateResult, error) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.gated[in.RouterID] = env.Now()
-			if why, ok := r.gateFail[in.RouterID]; ok {
-				return activities.UpgradeGateResult{}, temporal.NewNonRetryableApplicationError(why, activities.ErrTypeGateFailed, nil)
-			}
-			return activities.UpgradeGateResult{RouterID: in.RouterID, Version: "4.15.0", Attempts: 1}, nil
-		})
+	env.OnActivity(a.RouterUpgradeCheck, mock.Anything, mock.MatchedBy(func(in activities.UpgradeCheckInput) bool {
+		return !r.isSlow(r.slowCheck, in.RouterID)
+	})).Return(r.check)
+	env.OnActivity(ha.UpgradeHealthGate, mock.Anything, mock.MatchedBy(func(in activities.UpgradeGateInput) bool {
+		return !r.isSlow(r.slowGate, in.RouterID)
+	})).Return(r.gate)
 	recordAlertsAndFinish(env, &r.mu, &r.alerts, &r.finished)
 	env.OnActivity(a.ResolveUpgradeAlert, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.UpgradeAlertResolveInput) error {
@@ -84,6 +79,87 @@ func newUpgradeRig(t *testing.T, plan activities.UpgradePlan) *upgradeRig {
 			return nil
 		})
 	return r
+}
+
+func (r *upgradeRig) check(_ context.Context, in activities.UpgradeCheckInput) (activities.UpgradeCheck, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if why, ok := r.skip[in.RouterID]; ok {
+		return activities.UpgradeCheck{Skip: true, Reason: why, Version: "4.15.0", MinReq: "4.15.0"}, nil
+	}
+	return activities.UpgradeCheck{Version: "4.14.0", MinReq: "4.15.0"}, nil
+}
+
+func (r *upgradeRig) gate(_ context.Context, in activities.UpgradeGateInput) (activities.UpgradeGateResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gated[in.RouterID] = r.env.Now()
+	if why, ok := r.gateFail[in.RouterID]; ok {
+		return activities.UpgradeGateResult{}, temporal.NewNonRetryableApplicationError(why, activities.ErrTypeGateFailed, nil)
+	}
+	return activities.UpgradeGateResult{RouterID: in.RouterID, Version: "4.15.0", Attempts: 1}, nil
+}
+
+func (r *upgradeRig) isSlow(set map[string]bool, id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return set[id]
+}
+
+// checkTakes makes router id's check take d (virtual).
+func (r *upgradeRig) checkTakes(id string, d time.Duration) {
+	r.slowCheck[id] = true
+	r.env.OnActivity(a.RouterUpgradeCheck, mock.Anything, mock.MatchedBy(func(in activities.UpgradeCheckInput) bool {
+		return in.RouterID == id
+	})).After(d).Return(r.check)
+}
+
+// gateTakes makes router id's gate take d (virtual).
+func (r *upgradeRig) gateTakes(id string, d time.Duration) {
+	r.slowGate[id] = true
+	r.env.OnActivity(ha.UpgradeHealthGate, mock.Anything, mock.MatchedBy(func(in activities.UpgradeGateInput) bool {
+		return in.RouterID == id
+	})).After(d).Return(r.gate)
+}
+
+// carriedChild answers AwaitRecreate of router id after d (virtual): its child run ended with
+// a result in state, or failed with why (when not "").
+func (r *upgradeRig) carriedChild(id string, d time.Duration, state, why string) {
+	r.env.OnActivity(a.AwaitRecreate, mock.Anything, mock.MatchedBy(func(in activities.AwaitRecreateInput) bool {
+		return in.RouterID == id
+	})).After(d).Return(func(_ context.Context, in activities.AwaitRecreateInput) (activities.AwaitRecreateResult, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.awaited[id] = append(r.awaited[id], in)
+		if why != "" {
+			return activities.AwaitRecreateResult{}, temporal.NewNonRetryableApplicationError(why, activities.ErrTypeRecreateFailed, nil)
+		}
+		out, err := json.Marshal(LifecycleResult{VMID: id, Name: "r-" + id, Action: string(ActionRecreate), State: state})
+		return activities.AwaitRecreateResult{Result: out}, err
+	})
+}
+
+// runningAt reports, once the run is over, whether it was still running at each of the
+// virtual times given (a callback after its end fires only while abandoned children run on,
+// so the clock at the end says nothing).
+func (r *upgradeRig) runningAt(at ...time.Duration) *[]bool {
+	out := make([]bool, len(at))
+	for i, d := range at {
+		r.at(d, func() { out[i] = !r.env.IsWorkflowCompleted() })
+	}
+	return &out
+}
+
+// next is the input the run continued as new with (it fails the test when the run did not).
+func (r *upgradeRig) next() RouterUpgradeInput {
+	r.t.Helper()
+	var can *workflow.ContinueAsNewError
+	require.True(r.t, errors.As(r.env.GetWorkflowError(), &can), "error %v, want a continue-as-new", r.env.GetWorkflowError())
+	require.Equal(r.t, RouterUpgradeWorkflowName, can.WorkflowType.Name)
+	var next RouterUpgradeInput
+	require.NoError(r.t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+	require.NotNil(r.t, next.State)
+	return next
 }
 
 // resolvedAlert is one ResolveUpgradeAlert call: when (virtual) and how many alerts were
@@ -118,7 +194,11 @@ func (r *upgradeRig) fakeLifecycle(ctx workflow.Context, in LifecycleInput) (Lif
 	r.mu.Lock()
 	r.inFlight--
 	r.ended[in.VMID] = workflow.Now(ctx)
+	why, failed := r.childFail[in.VMID]
 	r.mu.Unlock()
+	if failed {
+		return LifecycleResult{}, temporal.NewNonRetryableApplicationError(why, "RecreateStepFailed", nil)
+	}
 	return LifecycleResult{VMID: in.VMID, Name: "r-" + in.VMID, Action: string(in.Action), State: models.StateRunning}, nil
 }
 
@@ -476,18 +556,16 @@ func TestUpgradeSkipsUpToDate(t *testing.T) {
 	require.Equal(t, 1, r.children["r1"])
 }
 
-// TestUpgradeContinueAsNew: after RoutersPerRun routers the run drains and continues as new
-// carrying the state; the next run answers the progress query from it and upgrades only the
-// rest.
+// TestUpgradeContinueAsNew: a run that started draining before the continue-as-new without
+// drain (the default version) still lets its routers in flight finish after RoutersPerRun and
+// continues as new carrying the state; the next run answers the progress query from it and
+// upgrades only the rest.
 func TestUpgradeContinueAsNew(t *testing.T) {
 	routers := ids("r", 7)
 	r := newUpgradeRig(t, plainPlan(routers))
+	r.env.OnGetVersion(continueWithoutDrainChange, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 	r.run(RouterUpgradeRequest{Parallelism: 2, RoutersPerRun: 3})
-	var can *workflow.ContinueAsNewError
-	require.True(t, errors.As(r.env.GetWorkflowError(), &can), "error %v", r.env.GetWorkflowError())
-	var next RouterUpgradeInput
-	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
-	require.NotNil(t, next.State)
+	next := r.next()
 	done := 0
 	for _, x := range next.State.Routers {
 		if x.State == UpgradeDone {
@@ -496,6 +574,7 @@ func TestUpgradeContinueAsNew(t *testing.T) {
 		require.NotEqual(t, UpgradeUpgrading, x.State, "a run drains before it continues")
 	}
 	require.Equal(t, 4, done, "3 finished, then the 4th in flight drained")
+	require.Empty(t, next.State.Carried)
 	require.Empty(t, r.finished, "the operation is not finished by a continue-as-new")
 
 	r2 := newUpgradeRig(t, plainPlan(routers))

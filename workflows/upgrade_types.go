@@ -290,12 +290,41 @@ type RouterUpgradeState struct {
 	Started         int64 `json:"started"`
 	// MaxInFlight is the most routers ever in flight at once (for tests and benchmarks).
 	MaxInFlight int `json:"maxInFlight"`
+	// Carried lists the routers in flight when the last run continued as new without waiting
+	// for them (a recreate-mode RouterUpgrade); the next run takes them over before it starts
+	// others. Empty when the last run drained, and in the first run.
+	Carried []UpgradeCarried `json:"carried,omitempty"`
+}
+
+// Phases of a router carried across continue-as-new (UpgradeCarried.Phase).
+const (
+	// CarriedRecreate: its recreate child run has started; the next run waits for its result
+	// (Activities.AwaitRecreate), then runs its health gate.
+	CarriedRecreate = "recreate"
+	// CarriedGate: it was in its health gate; the next run runs the gate again (config push
+	// and read-only checks: the abandoned one of the last run does no harm).
+	CarriedGate = "gate"
+)
+
+// UpgradeCarried is one router a run handed over to the next one in flight: where it was and,
+// in the recreate phase, which child run recreates it (the next run waits for that run and
+// never starts another).
+type UpgradeCarried struct {
+	// Router is its index in RouterUpgradeState.Routers.
+	Router int `json:"router"`
+	// Phase is CarriedRecreate or CarriedGate.
+	Phase string `json:"phase"`
+	// WorkflowID and RunID are those of its recreate child (phase recreate).
+	WorkflowID string `json:"workflowId,omitempty"`
+	RunID      string `json:"runId,omitempty"`
 }
 
 // RouterUpgradeProgress is the answer of the progress query (and the operation's progress).
 type RouterUpgradeProgress struct {
 	Progress
-	// Status: running, paused, waiting-window, canceling, draining (before continue-as-new).
+	// Status: running, paused, waiting-window, canceling, draining (before continue-as-new:
+	// letting the routers in flight finish, or in recreate mode only waiting until each is
+	// past its check and its recreate child's start, a moment).
 	Status      string `json:"status"`
 	PauseReason string `json:"pauseReason,omitempty"`
 	// Mode is how routers are upgraded: recreate or patch.

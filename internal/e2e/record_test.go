@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,26 +63,16 @@ func (s *stack) record(name, workflowID, runID string) {
 	// The operation row is finished by the run's last activity, a moment before the run closes:
 	// wait for the close (a failed run answers its failure, which is fine here).
 	_ = s.client.GetWorkflow(ctx, workflowID, runID).Get(ctx, nil)
-	it := s.client.GetWorkflowHistory(ctx, workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	var h historypb.History
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err == nil {
-			err = s.codec.DecodeMessage(context.Background(), ev) // record in clear: replay needs no key
-		}
-		if err != nil {
-			s.t.Fatalf("history of %s/%s: %v", workflowID, runID, err)
-		}
-		h.Events = append(h.Events, ev)
-	}
+	h := s.history(workflowID, runID)
 	if len(h.Events) == 0 {
 		s.t.Fatalf("history of %s/%s is empty", workflowID, runID)
 	}
 	last := h.Events[len(h.Events)-1].GetEventType()
-	if last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED && last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED {
+	if last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED && last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED &&
+		last != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW {
 		s.t.Fatalf("history of %s/%s ends with %s: record closed runs only", workflowID, runID, last)
 	}
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(&h)
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -90,6 +81,27 @@ func (s *stack) record(name, workflowID, runID string) {
 		s.t.Fatal(err)
 	}
 	s.t.Logf("recorded %d events of %s to %s", len(h.Events), workflowID, path)
+}
+
+// history reads the whole history of a run (runID "" = the latest run of workflowID),
+// decoded: in clear, as replay needs it.
+func (s *stack) history(workflowID, runID string) *historypb.History {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	it := s.client.GetWorkflowHistory(ctx, workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var h historypb.History
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err == nil {
+			err = s.codec.DecodeMessage(ctx, ev) // payloads are encrypted in history
+		}
+		if err != nil {
+			s.t.Fatalf("history of %s/%s: %v", workflowID, runID, err)
+		}
+		h.Events = append(h.Events, ev)
+	}
+	return &h
 }
 
 // sweepRun runs one health sweep of the zone as its schedule would and returns the run.
@@ -299,6 +311,23 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("patch of %s ended %s: %s", pr.Name, op.Status, op.Error)
 		}
 		p.record(workflows.RouterUpgradeWorkflowName+"_patch.json", op.WorkflowID, op.RunID)
+
+		// The zone's other outdated routers, continued as new with routers in flight
+		// (RoutersPerRun 1, parallelism 3): the run that hands them over (the
+		// upgrade-continue-without-drain marker, Carried in its continue-as-new) and the run
+		// that takes them over (AwaitRecreate on their children, then their gates).
+		op = p.wait(p.startRouterUpgrade(workflows.RouterUpgradeRequest{Selection: activities.UpgradeSelection{ZoneID: p.zoneID},
+			Parallelism: 3, RoutersPerRun: 1, Budget: workflows.FailureBudget{Percent: 100}, Mode: workflows.UpgradeModeRecreate}), 5*time.Minute)
+		if op.Status != models.OpCompleted {
+			t.Fatalf("upgrade of the zone ended %s: %s", op.Status, op.Error)
+		}
+		chain := p.upgradeChain(op)
+		handedOver := slices.IndexFunc(chain, func(r upgradeRun) bool { return len(r.carried) > 0 })
+		if handedOver < 0 {
+			t.Fatalf("none of the %d runs handed a router over in flight: record again", len(chain))
+		}
+		p.record(workflows.RouterUpgradeWorkflowName+"_handover.json", op.WorkflowID, chain[handedOver].runID)
+		p.record(workflows.RouterUpgradeWorkflowName+"_takeover.json", op.WorkflowID, chain[handedOver+1].runID)
 	})
 
 	t.Run("SystemVMDeploy", func(t *testing.T) {

@@ -164,8 +164,20 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 		}
 	}
 
-	// The hypervisor side and the database: one VM per router, its new instance, running.
-	d, err := s.acts.Drivers.For(ctx, outdated[0].ClusterID)
+	checkUpgradedOnce(t, s, outdated)
+	t.Logf("upgraded %d routers through 2 worker kills and a Temporal server restart in %s", len(outdated), time.Since(begin).Round(time.Millisecond))
+}
+
+// checkUpgradedOnce checks the hypervisor side and the database after an upgrade of routers
+// (all in one cluster) on a stack: each is exactly one VM on the hypervisor, its new instance
+// (the old one gone), running; the database has it at the current version, Running; its
+// workflow ID had exactly one lifecycle run, a completed recreate. It returns the run ID of
+// each router's lifecycle run.
+func checkUpgradedOnce(t *testing.T, s *stack, routers []models.SystemVM) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	lifecycleRuns := map[string]string{}
+	d, err := s.acts.Drivers.For(ctx, routers[0].ClusterID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +185,7 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range outdated {
+	for _, r := range routers {
 		old := r.HypervisorName()
 		after := s.vm(r.ID)
 		instance := after.HypervisorName() // a make-before-break recreate names a new instance
@@ -198,11 +210,13 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 			t.Errorf("%s: %d lifecycle runs, want exactly one recreate", r.Name, len(runs.Executions))
 			continue
 		}
-		if e := runs.Executions[0]; e.Status != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED || e.Type.GetName() != workflows.LifecycleWorkflowName {
+		e := runs.Executions[0]
+		if e.Status != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED || e.Type.GetName() != workflows.LifecycleWorkflowName {
 			t.Errorf("%s: lifecycle run %s %s, want a completed %s", r.Name, e.Type.GetName(), e.Status, workflows.LifecycleWorkflowName)
 		}
+		lifecycleRuns[r.ID] = e.Execution.GetRunId()
 	}
-	t.Logf("upgraded %d routers through 2 worker kills and a Temporal server restart in %s", len(outdated), time.Since(begin).Round(time.Millisecond))
+	return lifecycleRuns
 }
 
 // waitForRecreateStarted waits until at least upgraded routers of the upgrade are at the new
