@@ -21,6 +21,7 @@ import (
 	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/devcloud/fleet"
 	"github.com/sysvm/sysvm/hypervisors"
+	"github.com/sysvm/sysvm/hypervisors/xen/xapisim"
 	"github.com/sysvm/sysvm/internal/testenv"
 	"github.com/sysvm/sysvm/models"
 	"github.com/sysvm/sysvm/models/modelstest"
@@ -316,15 +317,23 @@ func TestRecordHistories(t *testing.T) {
 		// (RoutersPerRun 1, parallelism 3): the run that hands them over (the
 		// upgrade-continue-without-drain marker, Carried in its continue-as-new) and the run
 		// that takes them over (AwaitRecreate on their children, then their gates).
-		op = p.wait(p.startRouterUpgrade(workflows.RouterUpgradeRequest{Selection: activities.UpgradeSelection{ZoneID: p.zoneID},
-			Parallelism: 3, RoutersPerRun: 1, Budget: workflows.FailureBudget{Percent: 100}, Mode: workflows.UpgradeModeRecreate}), 5*time.Minute)
+		// The chain is read from the first run (the ended operation names the last one).
+		// The first two clones on each XenServer pool take 3 s, so two of the three routers in
+		// flight are still in their recreate when the third ends: they are handed over.
+		for _, x := range p.xen {
+			x.InjectLatency(xapisim.Latency{Method: "VM.clone", Delay: 3 * time.Second, Times: 2})
+			defer x.ClearLatencies()
+		}
+		started := p.startRouterUpgrade(workflows.RouterUpgradeRequest{Selection: activities.UpgradeSelection{ZoneID: p.zoneID},
+			Parallelism: 3, RoutersPerRun: 1, Budget: workflows.FailureBudget{Percent: 100}, Mode: workflows.UpgradeModeRecreate})
+		op = p.wait(started, 5*time.Minute)
 		if op.Status != models.OpCompleted {
 			t.Fatalf("upgrade of the zone ended %s: %s", op.Status, op.Error)
 		}
-		chain := p.upgradeChain(op)
+		chain := p.upgradeChain(started)
 		handedOver := slices.IndexFunc(chain, func(r upgradeRun) bool { return len(r.carried) > 0 })
 		if handedOver < 0 {
-			t.Fatalf("none of the %d runs handed a router over in flight: record again", len(chain))
+			t.Fatalf("none of the %d runs handed a router over in flight: record again (result %s)", len(chain), op.Result)
 		}
 		p.record(workflows.RouterUpgradeWorkflowName+"_handover.json", op.WorkflowID, chain[handedOver].runID)
 		p.record(workflows.RouterUpgradeWorkflowName+"_takeover.json", op.WorkflowID, chain[handedOver+1].runID)
