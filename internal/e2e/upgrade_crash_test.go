@@ -24,6 +24,36 @@ import (
 	"github.com/sysvm/sysvm/workflows"
 )
 
+// newUpgradeZone starts a stack on MariaDB (on temporal, or a dev server of its own when nil)
+// for an upgrade test of its zone's outdated routers, at least 5 of them Running: health checks
+// off (no simulated SSH routers here, so the gate requires Running only) and vcsim's clones
+// taking 1.5 s from now on, so routers are caught in their recreate.
+func newUpgradeZone(t *testing.T, temporal *testenv.Temporal) (*stack, *models.Store, string, models.Zone, []models.SystemVM) {
+	t.Helper()
+	dsn := modelstest.MySQLDSN(t)
+	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	s := newStackOn(t, store, false, temporal)
+	var zone models.Zone
+	if err := store.DB.First(&zone).Error; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Settings.Set(context.Background(), activities.SettingHealthEnabled, models.ScopeGlobal, "", "false"); err != nil {
+		t.Fatal(err)
+	}
+	var outdated []models.SystemVM
+	if err := store.DB.Where("type = ? AND version = ? AND state = ?", models.TypeRouter, devcloud.OldVersion, models.StateRunning).
+		Order("name").Find(&outdated).Error; err != nil || len(outdated) < 5 {
+		t.Fatalf("outdated routers: %d (%v), want at least 5", len(outdated), err)
+	}
+	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 1500}
+	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
+	return s, store, dsn, zone, outdated
+}
+
 // TestUpgradeSurvivesWorkerKillsAndServerRestart runs a zone's router upgrade on `sysvm worker`
 // processes over its own Temporal dev server, which keeps its state in a SQLite file on a
 // fixed loopback port, and crashes the platform three times while routers are being recreated
@@ -43,29 +73,9 @@ func TestUpgradeSurvivesWorkerKillsAndServerRestart(t *testing.T) {
 		t.Skip("starts Temporal, vcsim and worker processes")
 	}
 	begin := time.Now()
-	dsn := modelstest.MySQLDSN(t)
-	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
 	temporal := testenv.PersistentTemporalT(t)
-	s := newStackOn(t, store, false, temporal)
+	s, store, dsn, zone, outdated := newUpgradeZone(t, temporal)
 	ctx := context.Background()
-	var zone models.Zone
-	if err := store.DB.First(&zone).Error; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Settings.Set(ctx, activities.SettingHealthEnabled, models.ScopeGlobal, "", "false"); err != nil {
-		t.Fatal(err)
-	}
-	var outdated []models.SystemVM
-	if err := store.DB.Where("type = ? AND version = ? AND state = ?", models.TypeRouter, devcloud.OldVersion, models.StateRunning).
-		Order("name").Find(&outdated).Error; err != nil || len(outdated) < 5 {
-		t.Fatalf("outdated routers: %d (%v), want at least 5", len(outdated), err)
-	}
-	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 1500}
-	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
 
 	worker := startWorkerProcess(t, dsn, temporal.Address)
 	t.Logf("%s: platform up", time.Since(begin).Round(time.Millisecond))

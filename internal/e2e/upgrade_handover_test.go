@@ -7,15 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi/simulator"
 	enumspb "go.temporal.io/api/enums/v1"
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/sysvm/sysvm/activities"
-	"github.com/sysvm/sysvm/devcloud"
 	"github.com/sysvm/sysvm/models"
-	"github.com/sysvm/sysvm/models/modelstest"
 	"github.com/sysvm/sysvm/operations"
 	"github.com/sysvm/sysvm/worker"
 	"github.com/sysvm/sysvm/workflows"
@@ -38,28 +35,7 @@ func TestUpgradeContinuesAsNewWithRoutersInFlight(t *testing.T) {
 		t.Skip("starts Temporal, vcsim and a worker")
 	}
 	begin := time.Now()
-	dsn := modelstest.MySQLDSN(t)
-	store, err := models.OpenAndMigrate(context.Background(), dsn, modelstest.TestKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	s := newStackOn(t, store, false, nil)
-	ctx := context.Background()
-	var zone models.Zone
-	if err := store.DB.First(&zone).Error; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Settings.Set(ctx, activities.SettingHealthEnabled, models.ScopeGlobal, "", "false"); err != nil {
-		t.Fatal(err)
-	}
-	var outdated []models.SystemVM
-	if err := store.DB.Where("type = ? AND version = ? AND state = ?", models.TypeRouter, devcloud.OldVersion, models.StateRunning).
-		Order("name").Find(&outdated).Error; err != nil || len(outdated) < 5 {
-		t.Fatalf("outdated routers: %d (%v), want at least 5", len(outdated), err)
-	}
-	simulator.TaskDelay.MethodDelay = map[string]int{"CloneVm": 1500}
-	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
+	s, _, dsn, zone, outdated := newUpgradeZone(t, nil)
 	// A `sysvm worker` process's wiring (worker.BuildPlatform, worker.New: the health gate, and
 	// the Temporal client AwaitRecreate reads the carried children's runs with).
 	proc := startWorkerProcess(t, dsn, s.temporal.Address)
