@@ -52,19 +52,27 @@ func interval(d *client.ScheduleDescription) time.Duration {
 	return d.Schedule.Spec.Intervals[0].Every
 }
 
+// newScheduleEnv is a client of a real Temporal dev server and a SQLite store holding one zone
+// named name, for the schedule sync tests.
+func newScheduleEnv(t *testing.T, name string) (client.Client, *models.Store, models.Zone) {
+	t.Helper()
+	srv := testenv.TemporalT(t, false)
+	c, err := srv.Client()
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	store := modelstest.SQLite(t)
+	zone := models.Zone{Name: name}
+	require.NoError(t, store.DB.Create(&zone).Error)
+	return c, store, zone
+}
+
 // TestHealthSchedulesFollowTheSettings runs against a real Temporal dev server: one schedule
 // per zone and kind is created from the settings, an interval change reschedules it, 0 or
 // enabled=false pauses it (the note names the setting), a removed zone loses its schedules,
 // and a scheduled sweep is found by ZoneId and OperationKind.
 func TestHealthSchedulesFollowTheSettings(t *testing.T) {
-	srv := testenv.TemporalT(t, false)
-	c, err := srv.Client()
-	require.NoError(t, err)
-	defer c.Close()
+	c, store, zone := newScheduleEnv(t, "zone-a")
 	ctx := context.Background()
-	store := modelstest.SQLite(t)
-	zone := models.Zone{Name: "zone-a"}
-	require.NoError(t, store.DB.Create(&zone).Error)
 	set := func(name, value string) {
 		t.Helper()
 		_, err := store.Settings.Set(ctx, name, models.ScopeZone, zone.ID, value)
@@ -196,14 +204,8 @@ func TestParseHealthScheduleID(t *testing.T) {
 // a note naming the setting, a new value unpauses and reschedules it, the health schedules
 // are left alone by it, and a removed zone's schedule is deleted.
 func TestCapacitySchedulesFollowTheSetting(t *testing.T) {
-	srv := testenv.TemporalT(t, false)
-	c, err := srv.Client()
-	require.NoError(t, err)
-	defer c.Close()
+	c, store, zone := newScheduleEnv(t, "zone-c")
 	ctx := context.Background()
-	store := modelstest.SQLite(t)
-	zone := models.Zone{Name: "zone-c"}
-	require.NoError(t, store.DB.Create(&zone).Error)
 	id := CapacityScheduleID(zone.ID)
 	set := func(value string) {
 		t.Helper()

@@ -23,9 +23,9 @@ import (
 // run (SystemVMLifecycle) is attributed to the later event (an activity's start: its wait in
 // the task queue; its completion: its run; a workflow task's start and completion: its wait and
 // its processing, which includes the local activities it ran: the recreate's short steps from
-// workflows.IsLocalRecreateStep), so the parts add up to the recreate run's time. The upgrade's own history
-// gives the rest of a router's time: its child's start, the health gate, the upgrade's workflow
-// tasks.
+// workflows.IsLocalRecreateStep), so the parts add up to the recreate run's time. The
+// upgrade's own history gives the rest of a router's time: its child's start, the health gate,
+// the upgrade's workflow tasks.
 type Breakdown struct {
 	Routers int `json:"routers"`
 	// Total, Recreate and Gate are from the upgrade's state: router start to end, start to the

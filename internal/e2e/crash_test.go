@@ -20,6 +20,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/sysvm/sysvm/activities"
@@ -154,6 +155,18 @@ func startHelperProcess(t *testing.T, mode, dsn, temporal string) *exec.Cmd {
 	return cmd
 }
 
+// startedActivity reports whether the described run has an activity of activityType pending
+// in state STARTED, its attempt started after since.
+func startedActivity(desc *workflowservice.DescribeWorkflowExecutionResponse, activityType string, since time.Time) bool {
+	for _, pa := range desc.PendingActivities {
+		if pa.ActivityType.GetName() == activityType && pa.State == enumspb.PENDING_ACTIVITY_STATE_STARTED &&
+			pa.LastStartedTime.AsTime().After(since) {
+			return true
+		}
+	}
+	return false
+}
+
 // waitForRunningStep waits until Temporal reports the recreate step started on a worker: its
 // ActivityTaskScheduled event is in the run's history and the activity is pending in state
 // STARTED (Temporal writes the started event itself only when the attempt ends).
@@ -184,10 +197,8 @@ func waitForRunningStep(t *testing.T, s *stack, op operation, step activities.St
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, pa := range desc.PendingActivities {
-				if pa.ActivityType.GetName() == "RecreateStep" && pa.State == enumspb.PENDING_ACTIVITY_STATE_STARTED {
-					return
-				}
+			if startedActivity(desc, "RecreateStep", time.Time{}) {
+				return
 			}
 		}
 		if time.Now().After(deadline) {

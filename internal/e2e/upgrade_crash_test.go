@@ -253,11 +253,8 @@ func waitForRecreateStarted(t *testing.T, s *stack, routers []models.SystemVM, u
 				if err != nil {
 					t.Fatalf("describe the lifecycle run of %s: %v", r.Name, err)
 				}
-				for _, pa := range desc.PendingActivities {
-					if pa.ActivityType.GetName() == "RecreateStep" && pa.State == enumspb.PENDING_ACTIVITY_STATE_STARTED &&
-						pa.LastStartedTime.AsTime().After(since) {
-						return r.Name
-					}
+				if startedActivity(desc, "RecreateStep", since) {
+					return r.Name
 				}
 			}
 		}

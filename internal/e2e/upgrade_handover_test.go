@@ -213,10 +213,8 @@ func waitForAwaitStarted(t *testing.T, s *stack, op operation, timeout time.Dura
 		if err != nil {
 			t.Fatalf("describe the upgrade: %v", err)
 		}
-		for _, pa := range desc.PendingActivities {
-			if pa.ActivityType.GetName() == "AwaitRecreate" && pa.State == enumspb.PENDING_ACTIVITY_STATE_STARTED {
-				return
-			}
+		if startedActivity(desc, "AwaitRecreate", time.Time{}) {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no run awaited a carried router within %s", timeout)
